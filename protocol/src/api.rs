@@ -1,0 +1,42 @@
+//! The JSON-RPC API as a jsonrpsee trait: the server implements
+//! [`ForgeApiServer`], clients get typed methods from [`ForgeApiClient`].
+//!
+//! Method names here must match [`crate::Method::name`]; a test pins that.
+
+use jsonrpsee::core::RpcResult;
+use jsonrpsee::proc_macros::rpc;
+
+use crate::params::{IssueNumber, Text};
+use crate::types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, Updated};
+
+/// The forge sidecar's API (DESIGN §5).
+#[rpc(server, client)]
+pub trait ForgeApi {
+    /// Read an issue (or the issue view of a PR) anywhere in the repository.
+    #[method(name = "read_issue", with_extensions)]
+    async fn read_issue(&self, number: IssueNumber) -> RpcResult<Issue>;
+
+    /// Read a pull request anywhere in the repository.
+    #[method(name = "read_pr", with_extensions)]
+    async fn read_pr(&self, number: IssueNumber) -> RpcResult<PullRequest>;
+
+    /// Read all comments of an issue or PR, oldest first.
+    #[method(name = "read_comments", with_extensions)]
+    async fn read_comments(&self, number: IssueNumber) -> RpcResult<Vec<Comment>>;
+
+    /// Comment on the assigned issue or one of its PRs.
+    #[method(name = "post_comment", with_extensions)]
+    async fn post_comment(&self, number: IssueNumber, body: Text) -> RpcResult<Comment>;
+
+    /// Replace the description of the assigned issue or one of its PRs.
+    #[method(name = "update_description", with_extensions)]
+    async fn update_description(&self, number: IssueNumber, body: Text) -> RpcResult<Updated>;
+
+    /// Signal that the work is finished; once per session.
+    #[method(name = "signal_done", with_extensions)]
+    async fn signal_done(&self, status: DoneStatus, summary: Text) -> RpcResult<DoneReceipt>;
+
+    /// What this session may write.
+    #[method(name = "scope", with_extensions)]
+    async fn scope(&self) -> RpcResult<ScopeInfo>;
+}

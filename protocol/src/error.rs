@@ -1,0 +1,224 @@
+//! Error codes of the API (DESIGN §5) and the error value every layer returns.
+//!
+//! The standard JSON-RPC codes (-32700..-32603) come from jsonrpsee; the
+//! application codes below are the contract agents and hosts match on.
+
+use std::fmt;
+
+use jsonrpsee::types::ErrorObjectOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Application error codes, each with a stable snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// -32001: write outside the assigned scope.
+    ScopeDenied,
+    /// -32002: the forge has no such issue/PR (or it is the other kind).
+    NotFound,
+    /// -32003: the forge refused the request (401/403/422/...).
+    ForgeRejected,
+    /// -32004: timeout, connection failure, 5xx after retries.
+    ForgeUnavailable,
+    /// -32005: write budget used up, or a body too large.
+    LimitExceeded,
+    /// -32006: the audit event could not be durably queued; nothing was sent.
+    AuditUnavailable,
+    /// -32007: `signal_done` was already called in this session.
+    AlreadyDone,
+    /// -32602: the params are wrong (standard JSON-RPC code).
+    InvalidParams,
+    /// -32603: an internal error (standard JSON-RPC code).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The numeric JSON-RPC error code.
+    pub fn code(self) -> i32 {
+        match self {
+            ErrorCode::ScopeDenied => -32001,
+            ErrorCode::NotFound => -32002,
+            ErrorCode::ForgeRejected => -32003,
+            ErrorCode::ForgeUnavailable => -32004,
+            ErrorCode::LimitExceeded => -32005,
+            ErrorCode::AuditUnavailable => -32006,
+            ErrorCode::AlreadyDone => -32007,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::Internal => -32603,
+        }
+    }
+
+    /// The stable name, e.g. `scope_denied`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::ScopeDenied => "scope_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ForgeRejected => "forge_rejected",
+            ErrorCode::ForgeUnavailable => "forge_unavailable",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::AlreadyDone => "already_done",
+            ErrorCode::InvalidParams => "invalid_params",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// The code for a numeric value, if it is one of ours.
+    pub fn from_code(code: i32) -> Option<ErrorCode> {
+        [
+            ErrorCode::ScopeDenied,
+            ErrorCode::NotFound,
+            ErrorCode::ForgeRejected,
+            ErrorCode::ForgeUnavailable,
+            ErrorCode::LimitExceeded,
+            ErrorCode::AuditUnavailable,
+            ErrorCode::AlreadyDone,
+            ErrorCode::InvalidParams,
+            ErrorCode::Internal,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An error as the agent sees it: a code, a message it can act on, and data.
+///
+/// `data` always carries `{"error": "<name>"}` plus the code-specific fields
+/// of DESIGN §5 (e.g. `number` and `writable` for `scope_denied`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// A sentence saying what happened and what to do next.
+    pub message: String,
+    /// Code-specific details (an object).
+    pub data: Value,
+}
+
+impl RpcError {
+    /// An error with no extra data.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            data: json!({}),
+        }
+    }
+
+    /// Attach code-specific data (merged into the data object).
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// `scope_denied` for a write to `number` outside `writable`.
+    pub fn scope_denied(number: u64, writable: &[u64]) -> Self {
+        let list: Vec<String> = writable.iter().map(|n| format!("#{n}")).collect();
+        RpcError::new(
+            ErrorCode::ScopeDenied,
+            format!(
+                "write to #{number} denied: outside the assigned scope (writable: {}); \
+                 read it if you need to, but write only to the writable numbers",
+                list.join(", ")
+            ),
+        )
+        .with_data(json!({ "number": number, "writable": writable }))
+    }
+
+    /// `invalid_params` with a message naming the problem.
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        RpcError::new(ErrorCode::InvalidParams, message)
+    }
+
+    /// The wire form, with `data.error` set to the code's name.
+    pub fn to_error_object(&self) -> ErrorObjectOwned {
+        let mut data = match &self.data {
+            Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        data.insert("error".into(), Value::String(self.code.name().into()));
+        ErrorObjectOwned::owned(
+            self.code.code(),
+            self.message.clone(),
+            Some(Value::Object(data)),
+        )
+    }
+
+    /// Read an error back from its wire form (used by clients and the MCP bridge).
+    pub fn from_error_object(obj: &jsonrpsee::types::ErrorObject<'_>) -> Self {
+        let code = ErrorCode::from_code(obj.code()).unwrap_or(ErrorCode::Internal);
+        let data = obj
+            .data()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_else(|| json!({}));
+        RpcError {
+            code,
+            message: obj.message().to_string(),
+            data,
+        }
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code.code(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl From<RpcError> for ErrorObjectOwned {
+    fn from(e: RpcError) -> Self {
+        e.to_error_object()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_contract() {
+        assert_eq!(ErrorCode::ScopeDenied.code(), -32001);
+        assert_eq!(ErrorCode::AlreadyDone.code(), -32007);
+        assert_eq!(
+            ErrorCode::from_code(-32004),
+            Some(ErrorCode::ForgeUnavailable)
+        );
+        assert_eq!(ErrorCode::from_code(-1), None);
+    }
+
+    #[test]
+    fn scope_denied_names_target_and_writable_set() {
+        let e = RpcError::scope_denied(500, &[17, 18]);
+        assert!(
+            e.message.starts_with(
+                "write to #500 denied: outside the assigned scope (writable: #17, #18)"
+            )
+        );
+        let obj = e.to_error_object();
+        assert_eq!(obj.code(), -32001);
+        let data: Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
+        assert_eq!(
+            data,
+            json!({"number": 500, "writable": [17, 18], "error": "scope_denied"})
+        );
+        assert_eq!(
+            RpcError::from_error_object(&obj).code,
+            ErrorCode::ScopeDenied
+        );
+    }
+}

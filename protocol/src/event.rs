@@ -1,0 +1,262 @@
+//! The queue event schema (DESIGN §6): what the sidecar writes and hosts read.
+//!
+//! One event is one JSON object in one file. The common envelope is
+//! [`Event`]; the `kind` field selects the [`EventBody`] variant, whose
+//! fields are flattened into the same object.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::types::DoneStatus;
+
+/// Schema version written in every event's `v` field.
+pub const EVENT_VERSION: u32 = 1;
+
+/// An event: the envelope every kind shares, plus the kind's own fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version ([`EVENT_VERSION`]).
+    pub v: u32,
+    /// Session id: UTC start time `YYYYMMDDTHHMMSS.sssZ` + `-` + 6 hex digits.
+    pub session: String,
+    /// Position in the session, from 0 with no gaps.
+    pub seq: u64,
+    /// Time written, RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    /// Hex SHA-256 of the previous event file's bytes in this session; null for seq 0.
+    pub prev: Option<String>,
+    /// The kind and its fields.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// The kinds of event and their fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The sidecar started serving.
+    SessionStart(SessionStart),
+    /// A forge write is about to be sent.
+    Intent(Intent),
+    /// A call finished (or was refused).
+    Op(Op),
+    /// The agent signalled that its work is finished.
+    Done(Done),
+    /// The sidecar stopped gracefully.
+    SessionEnd(SessionEnd),
+}
+
+impl EventBody {
+    /// The `kind` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::SessionStart(_) => "session_start",
+            EventBody::Intent(_) => "intent",
+            EventBody::Op(_) => "op",
+            EventBody::Done(_) => "done",
+            EventBody::SessionEnd(_) => "session_end",
+        }
+    }
+}
+
+/// Fields of `session_start`. Never contains the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStart {
+    /// Sidecar version.
+    pub version: String,
+    /// Forge kind: `gitea` or `memory`.
+    pub forge: String,
+    /// API base URL (Gitea), or null for the in-memory forge.
+    pub api_base: Option<String>,
+    /// Repository owner.
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// The assigned issue.
+    pub issue: u64,
+    /// The writable numbers at start.
+    pub writable: Vec<u64>,
+    /// The limits in force.
+    pub limits: Limits,
+    /// Process id of the sidecar.
+    pub pid: u32,
+}
+
+/// Configured limits, as recorded in `session_start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest JSON-RPC request accepted, bytes.
+    pub max_request_bytes: u64,
+    /// Largest comment/description/summary, bytes.
+    pub max_body_bytes: u64,
+    /// Forge writes allowed in the session.
+    pub max_writes: u32,
+    /// Whole-request timeout for forge calls, seconds.
+    pub http_timeout_secs: u64,
+    /// Heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+}
+
+/// Fields of `intent`: written before a forge write is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Id shared with the matching `op` event.
+    pub op_id: u64,
+    /// Method name.
+    pub op: String,
+    /// The issue or PR number written to.
+    pub target: u64,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Refused by policy (scope, limits, already done).
+    Denied,
+    /// Failed (bad params, forge error, ...).
+    Error,
+}
+
+impl Outcome {
+    /// The outcome for an error of this code.
+    pub fn of_error(code: ErrorCode) -> Outcome {
+        match code {
+            ErrorCode::ScopeDenied | ErrorCode::LimitExceeded | ErrorCode::AlreadyDone => {
+                Outcome::Denied
+            }
+            _ => Outcome::Error,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The error of a call that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpError {
+    /// Numeric JSON-RPC code.
+    pub code: i32,
+    /// Name of the code, e.g. `scope_denied`.
+    pub name: String,
+    /// The message the caller received.
+    pub message: String,
+}
+
+/// The caller, from the socket's peer credentials (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Process id, when the kernel reports it.
+    pub pid: Option<i32>,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Fields of `op`: one per call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    /// Id of the call within the session (matches its `intent`, if any).
+    pub op_id: u64,
+    /// Method name as called.
+    pub op: String,
+    /// The issue or PR number the call was about, if any.
+    pub target: Option<u64>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// A human sentence: "read PR #18", "denied comment to #500: out of scope".
+    pub summary: String,
+    /// The error, when the outcome is not `ok`.
+    pub error: Option<OpError>,
+    /// Wall time of the call in milliseconds.
+    pub duration_ms: u64,
+    /// Who called.
+    pub peer: Option<Peer>,
+}
+
+/// Fields of `done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// How the work ended.
+    pub status: DoneStatus,
+    /// The agent's summary.
+    pub summary: String,
+}
+
+/// Per-outcome call counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    /// Calls that succeeded.
+    pub ok: u64,
+    /// Calls refused by policy.
+    pub denied: u64,
+    /// Calls that failed.
+    pub error: u64,
+}
+
+impl OutcomeCounts {
+    /// Count one call.
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Denied => self.denied += 1,
+            Outcome::Error => self.error += 1,
+        }
+    }
+}
+
+/// Fields of `session_end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnd {
+    /// Why the session ended, e.g. `SIGTERM`.
+    pub reason: String,
+    /// Calls by outcome.
+    pub counts: OutcomeCounts,
+    /// Whether `done` was signalled; false means the session was abandoned.
+    pub done: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_flattened_into_the_envelope() {
+        let ev = Event {
+            v: EVENT_VERSION,
+            session: "20261125T120000.000Z-abcdef".into(),
+            seq: 3,
+            ts: "2026-11-25T12:00:00.123Z".into(),
+            prev: Some("00".repeat(32)),
+            body: EventBody::Done(Done {
+                status: DoneStatus::Blocked,
+                summary: "need a decision".into(),
+            }),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["kind"], "done");
+        assert_eq!(v["status"], "blocked");
+        assert_eq!(v["seq"], 3);
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn policy_refusals_are_denied() {
+        assert_eq!(Outcome::of_error(ErrorCode::ScopeDenied), Outcome::Denied);
+        assert_eq!(
+            Outcome::of_error(ErrorCode::ForgeUnavailable),
+            Outcome::Error
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The one definition of the forge sidecar's API.
+//!
+//! Everything that crosses a process boundary is defined here and nowhere
+//! else: the domain types the agent reads ([`Issue`], [`PullRequest`],
+//! [`Comment`]), the parameters and results of every method ([`params`],
+//! [`Method`]), the error codes ([`error`]), the jsonrpsee API trait
+//! ([`ForgeApiServer`] / [`ForgeApiClient`]) and the queue event schema
+//! ([`event`]). The crate does no I/O.
+
+pub mod error;
+pub mod event;
+pub mod params;
+pub mod types;
+
+mod api;
+
+pub use api::{ForgeApiClient, ForgeApiServer};
+pub use error::{ErrorCode, RpcError};
+pub use params::{IssueNumber, Method, Text};
+pub use types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, State, Updated};

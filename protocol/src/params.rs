@@ -1,0 +1,344 @@
+//! Method names and their parameters, with the validation every entry path shares.
+//!
+//! Parameters may come by name (`{"number": 17}`) or by position (`[17]`).
+//! [`Method::check_params`] is the strict reading used by the server before
+//! dispatch: unknown fields and surplus positions are refused, naming them.
+
+use std::fmt;
+use std::num::NonZeroU64;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::types::DoneStatus;
+
+/// An issue or pull request number: a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct IssueNumber(#[schemars(range(min = 1))] NonZeroU64);
+
+impl IssueNumber {
+    /// `Some` for any positive number.
+    pub fn new(n: u64) -> Option<Self> {
+        NonZeroU64::new(n).map(IssueNumber)
+    }
+
+    /// The number as an integer.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for IssueNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for IssueNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NumberVisitor;
+        const WANT: &str = "a positive integer issue or PR number such as 17";
+        impl Visitor<'_> for NumberVisitor {
+            type Value = IssueNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(WANT)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IssueNumber, E> {
+                IssueNumber::new(v).ok_or_else(|| E::custom(format!("got 0, expected {WANT}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IssueNumber, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!("got {v}, expected {WANT}"))),
+                }
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<IssueNumber, E> {
+                Err(E::custom(format!("got {v}, too large; expected {WANT}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<IssueNumber, E> {
+                Err(E::custom(format!("got {v}, expected {WANT}")))
+            }
+        }
+        d.deserialize_u64(NumberVisitor)
+    }
+}
+
+/// Non-empty text: a comment, a description or a done summary.
+///
+/// Emptiness is refused here; the size limit depends on the configuration and
+/// is enforced by the server (`limit_exceeded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Text(#[schemars(length(min = 1))] String);
+
+impl Text {
+    /// `Some` unless `s` is empty or only whitespace.
+    pub fn new(s: impl Into<String>) -> Option<Self> {
+        let s = s.into();
+        (!s.trim().is_empty()).then_some(Text(s))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes (UTF-8).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a `Text` is never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Text::new(s).ok_or_else(|| de::Error::custom("text is empty; send a non-empty string"))
+    }
+}
+
+/// Parameters of `read_issue`, `read_pr` and `read_comments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NumberParams {
+    /// Issue or pull request number (any in the repository).
+    pub number: IssueNumber,
+}
+
+/// Parameters of `post_comment` and `update_description`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteParams {
+    /// The assigned issue or one of its pull requests (see `scope`).
+    pub number: IssueNumber,
+    /// Markdown text: the comment, or the new description.
+    pub body: Text,
+}
+
+/// Parameters of `signal_done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DoneParams {
+    /// `success`, `failure` or `blocked` (needs a human).
+    pub status: DoneStatus,
+    /// What was done, or what blocks it, for the human reading the result.
+    pub summary: Text,
+}
+
+/// Parameters of `scope`: none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// Every method of the API. The names are the JSON-RPC method names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Read an issue (or the issue view of a PR).
+    ReadIssue,
+    /// Read a pull request.
+    ReadPr,
+    /// Read all comments of an issue or PR.
+    ReadComments,
+    /// Comment on the assigned issue or one of its PRs.
+    PostComment,
+    /// Replace the description of the assigned issue or one of its PRs.
+    UpdateDescription,
+    /// Tell the host the work is finished.
+    SignalDone,
+    /// What this session may write.
+    Scope,
+}
+
+impl Method {
+    /// All methods, in documentation order.
+    pub const ALL: [Method; 7] = [
+        Method::ReadIssue,
+        Method::ReadPr,
+        Method::ReadComments,
+        Method::PostComment,
+        Method::UpdateDescription,
+        Method::SignalDone,
+        Method::Scope,
+    ];
+
+    /// The JSON-RPC method name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ReadIssue => "read_issue",
+            Method::ReadPr => "read_pr",
+            Method::ReadComments => "read_comments",
+            Method::PostComment => "post_comment",
+            Method::UpdateDescription => "update_description",
+            Method::SignalDone => "signal_done",
+            Method::Scope => "scope",
+        }
+    }
+
+    /// The method with this JSON-RPC name.
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// True for methods that write to the forge (write-scoped).
+    pub fn writes_forge(self) -> bool {
+        matches!(self, Method::PostComment | Method::UpdateDescription)
+    }
+
+    /// The parameter names, in positional order.
+    pub fn param_names(self) -> &'static [&'static str] {
+        match self {
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments => &["number"],
+            Method::PostComment | Method::UpdateDescription => &["number", "body"],
+            Method::SignalDone => &["status", "summary"],
+            Method::Scope => &[],
+        }
+    }
+
+    /// Strictly check `params` (by name or by position) for this method.
+    ///
+    /// Refuses unknown fields and surplus positions (naming them), missing
+    /// fields, wrong types, non-positive numbers and empty text. The message
+    /// says what to send instead.
+    pub fn check_params(self, params: Option<&RawValue>) -> Result<(), String> {
+        let raw = params.map(RawValue::get).unwrap_or("null").trim();
+        let raw = if raw == "null" { "[]" } else { raw };
+        let names = self.param_names();
+        if raw.starts_with('[') {
+            let items: Vec<&RawValue> = serde_json::from_str(raw)
+                .map_err(|e| format!("params must be an array or an object: {e}"))?;
+            if items.len() > names.len() {
+                return Err(format!(
+                    "{} takes {} positional param(s) ({}), got {}",
+                    self.name(),
+                    names.len(),
+                    names.join(", "),
+                    items.len()
+                ));
+            }
+        } else if !raw.starts_with('{') {
+            return Err(format!(
+                "params must be an object such as {} or an array in the order ({})",
+                self.example(),
+                names.join(", ")
+            ));
+        }
+        let result = match self {
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments => {
+                serde_json::from_str::<NumberParams>(raw).map(drop)
+            }
+            Method::PostComment | Method::UpdateDescription => {
+                serde_json::from_str::<WriteParams>(raw).map(drop)
+            }
+            Method::SignalDone => serde_json::from_str::<DoneParams>(raw).map(drop),
+            Method::Scope => serde_json::from_str::<NoParams>(raw).map(drop),
+        };
+        result.map_err(|e| {
+            let msg = e.to_string();
+            let reason = strip_position(&msg);
+            format!(
+                "invalid params for {}: {reason}; expected {}",
+                self.name(),
+                self.example()
+            )
+        })
+    }
+
+    /// A valid by-name example of the params, for error messages.
+    pub fn example(self) -> &'static str {
+        match self {
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments => r#"{"number": 17}"#,
+            Method::PostComment | Method::UpdateDescription => r#"{"number": 17, "body": "text"}"#,
+            Method::SignalDone => r#"{"status": "success", "summary": "what was done"}"#,
+            Method::Scope => "no params",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// serde_json appends " at line L column C"; for a one-line request that is noise.
+fn strip_position(msg: &str) -> &str {
+    match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(m: Method, params: &str) -> Result<(), String> {
+        let raw = RawValue::from_string(params.to_string()).unwrap();
+        m.check_params(Some(&raw))
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_name(m.name()), Some(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+        }
+        assert_eq!(Method::from_name("delete_repo"), None);
+    }
+
+    #[test]
+    fn accepts_named_and_positional() {
+        check(Method::PostComment, r#"{"number": 17, "body": "hi"}"#).unwrap();
+        check(Method::PostComment, r#"[17, "hi"]"#).unwrap();
+        check(Method::Scope, "[]").unwrap();
+        check(Method::Scope, "{}").unwrap();
+        assert!(Method::Scope.check_params(None).is_ok());
+    }
+
+    #[test]
+    fn refuses_unknown_field_naming_it() {
+        let err = check(Method::ReadIssue, r#"{"number": 1, "owner": "x"}"#).unwrap_err();
+        assert!(err.contains("unknown field `owner`"), "{err}");
+    }
+
+    #[test]
+    fn refuses_surplus_positions() {
+        let err = check(Method::ReadIssue, "[1, 2]").unwrap_err();
+        assert!(err.contains("takes 1 positional"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bad_numbers() {
+        for bad in ["0", "-3", "1.5", "\"17\"", "18446744073709551616"] {
+            let err = check(Method::ReadPr, &format!(r#"{{"number": {bad}}}"#)).unwrap_err();
+            assert!(
+                err.contains("positive integer") || err.contains("invalid type"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_missing_and_empty() {
+        let err = check(Method::PostComment, r#"{"number": 17}"#).unwrap_err();
+        assert!(err.contains("missing field `body`"), "{err}");
+        let err = check(Method::PostComment, r#"{"number": 17, "body": "  "}"#).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        let err = check(Method::SignalDone, r#"{"status": "maybe", "summary": "x"}"#).unwrap_err();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn refuses_scalar_params() {
+        let err = check(Method::ReadIssue, "17").unwrap_err();
+        assert!(err.contains("object"), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Domain types returned to the agent, independent of any forge's wire format.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Whether an issue or pull request is open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Open.
+    Open,
+    /// Closed (for a pull request: closed or merged).
+    Closed,
+}
+
+/// An issue (or the issue view of a pull request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Issue {
+    /// Per-repository number, shared by issues and pull requests.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Description; `""` when the forge has none.
+    pub body: String,
+    /// Open or closed.
+    pub state: State,
+    /// Login of the author.
+    pub user: String,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Logins of the assignees.
+    pub assignees: Vec<String>,
+    /// True when this number is a pull request (read it with `read_pr`).
+    pub is_pull_request: bool,
+    /// Web address of the issue.
+    pub url: String,
+    /// Creation time, RFC 3339 as the forge reports it.
+    pub created_at: String,
+    /// Last update time, RFC 3339 as the forge reports it.
+    pub updated_at: String,
+}
+
+/// A pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PullRequest {
+    /// Per-repository number, shared by issues and pull requests.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Description; `""` when the forge has none.
+    pub body: String,
+    /// Open or closed.
+    pub state: State,
+    /// True once merged.
+    pub merged: bool,
+    /// True for a draft (work in progress).
+    pub draft: bool,
+    /// Source branch.
+    pub head: String,
+    /// Target branch.
+    pub base: String,
+    /// Login of the author.
+    pub user: String,
+    /// Web address of the pull request.
+    pub url: String,
+    /// Creation time, RFC 3339 as the forge reports it.
+    pub created_at: String,
+    /// Last update time, RFC 3339 as the forge reports it.
+    pub updated_at: String,
+}
+
+/// A comment on an issue or pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Comment {
+    /// Forge-wide comment id.
+    pub id: u64,
+    /// Login of the author.
+    pub user: String,
+    /// Text (Markdown).
+    pub body: String,
+    /// Creation time, RFC 3339 as the forge reports it.
+    pub created_at: String,
+    /// Last update time, RFC 3339 as the forge reports it.
+    pub updated_at: String,
+}
+
+/// Result of `update_description`: the updated issue or pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Updated {
+    /// The number was a pull request.
+    PullRequest(PullRequest),
+    /// The number was a plain issue.
+    Issue(Issue),
+}
+
+impl Updated {
+    /// The number of the updated issue or pull request.
+    pub fn number(&self) -> u64 {
+        match self {
+            Updated::PullRequest(pr) => pr.number,
+            Updated::Issue(issue) => issue.number,
+        }
+    }
+}
+
+/// How the agent's work ended, as told by `signal_done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DoneStatus {
+    /// The work is finished.
+    Success,
+    /// The work could not be done.
+    Failure,
+    /// The work needs a human decision before it can go on.
+    Blocked,
+}
+
+impl DoneStatus {
+    /// The wire name: `success`, `failure` or `blocked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoneStatus::Success => "success",
+            DoneStatus::Failure => "failure",
+            DoneStatus::Blocked => "blocked",
+        }
+    }
+}
+
+/// Result of `signal_done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DoneReceipt {
+    /// File name of the `done` event in the queue directory.
+    pub event: String,
+}
+
+/// Result of `scope`: what this session may write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScopeInfo {
+    /// Repository owner.
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// The assigned issue.
+    pub issue: u64,
+    /// Numbers that `post_comment` and `update_description` accept:
+    /// the assigned issue and its pull requests.
+    pub writable: Vec<u64>,
+    /// Forge writes left in this session's budget.
+    pub writes_left: u32,
+    /// Whether `signal_done` has been called.
+    pub done: bool,
+}

@@ -1,0 +1,112 @@
+//! The one durable-write primitive of the queue.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::QueueError;
+
+/// Durably publish `bytes` as `dest_dir/name`, staging it in `tmp_dir`.
+///
+/// Guarantee: when this returns `Ok`, the complete file is in `dest_dir` and
+/// both its data and its directory entry have been fsynced, so it survives a
+/// crash or power loss; a reader never sees a partial file in `dest_dir`.
+/// An existing `dest_dir/name` is never replaced (the publish is a hard link,
+/// which fails if the name exists). On error the staging file is removed; the
+/// error says whether the file reached `dest_dir` ([`PublishError`]).
+pub fn publish(
+    tmp_dir: &Path,
+    dest_dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), PublishError> {
+    let staged = tmp_dir.join(name);
+    let dest = dest_dir.join(name);
+    let stage = || -> Result<(), QueueError> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+            .map_err(QueueError::io("create", &staged))?;
+        f.write_all(bytes)
+            .map_err(QueueError::io("write", &staged))?;
+        f.sync_all().map_err(QueueError::io("fsync", &staged))?;
+        fs::hard_link(&staged, &dest).map_err(QueueError::io("link", &dest))
+    };
+    let staged_result = stage();
+    // The staging name is only a handle; drop it whether or not the link worked.
+    let _ = fs::remove_file(&staged);
+    staged_result.map_err(PublishError::NotPublished)?;
+    sync_dir(dest_dir).map_err(PublishError::PublishedNotSynced)?;
+    Ok(())
+}
+
+/// Why [`publish`] failed, and whether the file reached the destination.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Nothing was published; the name is still free.
+    NotPublished(QueueError),
+    /// The file is in the destination but its directory entry may not be
+    /// durable yet; the name is taken.
+    PublishedNotSynced(QueueError),
+}
+
+impl PublishError {
+    /// The underlying error.
+    pub fn into_inner(self) -> QueueError {
+        match self {
+            PublishError::NotPublished(e) | PublishError::PublishedNotSynced(e) => e,
+        }
+    }
+}
+
+/// Atomically replace `path` with `bytes` (staged as `tmp`, then renamed).
+///
+/// For state files such as the heartbeat: readers see the old or the new
+/// content, never a mix. The data is fsynced before the rename.
+pub fn replace(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), QueueError> {
+    let mut f = File::create(tmp).map_err(QueueError::io("create", tmp))?;
+    f.write_all(bytes).map_err(QueueError::io("write", tmp))?;
+    f.sync_all().map_err(QueueError::io("fsync", tmp))?;
+    fs::rename(tmp, path).map_err(QueueError::io("rename", path))
+}
+
+/// fsync a directory, making the entries created in it durable.
+pub fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(QueueError::io("fsync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishes_and_never_replaces() {
+        let root = tempfile::tempdir().unwrap();
+        let (tmp, new) = (root.path().join("tmp"), root.path().join("new"));
+        fs::create_dir(&tmp).unwrap();
+        fs::create_dir(&new).unwrap();
+        publish(&tmp, &new, "a.json", b"one").unwrap();
+        assert_eq!(fs::read(new.join("a.json")).unwrap(), b"one");
+        let err = publish(&tmp, &new, "a.json", b"two").unwrap_err();
+        assert!(matches!(err, PublishError::NotPublished(_)));
+        assert_eq!(fs::read(new.join("a.json")).unwrap(), b"one");
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "staging file left behind"
+        );
+    }
+
+    #[test]
+    fn error_names_the_path() {
+        let root = tempfile::tempdir().unwrap();
+        let missing = root.path().join("missing");
+        let err = publish(&missing, root.path(), "a.json", b"x")
+            .unwrap_err()
+            .into_inner();
+        assert!(err.to_string().contains("missing/a.json"), "{err}");
+    }
+}

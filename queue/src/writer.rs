@@ -1,0 +1,296 @@
+//! The sidecar's half of the queue: appends chained, durable events.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use forge_protocol::event::{EVENT_VERSION, Event, EventBody};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{self, PublishError};
+use crate::error::QueueError;
+use crate::names::{EventName, sha256_hex};
+
+const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
+
+/// RFC 3339 UTC with milliseconds, the `ts` of every event.
+pub fn rfc3339_ms(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// An event that is durably in `new/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Its file name.
+    pub name: String,
+    /// Its seq.
+    pub seq: u64,
+}
+
+/// The content of `<queue>/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sidecar pid.
+    pub pid: u32,
+    /// Session id.
+    pub session: String,
+    /// When it was written, RFC 3339 UTC ms.
+    pub ts: String,
+}
+
+struct Chain {
+    next_seq: u64,
+    prev: Option<String>,
+}
+
+/// Appends the events of one session to a queue directory.
+///
+/// Appends are serialized: each event's `seq` and `prev` depend on the one
+/// before. Every method blocks on disk I/O; call it off the async runtime.
+pub struct QueueWriter {
+    root: PathBuf,
+    tmp: PathBuf,
+    new: PathBuf,
+    session: String,
+    chain: Mutex<Chain>,
+}
+
+impl QueueWriter {
+    /// Open (creating if needed) the queue at `root` and start a new session.
+    ///
+    /// Leftover files in `tmp/` (incomplete by definition) are removed. The
+    /// session id sorts after every session already in `new/` or `cur/`, even
+    /// if the clock went backwards.
+    pub fn open(root: &Path) -> Result<QueueWriter, QueueError> {
+        let (tmp, new, cur) = (root.join("tmp"), root.join("new"), root.join("cur"));
+        for dir in [root, &tmp, &new, &cur] {
+            fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
+        }
+        for entry in fs::read_dir(&tmp).map_err(QueueError::io("list", &tmp))? {
+            let path = entry.map_err(QueueError::io("list", &tmp))?.path();
+            fs::remove_file(&path).map_err(QueueError::io("remove stale staging file", &path))?;
+        }
+        let latest = latest_stamp(&[&new, &cur])?;
+        let session = new_session_id(Utc::now(), latest.as_deref());
+        Ok(QueueWriter {
+            root: root.to_path_buf(),
+            tmp,
+            new,
+            session,
+            chain: Mutex::new(Chain {
+                next_seq: 0,
+                prev: None,
+            }),
+        })
+    }
+
+    /// The session id.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The queue directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Durably append one event; returns once it is fsynced in `new/`.
+    ///
+    /// On error nothing new is visible in `new/` and the chain is unchanged,
+    /// unless the file was published but its directory could not be synced;
+    /// then the event stands (the next one chains after it) and the error is
+    /// still returned, because durability was not confirmed.
+    pub fn append(&self, body: EventBody) -> Result<Written, QueueError> {
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = chain.next_seq;
+        let event = Event {
+            v: EVENT_VERSION,
+            session: self.session.clone(),
+            seq,
+            ts: rfc3339_ms(Utc::now()),
+            prev: chain.prev.clone(),
+            body,
+        };
+        let mut bytes = serde_json::to_vec(&event)?;
+        bytes.push(b'\n');
+        let name = EventName::format(&self.session, seq);
+        let advance = |chain: &mut Chain| {
+            chain.next_seq = seq + 1;
+            chain.prev = Some(sha256_hex(&bytes));
+        };
+        match durable::publish(&self.tmp, &self.new, &name, &bytes) {
+            Ok(()) => {
+                advance(&mut chain);
+                Ok(Written { name, seq })
+            }
+            Err(PublishError::NotPublished(e)) => Err(e),
+            Err(PublishError::PublishedNotSynced(e)) => {
+                advance(&mut chain);
+                Err(e)
+            }
+        }
+    }
+
+    /// Atomically replace `<queue>/heartbeat`.
+    pub fn heartbeat(&self) -> Result<(), QueueError> {
+        let beat = Heartbeat {
+            pid: std::process::id(),
+            session: self.session.clone(),
+            ts: rfc3339_ms(Utc::now()),
+        };
+        let mut bytes = serde_json::to_vec(&beat)?;
+        bytes.push(b'\n');
+        durable::replace(
+            &self.tmp.join("heartbeat"),
+            &self.root.join("heartbeat"),
+            &bytes,
+        )
+    }
+}
+
+/// The largest session timestamp among the event files in `dirs`.
+fn latest_stamp(dirs: &[&Path]) -> Result<Option<String>, QueueError> {
+    let mut latest: Option<String> = None;
+    for dir in dirs {
+        for entry in fs::read_dir(dir).map_err(QueueError::io("list", *dir))? {
+            let entry = entry.map_err(QueueError::io("list", *dir))?;
+            if let Some(name) = entry.file_name().to_str().and_then(EventName::parse) {
+                let stamp = name.stamp();
+                if latest.as_deref().is_none_or(|l| stamp > l) {
+                    latest = Some(stamp.to_string());
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// Parse `YYYYMMDDTHHMMSS.sssZ` (chrono's `%Y` is greedy, so split by hand).
+fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+    let p = |r: std::ops::Range<usize>| s.get(r);
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}.{}Z",
+        p(0..4)?,
+        p(4..6)?,
+        p(6..8)?,
+        p(9..11)?,
+        p(11..13)?,
+        p(13..15)?,
+        p(16..19)?
+    );
+    DateTime::parse_from_rfc3339(&rfc)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A session id for a session starting at `now` that sorts after `latest`.
+fn new_session_id(now: DateTime<Utc>, latest: Option<&str>) -> String {
+    // Compare at the resolution of the id: milliseconds.
+    let mut start = now.duration_trunc(Duration::milliseconds(1)).unwrap_or(now);
+    if let Some(prev) = latest.and_then(parse_stamp) {
+        if start <= prev {
+            start = prev + Duration::milliseconds(1);
+        }
+    }
+    let mut rnd = [0u8; 3];
+    // A failure of the OS random source leaves zeros: the time part already
+    // orders sessions, the random part only separates two started in one ms.
+    let _ = getrandom::fill(&mut rnd);
+    format!(
+        "{}-{:02x}{:02x}{:02x}",
+        start.format(STAMP_FORMAT),
+        rnd[0],
+        rnd[1],
+        rnd[2]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_protocol::DoneStatus;
+    use forge_protocol::event::Done;
+
+    fn done(summary: &str) -> EventBody {
+        EventBody::Done(Done {
+            status: DoneStatus::Success,
+            summary: summary.into(),
+        })
+    }
+
+    #[test]
+    fn appends_a_chain() {
+        let root = tempfile::tempdir().unwrap();
+        let w = QueueWriter::open(root.path()).unwrap();
+        let a = w.append(done("a")).unwrap();
+        let b = w.append(done("b")).unwrap();
+        assert_eq!((a.seq, b.seq), (0, 1));
+        let first = fs::read(root.path().join("new").join(&a.name)).unwrap();
+        let second: Event =
+            serde_json::from_slice(&fs::read(root.path().join("new").join(&b.name)).unwrap())
+                .unwrap();
+        let first_ev: Event = serde_json::from_slice(&first).unwrap();
+        assert_eq!(first_ev.prev, None);
+        assert_eq!(second.prev.as_deref(), Some(sha256_hex(&first).as_str()));
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn new_session_sorts_after_existing_even_if_clock_is_behind() {
+        let future = "20991231T235959.999Z";
+        let id = new_session_id(Utc::now(), Some(future));
+        assert!(id.as_str() > future, "{id}");
+        assert!(id.starts_with("21000101T000000.000Z-"), "{id}");
+    }
+
+    #[test]
+    fn new_session_in_the_same_millisecond_is_bumped() {
+        let now = Utc::now();
+        let stamp = now.format(STAMP_FORMAT).to_string();
+        assert_eq!(
+            parse_stamp(&stamp).map(|t| t.format(STAMP_FORMAT).to_string()),
+            Some(stamp.clone())
+        );
+        let id = new_session_id(now, Some(&stamp));
+        assert!(id[..20] > stamp[..], "{id} vs {stamp}");
+    }
+
+    #[test]
+    fn reopen_starts_a_later_session_and_cleans_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let first = QueueWriter::open(root.path()).unwrap();
+        let written = first.append(done("a")).unwrap();
+        fs::write(root.path().join("tmp").join("partial.json"), b"{\"v\":").unwrap();
+        let second = QueueWriter::open(root.path()).unwrap();
+        assert!(second.session() > first.session());
+        let again = second.append(done("b")).unwrap();
+        assert!(again.name > written.name);
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn failed_append_keeps_the_chain() {
+        let root = tempfile::tempdir().unwrap();
+        let w = QueueWriter::open(root.path()).unwrap();
+        w.append(done("a")).unwrap();
+        let new = root.path().join("new");
+        fs::rename(&new, root.path().join("moved")).unwrap();
+        assert!(w.append(done("lost")).is_err());
+        fs::rename(root.path().join("moved"), &new).unwrap();
+        let c = w.append(done("c")).unwrap();
+        assert_eq!(c.seq, 1, "a failed append must not consume a seq");
+    }
+
+    #[test]
+    fn heartbeat_is_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let w = QueueWriter::open(root.path()).unwrap();
+        w.heartbeat().unwrap();
+        w.heartbeat().unwrap();
+        let beat: Heartbeat =
+            serde_json::from_slice(&fs::read(root.path().join("heartbeat")).unwrap()).unwrap();
+        assert_eq!(beat.session, w.session());
+        assert_eq!(beat.pid, std::process::id());
+    }
+}
