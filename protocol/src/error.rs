@@ -27,6 +27,8 @@ pub enum ErrorCode {
     AuditUnavailable,
     /// -32007: `signal_done` was already called in this session.
     AlreadyDone,
+    /// -32601: no such method (standard JSON-RPC code).
+    MethodNotFound,
     /// -32602: the params are wrong (standard JSON-RPC code).
     InvalidParams,
     /// -32603: an internal error (standard JSON-RPC code).
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => -32005,
             ErrorCode::AuditUnavailable => -32006,
             ErrorCode::AlreadyDone => -32007,
+            ErrorCode::MethodNotFound => -32601,
             ErrorCode::InvalidParams => -32602,
             ErrorCode::Internal => -32603,
         }
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::AuditUnavailable => "audit_unavailable",
             ErrorCode::AlreadyDone => "already_done",
+            ErrorCode::MethodNotFound => "method_not_found",
             ErrorCode::InvalidParams => "invalid_params",
             ErrorCode::Internal => "internal_error",
         }
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded,
             ErrorCode::AuditUnavailable,
             ErrorCode::AlreadyDone,
+            ErrorCode::MethodNotFound,
             ErrorCode::InvalidParams,
             ErrorCode::Internal,
         ]

@@ -1,1 +1,239 @@
-fn main() {}
+//! The `forge-sidecar` binary: parses the command line and runs a subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use forge_sidecar::client::SocketClient;
+use forge_sidecar::config::{Config, ConfigArgs, ForgeConfig, Secret, TokenSource};
+use forge_sidecar::forge::Forge;
+use forge_sidecar::forge::gitea::GiteaForge;
+use forge_sidecar::forge::memory::MemoryForge;
+use forge_sidecar::server::Server;
+
+/// Scoped, audited forge access for a sandboxed coding agent.
+#[derive(Parser)]
+#[command(name = "forge-sidecar", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the JSON-RPC API on the Unix socket until SIGTERM/SIGINT.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Validate the configuration and the forge (token, repository, issue); exit 0 if usable.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Call a method on a running sidecar and print the result or error as JSON.
+    Call {
+        /// Method name, e.g. read_issue.
+        method: String,
+        /// Params as JSON: an object ({"number": 17}) or an array ([17]).
+        params: Option<String>,
+        /// Socket path.
+        #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
+        socket: PathBuf,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    // Take the token out of the environment before any thread starts, so it
+    // is not inherited by anything this process spawns.
+    let env_token = std::env::var("FORGE_TOKEN").ok().map(Secret::new);
+    if env_token.is_some() {
+        // SAFETY: single-threaded here: no runtime or other thread exists yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::remove_var("FORGE_TOKEN")
+        };
+    }
+    let tokens = TokenSource { env_token };
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("forge-sidecar: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => {
+            let Some(config) = validated(&config, &tokens) else {
+                return ExitCode::from(2);
+            };
+            runtime.block_on(serve(config))
+        }
+        Command::Check { config } => {
+            let Some(config) = validated(&config, &tokens) else {
+                return ExitCode::from(2);
+            };
+            runtime.block_on(check(config))
+        }
+        Command::Call {
+            method,
+            params,
+            socket,
+            timeout_secs,
+        } => runtime.block_on(call(
+            &socket,
+            &method,
+            params.as_deref(),
+            Duration::from_secs(timeout_secs),
+        )),
+    }
+}
+
+fn validated(args: &ConfigArgs, tokens: &TokenSource) -> Option<Config> {
+    match args.validate(tokens) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            eprintln!("forge-sidecar: {e}");
+            None
+        }
+    }
+}
+
+fn init_tracing() -> Result<(), String> {
+    let filter = std::env::var("FORGE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
+        format!("configuration error: FORGE_LOG: '{filter}' is not a valid filter ({e})")
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+fn forge_for(config: &Config) -> Arc<dyn Forge> {
+    match &config.forge {
+        ForgeConfig::Gitea { api_base, token } => Arc::new(GiteaForge::new(
+            api_base,
+            &config.owner,
+            &config.repo,
+            token,
+            config.http_timeout,
+        )),
+        ForgeConfig::Memory => Arc::new(MemoryForge::seeded(&config.owner, &config.repo)),
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    if let Err(e) = init_tracing() {
+        eprintln!("forge-sidecar: {e}");
+        return ExitCode::from(2);
+    }
+    let forge = forge_for(&config);
+    let server = match Server::start(config, forge).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("cannot start: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.run(stop_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("stopped with an error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT with the signal's name.
+async fn stop_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    let forge = forge_for(&config);
+    let issue = config.issue;
+    let verdict = tokio::task::spawn_blocking(move || forge.preflight(issue)).await;
+    let writable: Vec<String> = config.writable().iter().map(ToString::to_string).collect();
+    match verdict {
+        Ok(Ok(user)) => {
+            println!(
+                "ok: forge {} reachable as '{user}', {}/{} and issue {} readable; writable: {}",
+                config.forge_label(),
+                config.owner,
+                config.repo,
+                config.issue,
+                writable.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            println!("failed: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("failed: the check could not run ({e})");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn call(
+    socket: &std::path::Path,
+    method: &str,
+    params: Option<&str>,
+    timeout: Duration,
+) -> ExitCode {
+    let params = match params
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "forge-sidecar call: PARAMS_JSON is not valid JSON ({e}); e.g. '{{\"number\": 17}}'"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let client = SocketClient::new(socket, timeout);
+    let pretty =
+        |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    match client.call(method, params).await {
+        Ok(Ok(result)) => {
+            println!("{}", pretty(&result));
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            println!("{}", pretty(&serde_json::json!({ "error": error })));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("forge-sidecar call: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+# forge-sidecar image: build with the locked dependency set, run as non-root.
+#   docker build -t forge-sidecar .
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin forge-sidecar --bin forge-queue
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin forge \
+ && mkdir -p /run/forge/queue \
+ && chown -R forge:forge /run/forge
+COPY --from=build /src/target/release/forge-sidecar /src/target/release/forge-queue /usr/local/bin/
+USER forge
+ENV FORGE_SOCKET=/run/forge/forge.sock \
+    FORGE_QUEUE_DIR=/run/forge/queue
+# The socket directory is shared with the agent, the queue with the host.
+VOLUME ["/run/forge", "/run/forge/queue"]
+ENTRYPOINT ["forge-sidecar", "serve"]

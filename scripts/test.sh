@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: every unit and end-to-end test of the workspace,
+# including the check of the Gitea client against Prism's validating mock
+# of the Gitea API spec (installed here from the npm registry if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-prism.sh
+cargo test --workspace --locked --all-targets

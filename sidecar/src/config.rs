@@ -1,0 +1,485 @@
+//! Configuration (DESIGN §4): flags and environment, validated into [`Config`].
+//!
+//! Every setting has an environment variable and a `serve` flag; flags win
+//! (clap reads both). Values arrive as strings and are validated here so a
+//! bad one yields one line naming the setting; the caller exits with 2.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use forge_protocol::IssueNumber;
+use forge_protocol::event::Limits;
+
+/// A secret whose `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The value, for the one place that must send it (the Authorization header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Which forge to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForgeKind {
+    /// A Gitea (or Forgejo) server at FORGE_GITEA_API.
+    Gitea,
+    /// The built-in seeded in-memory forge (no network, nothing persisted).
+    Memory,
+}
+
+/// The settings as given on the command line or in the environment.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Forge kind.
+    #[arg(long, value_enum, default_value = "gitea", env = "FORGE_KIND")]
+    pub forge: ForgeKind,
+    /// Gitea API base including /api/v1.
+    #[arg(long = "gitea-api", env = "FORGE_GITEA_API", value_name = "URL")]
+    pub gitea_api: Option<String>,
+    /// Repository owner.
+    #[arg(long, env = "FORGE_OWNER")]
+    pub owner: Option<String>,
+    /// Repository name.
+    #[arg(long, env = "FORGE_REPO")]
+    pub repo: Option<String>,
+    /// The assigned issue number (defines the write scope).
+    #[arg(long = "issue", env = "FORGE_ISSUE_NUMBER", value_name = "N")]
+    pub issue: Option<String>,
+    /// Assigned PR numbers, comma-separated.
+    #[arg(long = "pr", env = "FORGE_PR_NUMBER", value_name = "N,N")]
+    pub prs: Option<String>,
+    /// File holding the forge token (preferred over FORGE_TOKEN).
+    #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Socket path.
+    #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
+    pub socket: PathBuf,
+    /// Socket file mode (octal).
+    #[arg(
+        long = "socket-mode",
+        env = "FORGE_SOCKET_MODE",
+        default_value = "0660"
+    )]
+    pub socket_mode: String,
+    /// Queue directory.
+    #[arg(
+        long = "queue-dir",
+        env = "FORGE_QUEUE_DIR",
+        default_value = "/run/forge/queue"
+    )]
+    pub queue_dir: PathBuf,
+    /// Largest JSON-RPC request accepted, bytes.
+    #[arg(
+        long = "max-request-bytes",
+        env = "FORGE_MAX_REQUEST_BYTES",
+        default_value = "1048576"
+    )]
+    pub max_request_bytes: String,
+    /// Largest comment/description body, bytes.
+    #[arg(
+        long = "max-body-bytes",
+        env = "FORGE_MAX_BODY_BYTES",
+        default_value = "65536"
+    )]
+    pub max_body_bytes: String,
+    /// Forge writes allowed per session.
+    #[arg(long = "max-writes", env = "FORGE_MAX_WRITES", default_value = "100")]
+    pub max_writes: String,
+    /// Whole-request timeout for forge calls, seconds.
+    #[arg(
+        long = "http-timeout-secs",
+        env = "FORGE_HTTP_TIMEOUT_SECS",
+        default_value = "30"
+    )]
+    pub http_timeout_secs: String,
+    /// Heartbeat interval, seconds.
+    #[arg(
+        long = "heartbeat-secs",
+        env = "FORGE_HEARTBEAT_SECS",
+        default_value = "5"
+    )]
+    pub heartbeat_secs: String,
+}
+
+/// Where the forge is and how to authenticate.
+#[derive(Debug, Clone)]
+pub enum ForgeConfig {
+    /// A Gitea server.
+    Gitea {
+        /// API base including /api/v1, without a trailing slash.
+        api_base: String,
+        /// The token.
+        token: Secret,
+    },
+    /// The in-memory forge.
+    Memory,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The forge.
+    pub forge: ForgeConfig,
+    /// Repository owner.
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// The assigned issue.
+    pub issue: IssueNumber,
+    /// The assigned PRs.
+    pub prs: Vec<IssueNumber>,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Socket file mode.
+    pub socket_mode: u32,
+    /// Queue directory.
+    pub queue_dir: PathBuf,
+    /// Largest JSON-RPC request, bytes.
+    pub max_request_bytes: u32,
+    /// Largest body, bytes.
+    pub max_body_bytes: usize,
+    /// Forge writes per session.
+    pub max_writes: u32,
+    /// Forge request timeout.
+    pub http_timeout: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl Config {
+    /// The limits as recorded in `session_start`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_request_bytes: u64::from(self.max_request_bytes),
+            max_body_bytes: self.max_body_bytes as u64,
+            max_writes: self.max_writes,
+            http_timeout_secs: self.http_timeout.as_secs(),
+            heartbeat_secs: self.heartbeat.as_secs(),
+        }
+    }
+
+    /// `gitea at URL` or `memory`, for messages.
+    pub fn forge_label(&self) -> String {
+        match &self.forge {
+            ForgeConfig::Gitea { api_base, .. } => format!("gitea at {api_base}"),
+            ForgeConfig::Memory => "memory".into(),
+        }
+    }
+
+    /// The writable numbers: the assigned issue and its PRs.
+    pub fn writable(&self) -> Vec<IssueNumber> {
+        let mut all = vec![self.issue];
+        all.extend(self.prs.iter().copied().filter(|p| *p != self.issue));
+        all
+    }
+}
+
+/// A setting that is missing or wrong; its `Display` is the one line to print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting, as `FORGE_X (--flag)`.
+    pub setting: &'static str,
+    /// What is wrong and what to do.
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// Where the token comes from, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSource {
+    /// `FORGE_TOKEN` as it was in the environment (removed from it by the binary).
+    pub env_token: Option<Secret>,
+}
+
+impl ConfigArgs {
+    /// Validate into a [`Config`].
+    pub fn validate(&self, tokens: &TokenSource) -> Result<Config, ConfigError> {
+        let memory = self.forge == ForgeKind::Memory;
+        // The in-memory forge has sample data for acme/widgets #17 with PRs #18 and #19.
+        let default =
+            |v: &Option<String>, d: &str| v.clone().or_else(|| memory.then(|| d.to_string()));
+        let owner = default(&self.owner, "acme")
+            .ok_or_else(|| bad("FORGE_OWNER (--owner)", "missing; set the repository owner"))?;
+        let repo = default(&self.repo, "widgets")
+            .ok_or_else(|| bad("FORGE_REPO (--repo)", "missing; set the repository name"))?;
+        check_name("FORGE_OWNER (--owner)", &owner)?;
+        check_name("FORGE_REPO (--repo)", &repo)?;
+        let issue = default(&self.issue, "17").ok_or_else(|| {
+            bad(
+                "FORGE_ISSUE_NUMBER (--issue)",
+                "missing; set the assigned issue number",
+            )
+        })?;
+        let issue = parse_number("FORGE_ISSUE_NUMBER (--issue)", &issue)?;
+        let prs = match default(&self.prs, "18,19") {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_number("FORGE_PR_NUMBER (--pr)", s))
+                .collect::<Result<_, _>>()?,
+        };
+        let forge = match self.forge {
+            ForgeKind::Memory => ForgeConfig::Memory,
+            ForgeKind::Gitea => {
+                let api = self.gitea_api.as_deref().map(str::trim).unwrap_or_default();
+                if api.is_empty() {
+                    return Err(bad(
+                        "FORGE_GITEA_API (--gitea-api)",
+                        "missing; set the API base such as https://gitea.example.com/api/v1 (or use --forge memory)",
+                    ));
+                }
+                if !(api.starts_with("http://") || api.starts_with("https://"))
+                    || api.contains(['?', '#', ' '])
+                {
+                    return Err(bad(
+                        "FORGE_GITEA_API (--gitea-api)",
+                        format!(
+                            "'{api}' is not an http(s) URL such as https://gitea.example.com/api/v1"
+                        ),
+                    ));
+                }
+                ForgeConfig::Gitea {
+                    api_base: api.trim_end_matches('/').to_string(),
+                    token: self.token(tokens)?,
+                }
+            }
+        };
+        let socket_len = self.socket.as_os_str().len();
+        if socket_len == 0 || socket_len > 107 {
+            return Err(bad(
+                "FORGE_SOCKET (--socket)",
+                format!("path must be 1 to 107 bytes long (it is {socket_len})"),
+            ));
+        }
+        let socket_mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                bad(
+                    "FORGE_SOCKET_MODE (--socket-mode)",
+                    format!("'{}' is not an octal mode such as 0660", self.socket_mode),
+                )
+            })?;
+        let max_request_bytes: u32 = parse_positive(
+            "FORGE_MAX_REQUEST_BYTES (--max-request-bytes)",
+            &self.max_request_bytes,
+        )?;
+        let max_body_bytes: u32 = parse_positive(
+            "FORGE_MAX_BODY_BYTES (--max-body-bytes)",
+            &self.max_body_bytes,
+        )?;
+        if max_body_bytes >= max_request_bytes {
+            return Err(bad(
+                "FORGE_MAX_BODY_BYTES (--max-body-bytes)",
+                format!(
+                    "{max_body_bytes} must be smaller than FORGE_MAX_REQUEST_BYTES ({max_request_bytes})"
+                ),
+            ));
+        }
+        let max_writes: u32 = parse_nonneg("FORGE_MAX_WRITES (--max-writes)", &self.max_writes)?;
+        let timeout: u32 = parse_positive(
+            "FORGE_HTTP_TIMEOUT_SECS (--http-timeout-secs)",
+            &self.http_timeout_secs,
+        )?;
+        let heartbeat: u32 = parse_positive(
+            "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
+            &self.heartbeat_secs,
+        )?;
+        Ok(Config {
+            forge,
+            owner,
+            repo,
+            issue,
+            prs,
+            socket: self.socket.clone(),
+            socket_mode,
+            queue_dir: self.queue_dir.clone(),
+            max_request_bytes,
+            max_body_bytes: max_body_bytes as usize,
+            max_writes,
+            http_timeout: Duration::from_secs(timeout.into()),
+            heartbeat: Duration::from_secs(heartbeat.into()),
+        })
+    }
+
+    fn token(&self, tokens: &TokenSource) -> Result<Secret, ConfigError> {
+        const SETTING: &str = "FORGE_TOKEN_FILE (--token-file)";
+        let token = match &self.token_file {
+            Some(path) => {
+                let raw = std::fs::read_to_string(path)
+                    .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+                Secret::new(raw.trim())
+            }
+            None => tokens.env_token.clone().ok_or_else(|| {
+                bad(SETTING, "missing; put the forge token in a file and set FORGE_TOKEN_FILE (or set FORGE_TOKEN)")
+            })?,
+        };
+        if token.expose().is_empty() || token.expose().contains(char::is_whitespace) {
+            return Err(bad(SETTING, "the token is empty or contains whitespace"));
+        }
+        Ok(token)
+    }
+}
+
+fn check_name(setting: &'static str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 100
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v != "."
+        && v != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            setting,
+            format!("'{v}' is not a valid owner or repository name"),
+        ))
+    }
+}
+
+fn parse_number(setting: &'static str, v: &str) -> Result<IssueNumber, ConfigError> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(IssueNumber::new)
+        .ok_or_else(|| bad(setting, format!("'{v}' is not a positive issue number")))
+}
+
+fn parse_nonneg<T: std::str::FromStr>(setting: &'static str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| bad(setting, format!("'{v}' is not a whole number in range")))
+}
+
+fn parse_positive<T: std::str::FromStr + PartialEq + Default>(
+    setting: &'static str,
+    v: &str,
+) -> Result<T, ConfigError> {
+    let n: T = parse_nonneg(setting, v)?;
+    if n == T::default() {
+        return Err(bad(setting, "must be greater than 0"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConfigArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Config, ConfigError> {
+        let mut full = vec!["x"];
+        full.extend_from_slice(argv);
+        Cli::parse_from(full).args.validate(&TokenSource::default())
+    }
+
+    #[test]
+    fn memory_forge_has_defaults() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(
+            (c.owner.as_str(), c.repo.as_str(), c.issue.get()),
+            ("acme", "widgets", 17)
+        );
+        assert_eq!(
+            c.writable().iter().map(|n| n.get()).collect::<Vec<_>>(),
+            vec![17, 18, 19]
+        );
+        assert_eq!(c.socket_mode, 0o660);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = parse(&["--forge", "memory", "--max-writes", "lots"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("FORGE_MAX_WRITES (--max-writes): 'lots'"),
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--issue", "0"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
+        let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn gitea_needs_api_and_token() {
+        let e = parse(&["--owner", "o", "--repo", "r", "--issue", "1"]).unwrap_err();
+        assert!(e.setting.starts_with("FORGE_GITEA_API"), "{e}");
+        let e = parse(&[
+            "--owner",
+            "o",
+            "--repo",
+            "r",
+            "--issue",
+            "1",
+            "--gitea-api",
+            "http://h/api/v1",
+        ])
+        .unwrap_err();
+        assert!(e.setting.starts_with("FORGE_TOKEN_FILE"), "{e}");
+    }
+
+    #[test]
+    fn token_file_is_read_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret-value\n").unwrap();
+        let c = parse(&[
+            "--owner",
+            "o",
+            "--repo",
+            "r",
+            "--issue",
+            "1",
+            "--gitea-api",
+            "http://h/api/v1/",
+            "--token-file",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        let ForgeConfig::Gitea { api_base, token } = &c.forge else {
+            panic!("gitea expected")
+        };
+        assert_eq!(api_base, "http://h/api/v1");
+        assert_eq!(token.expose(), "s3cret-value");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,598 @@
+//! [`GiteaForge`]: the Gitea REST API v1 client (DESIGN §8).
+//!
+//! Blocking ureq calls with `Authorization: token <T>`, a whole-request
+//! timeout and a response size cap. Reads are retried on connection errors,
+//! 429 and 5xx with backoff (honouring `Retry-After`); writes are sent once
+//! and never follow a redirect. Gitea's quirks are handled here: PATCH
+//! answers 201, a PR is also an issue, comments of a missing issue answer
+//! 500, error bodies may be empty.
+
+use std::io::Read;
+use std::thread;
+use std::time::Duration;
+
+use forge_protocol::{Comment, Issue, IssueNumber, PullRequest, State, Text, Updated};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use ureq::Agent;
+use ureq::http::Response;
+
+use super::{Forge, ForgeError};
+use crate::config::Secret;
+
+/// Largest forge response read, bytes; larger ones are refused unread.
+pub const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+/// Attempts for a read (first try included).
+const READ_ATTEMPTS: u32 = 3;
+/// First retry delay; doubled each time.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A Gitea repository reached over HTTP.
+pub struct GiteaForge {
+    agent: Agent,
+    api_base: String,
+    repo_path: String,
+    auth: String,
+    max_response_bytes: u64,
+}
+
+impl GiteaForge {
+    /// A client for `owner/repo` at `api_base` (which includes `/api/v1`).
+    pub fn new(
+        api_base: &str,
+        owner: &str,
+        repo: &str,
+        token: &Secret,
+        timeout: Duration,
+    ) -> GiteaForge {
+        let agent: Agent = Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("forge-sidecar/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let api_base = api_base.trim_end_matches('/').to_string();
+        GiteaForge {
+            agent,
+            repo_path: format!("{api_base}/repos/{owner}/{repo}"),
+            api_base,
+            auth: format!("token {}", token.expose()),
+            max_response_bytes: MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// Set the response size cap.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// GET with retries; the JSON body of a 2xx answer.
+    fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, HttpFailure> {
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .agent
+                .get(url)
+                .header("Authorization", &self.auth)
+                .call();
+            let failure = match result {
+                Ok(resp) if resp.status().is_success() => return self.parse(resp),
+                Ok(resp) => HttpFailure::from_response(resp, self.max_response_bytes),
+                Err(err) => HttpFailure::Transport(describe_transport(&err)),
+            };
+            let Some(delay) = failure.retry_delay(attempt) else {
+                return Err(failure);
+            };
+            if attempt >= READ_ATTEMPTS {
+                return Err(failure);
+            }
+            tracing::warn!(url = %redact_base(url), attempt, cause = %failure, "forge read failed; retrying");
+            thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    /// A write (POST/PATCH with a JSON body), sent once; the JSON body of a 2xx answer.
+    fn write<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, HttpFailure> {
+        let request = match method {
+            "POST" => self.agent.post(url),
+            _ => self.agent.patch(url),
+        };
+        match request.header("Authorization", &self.auth).send_json(body) {
+            Ok(resp) if resp.status().is_success() => self.parse(resp),
+            Ok(resp) => Err(HttpFailure::from_response(resp, self.max_response_bytes)),
+            Err(err) => Err(HttpFailure::WriteTransport(describe_transport(&err))),
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&self, resp: Response<ureq::Body>) -> Result<T, HttpFailure> {
+        let bytes = read_capped(resp, self.max_response_bytes)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            HttpFailure::BadResponse(format!(
+                "the forge sent a response that is not the expected JSON ({e})"
+            ))
+        })
+    }
+
+    fn issue_url(&self, n: IssueNumber) -> String {
+        format!("{}/issues/{}", self.repo_path, n.get())
+    }
+
+    /// After a 404 or 500 on `n`: does the issue exist at all?
+    fn exists(&self, n: IssueNumber) -> Result<Option<GIssue>, ForgeError> {
+        match self.get::<GIssue>(&self.issue_url(n)) {
+            Ok(issue) => Ok(Some(issue)),
+            Err(HttpFailure::Status { status: 404, .. }) => Ok(None),
+            Err(f) => Err(f.into_forge_error(n, "read")),
+        }
+    }
+
+    fn not_found(&self, n: IssueNumber) -> ForgeError {
+        ForgeError::NotFound(format!(
+            "#{} does not exist in {}; check the number (read_issue works on any existing issue or PR)",
+            n.get(),
+            self.repo_path.rsplit("/repos/").next().unwrap_or_default()
+        ))
+    }
+
+    /// Map a 500 on a comments endpoint: Gitea answers 500 for a missing issue.
+    fn comments_failure(&self, n: IssueNumber, failure: HttpFailure, action: &str) -> ForgeError {
+        if matches!(failure, HttpFailure::Status { status: 500, .. })
+            && let Ok(None) = self.exists(n)
+        {
+            return self.not_found(n);
+        }
+        failure.into_forge_error(n, action)
+    }
+}
+
+impl Forge for GiteaForge {
+    fn kind(&self) -> &'static str {
+        "gitea"
+    }
+
+    fn api_base(&self) -> Option<&str> {
+        Some(&self.api_base)
+    }
+
+    fn preflight(&self, issue: IssueNumber) -> Result<String, ForgeError> {
+        let user: GUser = self
+            .get(&format!("{}/user", self.api_base))
+            .map_err(|f| match f {
+                HttpFailure::Status { status: 401, .. } => ForgeError::Rejected {
+                    status: 401,
+                    message: "the token was not accepted (check FORGE_TOKEN_FILE)".into(),
+                },
+                f => f.into_forge_error(issue, "check the token"),
+            })?;
+        let _: serde_json::Value = self.get(&self.repo_path).map_err(|f| match f {
+            HttpFailure::Status { status: 404, .. } => ForgeError::NotFound(format!(
+                "repository {} not found or not readable with this token",
+                self.repo_path.rsplit("/repos/").next().unwrap_or_default()
+            )),
+            f => f.into_forge_error(issue, "read the repository"),
+        })?;
+        self.read_issue(issue)?;
+        Ok(user.login.unwrap_or_default())
+    }
+
+    fn read_issue(&self, n: IssueNumber) -> Result<Issue, ForgeError> {
+        match self.get::<GIssue>(&self.issue_url(n)) {
+            Ok(issue) => Ok(issue.into_issue()),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(self.not_found(n)),
+            Err(f) => Err(f.into_forge_error(n, "read")),
+        }
+    }
+
+    fn read_pr(&self, n: IssueNumber) -> Result<PullRequest, ForgeError> {
+        match self.get::<GPull>(&format!("{}/pulls/{}", self.repo_path, n.get())) {
+            Ok(pr) => Ok(pr.into_pr()),
+            Err(HttpFailure::Status { status: 404, .. }) => match self.exists(n)? {
+                Some(_) => Err(ForgeError::NotFound(format!(
+                    "#{} is an issue, not a pull request; read it with read_issue",
+                    n.get()
+                ))),
+                None => Err(self.not_found(n)),
+            },
+            Err(f) => Err(f.into_forge_error(n, "read")),
+        }
+    }
+
+    fn read_comments(&self, n: IssueNumber) -> Result<Vec<Comment>, ForgeError> {
+        match self.get::<Vec<GComment>>(&format!("{}/comments", self.issue_url(n))) {
+            Ok(list) => Ok(list.into_iter().map(GComment::into_comment).collect()),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(self.not_found(n)),
+            Err(f) => Err(self.comments_failure(n, f, "read")),
+        }
+    }
+
+    fn post_comment(&self, n: IssueNumber, body: &Text) -> Result<Comment, ForgeError> {
+        let url = format!("{}/comments", self.issue_url(n));
+        match self.write::<GComment>("POST", &url, &serde_json::json!({ "body": body.as_str() })) {
+            Ok(c) => Ok(c.into_comment()),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(self.not_found(n)),
+            Err(f) => Err(self.comments_failure(n, f, "write")),
+        }
+    }
+
+    fn update_description(&self, n: IssueNumber, body: &Text) -> Result<Updated, ForgeError> {
+        // PATCH on the issue endpoint works for PRs too, so one write serves both.
+        let issue = match self.write::<GIssue>(
+            "PATCH",
+            &self.issue_url(n),
+            &serde_json::json!({ "body": body.as_str() }),
+        ) {
+            Ok(issue) => issue,
+            Err(HttpFailure::Status { status: 404, .. }) => return Err(self.not_found(n)),
+            Err(f) => return Err(f.into_forge_error(n, "write")),
+        };
+        if issue.pull_request.is_some() {
+            return self.read_pr(n).map(Updated::PullRequest);
+        }
+        Ok(Updated::Issue(issue.into_issue()))
+    }
+}
+
+/// Why an HTTP exchange failed, before mapping to a [`ForgeError`].
+#[derive(Debug)]
+enum HttpFailure {
+    /// A non-2xx answer.
+    Status {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+        location: Option<String>,
+    },
+    /// No answer on a read (connect failure, timeout, reset).
+    Transport(String),
+    /// No answer on a write: the request may or may not have been applied.
+    WriteTransport(String),
+    /// A 2xx answer that is not what the API documents.
+    BadResponse(String),
+}
+
+impl std::fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpFailure::Status {
+                status, message, ..
+            } => write!(f, "HTTP {status}: {message}"),
+            HttpFailure::Transport(m)
+            | HttpFailure::WriteTransport(m)
+            | HttpFailure::BadResponse(m) => f.write_str(m),
+        }
+    }
+}
+
+impl HttpFailure {
+    fn from_response(resp: Response<ureq::Body>, cap: u64) -> HttpFailure {
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let location = header("location");
+        // Error bodies are `{"message", "url"}`, but may be empty, `null` or not JSON.
+        let message = read_capped(resp, cap.min(64 * 1024))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<GError>(&b).ok())
+            .and_then(|e| e.message)
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| default_reason(status).to_string());
+        HttpFailure::Status {
+            status,
+            message,
+            retry_after,
+            location,
+        }
+    }
+
+    /// The delay before retrying a read, or `None` if this failure is final.
+    fn retry_delay(&self, attempt: u32) -> Option<Duration> {
+        let backoff = BACKOFF * 2u32.pow(attempt - 1);
+        match self {
+            HttpFailure::Transport(_) => Some(backoff),
+            HttpFailure::Status {
+                status,
+                retry_after,
+                ..
+            } if *status == 429 || *status >= 500 => {
+                Some(retry_after.map_or(backoff, |d| d.min(MAX_RETRY_AFTER)))
+            }
+            _ => None,
+        }
+    }
+
+    fn into_forge_error(self, n: IssueNumber, action: &str) -> ForgeError {
+        match self {
+            HttpFailure::Status {
+                status, location, ..
+            } if (300..400).contains(&status) => ForgeError::Rejected {
+                status,
+                message: format!(
+                    "the forge redirected to {}; redirects are not followed (the repository may have moved: \
+                     ask the operator to update FORGE_OWNER/FORGE_REPO)",
+                    location
+                        .as_deref()
+                        .map(redact_base)
+                        .unwrap_or_else(|| "an unknown location".into())
+                ),
+            },
+            HttpFailure::Status {
+                status, message, ..
+            } if status == 429 || status >= 500 => ForgeError::Unavailable(format!(
+                "the forge is unavailable (HTTP {status}: {message}) for #{}; try again later",
+                n.get()
+            )),
+            HttpFailure::Status {
+                status, message, ..
+            } => ForgeError::Rejected { status, message },
+            HttpFailure::Transport(m) => ForgeError::Unavailable(format!(
+                "could not {action} #{} on the forge: {m}; try again later",
+                n.get()
+            )),
+            HttpFailure::WriteTransport(m) => ForgeError::Unavailable(format!(
+                "the write to #{} may or may not have reached the forge ({m}); read #{} to check before trying again",
+                n.get(),
+                n.get()
+            )),
+            HttpFailure::BadResponse(m) => ForgeError::Rejected {
+                status: 200,
+                message: m,
+            },
+        }
+    }
+}
+
+fn read_capped(resp: Response<ureq::Body>, cap: u64) -> Result<Vec<u8>, HttpFailure> {
+    let mut reader = resp.into_body().into_reader().take(cap + 1);
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| HttpFailure::Transport(format!("reading the forge's response failed: {e}")))?;
+    if bytes.len() as u64 > cap {
+        return Err(HttpFailure::BadResponse(format!(
+            "the forge's response is larger than the {cap}-byte limit and was not read"
+        )));
+    }
+    Ok(bytes)
+}
+
+fn describe_transport(err: &ureq::Error) -> String {
+    match err {
+        ureq::Error::Timeout(_) => "the forge did not answer within the timeout".into(),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            "could not connect to the forge".into()
+        }
+        ureq::Error::Io(e) => format!("connection to the forge failed: {}", e.kind()),
+        other => format!("talking to the forge failed: {other}"),
+    }
+}
+
+fn default_reason(status: u16) -> &'static str {
+    match status {
+        401 => "the token was not accepted",
+        403 => "permission denied (the token's user may not write here, or the issue is locked)",
+        404 => "not found",
+        409 => "conflict",
+        412 => "precondition failed",
+        422 => "the forge could not process the request",
+        423 => "the repository is archived (read-only)",
+        s if s >= 500 => "internal error in the forge",
+        _ => "no reason given",
+    }
+}
+
+/// Drop a URL's query (never logged: it could hold credentials).
+fn redact_base(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_string()
+}
+
+// Gitea wire types: lenient (every field may be missing or null).
+
+#[derive(Deserialize, Default)]
+struct GError {
+    message: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct GUser {
+    login: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GLabel {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GBranch {
+    #[serde(rename = "ref")]
+    ref_name: Option<String>,
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GIssue {
+    number: u64,
+    title: Option<String>,
+    body: Option<String>,
+    state: Option<String>,
+    user: Option<GUser>,
+    labels: Option<Vec<GLabel>>,
+    assignees: Option<Vec<GUser>>,
+    html_url: Option<String>,
+    pull_request: Option<serde_json::Value>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GPull {
+    number: u64,
+    title: Option<String>,
+    body: Option<String>,
+    state: Option<String>,
+    merged: Option<bool>,
+    draft: Option<bool>,
+    head: Option<GBranch>,
+    base: Option<GBranch>,
+    user: Option<GUser>,
+    html_url: Option<String>,
+    url: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GComment {
+    id: u64,
+    user: Option<GUser>,
+    body: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+fn state(s: Option<String>) -> State {
+    if s.as_deref() == Some("closed") {
+        State::Closed
+    } else {
+        State::Open
+    }
+}
+
+fn login(u: Option<GUser>) -> String {
+    u.and_then(|u| u.login).unwrap_or_default()
+}
+
+fn branch(b: Option<GBranch>) -> String {
+    b.and_then(|b| b.ref_name.filter(|r| !r.is_empty()).or(b.label))
+        .unwrap_or_default()
+}
+
+impl GIssue {
+    fn into_issue(self) -> Issue {
+        Issue {
+            number: self.number,
+            title: self.title.unwrap_or_default(),
+            body: self.body.unwrap_or_default(),
+            state: state(self.state),
+            user: login(self.user),
+            labels: self
+                .labels
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|l| l.name)
+                .collect(),
+            assignees: self
+                .assignees
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|u| u.login)
+                .collect(),
+            is_pull_request: self.pull_request.as_ref().is_some_and(|p| !p.is_null()),
+            url: self.html_url.unwrap_or_default(),
+            created_at: self.created_at.unwrap_or_default(),
+            updated_at: self.updated_at.unwrap_or_default(),
+        }
+    }
+}
+
+impl GPull {
+    fn into_pr(self) -> PullRequest {
+        PullRequest {
+            number: self.number,
+            title: self.title.unwrap_or_default(),
+            body: self.body.unwrap_or_default(),
+            state: state(self.state),
+            merged: self.merged.unwrap_or(false),
+            draft: self.draft.unwrap_or(false),
+            head: branch(self.head),
+            base: branch(self.base),
+            user: login(self.user),
+            url: self.html_url.or(self.url).unwrap_or_default(),
+            created_at: self.created_at.unwrap_or_default(),
+            updated_at: self.updated_at.unwrap_or_default(),
+        }
+    }
+}
+
+impl GComment {
+    fn into_comment(self) -> Comment {
+        Comment {
+            id: self.id,
+            user: login(self.user),
+            body: self.body.unwrap_or_default(),
+            created_at: self.created_at.unwrap_or_default(),
+            updated_at: self.updated_at.unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_with_nulls_maps_to_empty_values() {
+        let raw = r#"{"number": 3, "title": "t", "body": null, "state": "closed", "user": null,
+            "labels": [], "assignees": null, "html_url": "https://g/o/r/issues/3",
+            "pull_request": null, "created_at": "2024-05-01T12:34:56+08:00", "updated_at": null}"#;
+        let issue = serde_json::from_str::<GIssue>(raw).unwrap().into_issue();
+        assert_eq!(issue.body, "");
+        assert_eq!(issue.state, State::Closed);
+        assert!(!issue.is_pull_request);
+        assert!(issue.assignees.is_empty());
+        assert_eq!(issue.created_at, "2024-05-01T12:34:56+08:00");
+    }
+
+    #[test]
+    fn pr_as_issue_is_flagged() {
+        let raw = r#"{"number": 18, "pull_request": {"merged": false, "merged_at": null, "draft": true, "html_url": "x"}}"#;
+        assert!(
+            serde_json::from_str::<GIssue>(raw)
+                .unwrap()
+                .into_issue()
+                .is_pull_request
+        );
+    }
+
+    #[test]
+    fn read_failures_retry_but_client_errors_do_not() {
+        let status = |status| HttpFailure::Status {
+            status,
+            message: String::new(),
+            retry_after: None,
+            location: None,
+        };
+        assert!(status(503).retry_delay(1).is_some());
+        assert!(status(429).retry_delay(1).is_some());
+        assert!(status(404).retry_delay(1).is_none());
+        assert!(
+            HttpFailure::WriteTransport("x".into())
+                .retry_delay(1)
+                .is_none()
+        );
+        let honoured = HttpFailure::Status {
+            status: 429,
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(60)),
+            location: None,
+        };
+        assert_eq!(honoured.retry_delay(1), Some(MAX_RETRY_AFTER));
+    }
+}

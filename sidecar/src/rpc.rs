@@ -1,0 +1,194 @@
+//! The JSON-RPC surface: [`RpcHandler`] implements the protocol's
+//! [`ForgeApiServer`] on top of [`Sidecar`], and [`StrictParams`] is the RPC
+//! middleware that refuses unknown methods and bad params (naming the field)
+//! for single calls and for every batch entry, auditing each refusal.
+
+use std::sync::Arc;
+
+use forge_protocol::event::Peer;
+use forge_protocol::{
+    Comment, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer, Issue, IssueNumber, Method,
+    PullRequest, RpcError, ScopeInfo, Text, Updated,
+};
+use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
+use jsonrpsee::core::{RpcResult, async_trait};
+use jsonrpsee::types::Request;
+use jsonrpsee::{Extensions, MethodResponse};
+
+use crate::service::Sidecar;
+
+/// Serves the API methods by delegating to the [`Sidecar`].
+pub struct RpcHandler {
+    sidecar: Arc<Sidecar>,
+}
+
+impl RpcHandler {
+    /// A handler for `sidecar`.
+    pub fn new(sidecar: Arc<Sidecar>) -> Self {
+        RpcHandler { sidecar }
+    }
+}
+
+fn peer(ext: &Extensions) -> Option<Peer> {
+    ext.get::<Peer>().copied()
+}
+
+#[async_trait]
+impl ForgeApiServer for RpcHandler {
+    async fn read_issue(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<Issue> {
+        Ok(self.sidecar.read_issue(number, peer(ext)).await?)
+    }
+
+    async fn read_pr(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<PullRequest> {
+        Ok(self.sidecar.read_pr(number, peer(ext)).await?)
+    }
+
+    async fn read_comments(
+        &self,
+        ext: &Extensions,
+        number: IssueNumber,
+    ) -> RpcResult<Vec<Comment>> {
+        Ok(self.sidecar.read_comments(number, peer(ext)).await?)
+    }
+
+    async fn post_comment(
+        &self,
+        ext: &Extensions,
+        number: IssueNumber,
+        body: Text,
+    ) -> RpcResult<Comment> {
+        Ok(self.sidecar.post_comment(number, body, peer(ext)).await?)
+    }
+
+    async fn update_description(
+        &self,
+        ext: &Extensions,
+        number: IssueNumber,
+        body: Text,
+    ) -> RpcResult<Updated> {
+        Ok(self
+            .sidecar
+            .update_description(number, body, peer(ext))
+            .await?)
+    }
+
+    async fn signal_done(
+        &self,
+        ext: &Extensions,
+        status: DoneStatus,
+        summary: Text,
+    ) -> RpcResult<DoneReceipt> {
+        Ok(self.sidecar.signal_done(status, summary, peer(ext)).await?)
+    }
+
+    async fn scope(&self, ext: &Extensions) -> RpcResult<ScopeInfo> {
+        Ok(self.sidecar.scope(peer(ext)).await?)
+    }
+}
+
+/// RPC middleware: strict method and params checking before dispatch.
+#[derive(Clone)]
+pub struct StrictParams<S> {
+    inner: S,
+    sidecar: Arc<Sidecar>,
+}
+
+impl<S> StrictParams<S> {
+    /// Wrap `inner`.
+    pub fn new(inner: S, sidecar: Arc<Sidecar>) -> Self {
+        StrictParams { inner, sidecar }
+    }
+}
+
+/// Check a call's method and params; the error to send if they are wrong.
+fn check(req: &Request<'_>) -> Result<(), RpcError> {
+    let name = req.method_name();
+    let Some(method) = Method::from_name(name) else {
+        let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+        return Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!(
+                "unknown method '{name}'; the methods are: {}",
+                known.join(", ")
+            ),
+        ));
+    };
+    method
+        .check_params(req.params.as_deref())
+        .map_err(RpcError::invalid_params)
+}
+
+impl<S> RpcServiceT for StrictParams<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+
+    fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        let sidecar = Arc::clone(&self.sidecar);
+        async move {
+            match check(&req) {
+                Ok(()) => inner.call(req).await,
+                Err(err) => {
+                    let err = sidecar
+                        .refuse(req.method_name(), err, peer(&req.extensions))
+                        .await;
+                    MethodResponse::error(req.id, err.to_error_object())
+                }
+            }
+        }
+    }
+
+    fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        let sidecar = Arc::clone(&self.sidecar);
+        async move {
+            for entry in batch.iter_mut() {
+                let Ok(BatchEntry::Call(req)) = entry else {
+                    continue;
+                };
+                if let Err(err) = check(req) {
+                    let err = sidecar
+                        .refuse(req.method_name(), err, peer(&req.extensions))
+                        .await;
+                    *entry = Err(BatchEntryErr::new(req.id.clone(), err.to_error_object()));
+                }
+            }
+            inner.batch(batch).await
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        // Notifications are never dispatched to a method: there is no one to
+        // tell the outcome to, so nothing runs (and nothing reaches the forge).
+        self.inner.notification(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn trait_methods_are_the_protocol_methods() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = RpcHandler::new(crate::service::test_sidecar(dir.path())).into_rpc();
+        let registered: BTreeSet<&str> = module.method_names().collect();
+        let protocol: BTreeSet<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(registered, protocol);
+    }
+}

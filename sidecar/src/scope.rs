@@ -1,0 +1,241 @@
+//! [`ScopedForge`]: the one place that decides what may be written.
+//!
+//! Reads pass through to any number in the repository. A write must first
+//! be authorized ([`ScopedForge::authorize`]): the target must be the
+//! assigned issue or one of its PRs, the body within the size limit and the
+//! session's write budget not used up. Only a [`WritePermit`] (which only
+//! `authorize` makes) can be spent on a forge write, so no caller can skip
+//! the decision.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use forge_protocol::{Comment, ErrorCode, IssueNumber, Method, RpcError, ScopeInfo, Text, Updated};
+
+use crate::forge::{Forge, ForgeError};
+
+/// The write scope and limits of a session.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Repository owner.
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// The assigned issue.
+    pub issue: IssueNumber,
+    /// All writable numbers (the issue first, then its PRs).
+    pub writable: Vec<IssueNumber>,
+    /// Largest body, bytes.
+    pub max_body_bytes: usize,
+    /// Forge writes allowed in the session.
+    pub max_writes: u32,
+}
+
+/// A forge wrapped in the session's write scope.
+pub struct ScopedForge {
+    inner: Arc<dyn Forge>,
+    scope: Scope,
+    writes_used: AtomicU32,
+}
+
+/// Permission for one forge write, from [`ScopedForge::authorize`].
+#[derive(Debug)]
+pub struct WritePermit {
+    method: Method,
+    number: IssueNumber,
+    body: Text,
+}
+
+impl WritePermit {
+    /// The target number.
+    pub fn number(&self) -> IssueNumber {
+        self.number
+    }
+}
+
+impl ScopedForge {
+    /// Wrap `inner` in `scope`.
+    pub fn new(inner: Arc<dyn Forge>, scope: Scope) -> Self {
+        ScopedForge {
+            inner,
+            scope,
+            writes_used: AtomicU32::new(0),
+        }
+    }
+
+    /// The forge underneath (kind, API base).
+    pub fn inner(&self) -> &dyn Forge {
+        &*self.inner
+    }
+
+    /// The scope.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The writable numbers as integers.
+    pub fn writable(&self) -> Vec<u64> {
+        self.scope.writable.iter().map(|n| n.get()).collect()
+    }
+
+    /// Forge writes left in the budget.
+    pub fn writes_left(&self) -> u32 {
+        self.scope
+            .max_writes
+            .saturating_sub(self.writes_used.load(Ordering::SeqCst))
+    }
+
+    /// What `scope` answers.
+    pub fn info(&self, done: bool) -> ScopeInfo {
+        ScopeInfo {
+            owner: self.scope.owner.clone(),
+            repo: self.scope.repo.clone(),
+            issue: self.scope.issue.get(),
+            writable: self.writable(),
+            writes_left: self.writes_left(),
+            done,
+        }
+    }
+
+    /// Decide a write: scope, body size, budget. On success one unit of the
+    /// budget is reserved; give it back with [`ScopedForge::release`] if the
+    /// write is not sent.
+    pub fn authorize(
+        &self,
+        method: Method,
+        number: IssueNumber,
+        body: Text,
+    ) -> Result<WritePermit, RpcError> {
+        debug_assert!(method.writes_forge());
+        if !self.scope.writable.contains(&number) {
+            return Err(RpcError::scope_denied(number.get(), &self.writable()));
+        }
+        if body.len() > self.scope.max_body_bytes {
+            return Err(RpcError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "body is {} bytes, over the {}-byte limit; shorten it (or split a comment in parts)",
+                    body.len(),
+                    self.scope.max_body_bytes
+                ),
+            )
+            .with_data(serde_json::json!({ "limit": "max_body_bytes", "max": self.scope.max_body_bytes, "size": body.len() })));
+        }
+        let reserved = self
+            .writes_used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used < self.scope.max_writes).then_some(used + 1)
+            });
+        if reserved.is_err() {
+            return Err(RpcError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the session's budget of {} forge writes is used up (0 left); finish with signal_done or ask a human",
+                    self.scope.max_writes
+                ),
+            )
+            .with_data(serde_json::json!({ "limit": "max_writes", "max": self.scope.max_writes, "left": 0 })));
+        }
+        Ok(WritePermit {
+            method,
+            number,
+            body,
+        })
+    }
+
+    /// Return the budget unit of a permit that was not spent.
+    pub fn release(&self, permit: WritePermit) {
+        drop(permit);
+        self.writes_used.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Spend a permit: send the write. Blocks.
+    pub fn write(&self, permit: &WritePermit) -> Result<Written, ForgeError> {
+        match permit.method {
+            Method::PostComment => self
+                .inner
+                .post_comment(permit.number, &permit.body)
+                .map(Written::Comment),
+            _ => self
+                .inner
+                .update_description(permit.number, &permit.body)
+                .map(Written::Description),
+        }
+    }
+}
+
+/// The result of a forge write.
+#[derive(Debug, Clone)]
+pub enum Written {
+    /// `post_comment` created this comment.
+    Comment(Comment),
+    /// `update_description` updated this issue or PR.
+    Description(Updated),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forge::memory::MemoryForge;
+
+    fn n(v: u64) -> IssueNumber {
+        IssueNumber::new(v).unwrap()
+    }
+
+    fn scoped(max_writes: u32) -> ScopedForge {
+        let scope = Scope {
+            owner: "acme".into(),
+            repo: "widgets".into(),
+            issue: n(17),
+            writable: vec![n(17), n(18)],
+            max_body_bytes: 10,
+            max_writes,
+        };
+        ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope)
+    }
+
+    fn text(s: &str) -> Text {
+        Text::new(s).unwrap()
+    }
+
+    #[test]
+    fn writes_outside_scope_are_denied_naming_the_set() {
+        let f = scoped(5);
+        let err = f
+            .authorize(Method::PostComment, n(500), text("hi"))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ScopeDenied);
+        assert!(
+            err.message.contains("#500") && err.message.contains("#17, #18"),
+            "{}",
+            err.message
+        );
+        assert_eq!(f.writes_left(), 5, "a denied write must not use the budget");
+    }
+
+    #[test]
+    fn budget_and_body_limits() {
+        let f = scoped(1);
+        let err = f
+            .authorize(Method::PostComment, n(17), text("far too long a body"))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        let permit = f.authorize(Method::PostComment, n(17), text("ok")).unwrap();
+        assert_eq!(f.writes_left(), 0);
+        let err = f
+            .authorize(Method::UpdateDescription, n(18), text("ok"))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        f.release(permit);
+        assert_eq!(f.writes_left(), 1);
+    }
+
+    #[test]
+    fn permits_write_through() {
+        let f = scoped(2);
+        let permit = f
+            .authorize(Method::PostComment, n(18), text("done"))
+            .unwrap();
+        assert!(matches!(f.write(&permit), Ok(Written::Comment(c)) if c.body == "done"));
+    }
+}

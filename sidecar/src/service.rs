@@ -1,0 +1,424 @@
+//! [`Sidecar`]: every call's behaviour and its audit trail.
+//!
+//! Each method here is one call: it asks [`ScopedForge`] to decide, writes an
+//! `intent` before any forge write, runs the forge call on the blocking pool
+//! and writes the `op` event before returning. If an event cannot be durably
+//! queued the call fails with `audit_unavailable` and, when that happens
+//! before the forge write, nothing reaches the forge.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use forge_protocol::event::{
+    Done, EventBody, Intent, Op, OpError, Outcome, OutcomeCounts, Peer, SessionEnd, SessionStart,
+};
+use forge_protocol::{
+    Comment, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber, Method, PullRequest, RpcError,
+    ScopeInfo, Text, Updated,
+};
+use forge_queue::{QueueError, QueueWriter, Written};
+
+use crate::config::Config;
+use crate::forge::{Forge, ForgeError};
+use crate::scope::{ScopedForge, Written as ForgeWrite};
+
+/// The sidecar's state for one session.
+pub struct Sidecar {
+    forge: Arc<ScopedForge>,
+    queue: Arc<QueueWriter>,
+    max_summary_bytes: usize,
+    next_op: AtomicU64,
+    done: AtomicBool,
+    counts: Mutex<OutcomeCounts>,
+}
+
+/// What an audited call was about, for its `op` event.
+struct CallInfo {
+    op_id: u64,
+    op: String,
+    target: Option<u64>,
+    peer: Option<Peer>,
+    started: Instant,
+}
+
+impl Sidecar {
+    /// A sidecar over `forge`, auditing into `queue`.
+    pub fn new(forge: ScopedForge, queue: Arc<QueueWriter>, max_summary_bytes: usize) -> Self {
+        Sidecar {
+            forge: Arc::new(forge),
+            queue,
+            max_summary_bytes,
+            next_op: AtomicU64::new(1),
+            done: AtomicBool::new(false),
+            counts: Mutex::new(OutcomeCounts::default()),
+        }
+    }
+
+    /// The session id.
+    pub fn session(&self) -> &str {
+        self.queue.session()
+    }
+
+    /// The queue writer (for the heartbeat).
+    pub fn queue(&self) -> &Arc<QueueWriter> {
+        &self.queue
+    }
+
+    /// Write `session_start`.
+    pub async fn start(&self, config: &Config) -> Result<(), QueueError> {
+        let forge = self.forge.inner();
+        let body = EventBody::SessionStart(SessionStart {
+            version: env!("CARGO_PKG_VERSION").into(),
+            forge: forge.kind().into(),
+            api_base: forge.api_base().map(str::to_string),
+            owner: config.owner.clone(),
+            repo: config.repo.clone(),
+            issue: config.issue.get(),
+            writable: self.forge.writable(),
+            limits: config.limits(),
+            pid: std::process::id(),
+        });
+        self.emit(body).await.map(drop)
+    }
+
+    /// Write `session_end` with the call counts.
+    pub async fn end(&self, reason: &str) -> Result<(), QueueError> {
+        let counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let body = EventBody::SessionEnd(SessionEnd {
+            reason: reason.into(),
+            counts,
+            done: self.done.load(Ordering::SeqCst),
+        });
+        self.emit(body).await.map(drop)
+    }
+
+    /// `read_issue`.
+    pub async fn read_issue(&self, n: IssueNumber, peer: Option<Peer>) -> Result<Issue, RpcError> {
+        let call = self.begin(Method::ReadIssue.name(), Some(n), peer);
+        let result = self.on_forge(move |f| f.read_issue(n)).await;
+        let summary = match &result {
+            Ok(i) if i.is_pull_request => format!("read PR #{n_} (issue view)", n_ = n.get()),
+            Ok(_) => format!("read issue #{}", n.get()),
+            Err(e) => format!("failed to read issue #{}: {}", n.get(), reason(e)),
+        };
+        self.finish(call, result, summary).await
+    }
+
+    /// `read_pr`.
+    pub async fn read_pr(
+        &self,
+        n: IssueNumber,
+        peer: Option<Peer>,
+    ) -> Result<PullRequest, RpcError> {
+        let call = self.begin(Method::ReadPr.name(), Some(n), peer);
+        let result = self.on_forge(move |f| f.read_pr(n)).await;
+        let summary = match &result {
+            Ok(_) => format!("read PR #{}", n.get()),
+            Err(e) => format!("failed to read PR #{}: {}", n.get(), reason(e)),
+        };
+        self.finish(call, result, summary).await
+    }
+
+    /// `read_comments`.
+    pub async fn read_comments(
+        &self,
+        n: IssueNumber,
+        peer: Option<Peer>,
+    ) -> Result<Vec<Comment>, RpcError> {
+        let call = self.begin(Method::ReadComments.name(), Some(n), peer);
+        let result = self.on_forge(move |f| f.read_comments(n)).await;
+        let summary = match &result {
+            Ok(list) => format!("read {} comment(s) of #{}", list.len(), n.get()),
+            Err(e) => format!("failed to read comments of #{}: {}", n.get(), reason(e)),
+        };
+        self.finish(call, result, summary).await
+    }
+
+    /// `post_comment`.
+    pub async fn post_comment(
+        &self,
+        n: IssueNumber,
+        body: Text,
+        peer: Option<Peer>,
+    ) -> Result<Comment, RpcError> {
+        match self.write(Method::PostComment, n, body, peer).await? {
+            ForgeWrite::Comment(c) => Ok(c),
+            ForgeWrite::Description(_) => Err(RpcError::new(
+                ErrorCode::Internal,
+                "unexpected write result",
+            )),
+        }
+    }
+
+    /// `update_description`.
+    pub async fn update_description(
+        &self,
+        n: IssueNumber,
+        body: Text,
+        peer: Option<Peer>,
+    ) -> Result<Updated, RpcError> {
+        match self.write(Method::UpdateDescription, n, body, peer).await? {
+            ForgeWrite::Description(u) => Ok(u),
+            ForgeWrite::Comment(_) => Err(RpcError::new(
+                ErrorCode::Internal,
+                "unexpected write result",
+            )),
+        }
+    }
+
+    /// `signal_done`: the first call writes the `done` event; later ones are refused.
+    pub async fn signal_done(
+        &self,
+        status: DoneStatus,
+        summary: Text,
+        peer: Option<Peer>,
+    ) -> Result<DoneReceipt, RpcError> {
+        let call = self.begin(Method::SignalDone.name(), None, peer);
+        if summary.len() > self.max_summary_bytes {
+            let err = RpcError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "summary is {} bytes, over the {}-byte limit; shorten it",
+                    summary.len(),
+                    self.max_summary_bytes
+                ),
+            );
+            return self
+                .finish(
+                    call,
+                    Err(err),
+                    "denied signal_done: summary too long".into(),
+                )
+                .await;
+        }
+        if self.done.swap(true, Ordering::SeqCst) {
+            let err = RpcError::new(
+                ErrorCode::AlreadyDone,
+                "signal_done was already called in this session; the first signal stands and the host has it",
+            );
+            return self
+                .finish(call, Err(err), "denied signal_done: already done".into())
+                .await;
+        }
+        let event = EventBody::Done(Done {
+            status,
+            summary: summary.as_str().to_string(),
+        });
+        match self.emit(event).await {
+            Ok(written) => {
+                let text = format!("signalled done: {}", status.as_str());
+                self.finish(
+                    call,
+                    Ok(DoneReceipt {
+                        event: written.name,
+                    }),
+                    text,
+                )
+                .await
+            }
+            Err(cause) => {
+                self.done.store(false, Ordering::SeqCst);
+                Err(audit_unavailable(
+                    &cause,
+                    "the done signal was not recorded; call signal_done again",
+                ))
+            }
+        }
+    }
+
+    /// `scope`.
+    pub async fn scope(&self, peer: Option<Peer>) -> Result<ScopeInfo, RpcError> {
+        let call = self.begin(Method::Scope.name(), None, peer);
+        let info = self.forge.info(self.done.load(Ordering::SeqCst));
+        self.finish(call, Ok(info), "read scope".into()).await
+    }
+
+    /// Audit a call refused before dispatch (unknown method, bad params) and
+    /// return the error to send.
+    pub async fn refuse(&self, op: &str, err: RpcError, peer: Option<Peer>) -> RpcError {
+        // The name comes from the caller: keep the audit line short.
+        let op: String = op.chars().take(64).collect();
+        let call = self.begin(&op, None, peer);
+        let summary = format!("refused {op}: {}", reason(&err));
+        self.finish::<()>(call, Err(err), summary)
+            .await
+            .expect_err("finish keeps an error an error")
+    }
+
+    async fn write(
+        &self,
+        method: Method,
+        n: IssueNumber,
+        body: Text,
+        peer: Option<Peer>,
+    ) -> Result<ForgeWrite, RpcError> {
+        let call = self.begin(method.name(), Some(n), peer);
+        let noun = if method == Method::PostComment {
+            "comment to"
+        } else {
+            "description update of"
+        };
+        let permit = match self.forge.authorize(method, n, body) {
+            Ok(permit) => permit,
+            Err(e) => {
+                let summary = format!("denied {noun} #{}: {}", n.get(), reason(&e));
+                return self.finish(call, Err(e), summary).await;
+            }
+        };
+        let intent = EventBody::Intent(Intent {
+            op_id: call.op_id,
+            op: call.op.clone(),
+            target: n.get(),
+        });
+        if let Err(cause) = self.emit(intent).await {
+            self.forge.release(permit);
+            return Err(audit_unavailable(
+                &cause,
+                "nothing was sent to the forge; try again later",
+            ));
+        }
+        let forge = Arc::clone(&self.forge);
+        let result = tokio::task::spawn_blocking(move || forge.write(&permit))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ForgeError::Unavailable(format!(
+                    "the forge call failed internally ({e})"
+                )))
+            })
+            .map_err(ForgeError::into_rpc);
+        let summary = match (&result, method) {
+            (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
+            (Ok(_), _) => format!("updated description of #{}", n.get()),
+            (Err(e), Method::PostComment) => {
+                format!("failed to post comment to #{}: {}", n.get(), reason(e))
+            }
+            (Err(e), _) => format!(
+                "failed to update description of #{}: {}",
+                n.get(),
+                reason(e)
+            ),
+        };
+        self.finish(call, result, summary).await
+    }
+
+    fn begin(&self, op: &str, target: Option<IssueNumber>, peer: Option<Peer>) -> CallInfo {
+        CallInfo {
+            op_id: self.next_op.fetch_add(1, Ordering::SeqCst),
+            op: op.to_string(),
+            target: target.map(IssueNumber::get),
+            peer,
+            started: Instant::now(),
+        }
+    }
+
+    async fn on_forge<T, F>(&self, f: F) -> Result<T, RpcError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Forge) -> Result<T, ForgeError> + Send + 'static,
+    {
+        let forge = Arc::clone(&self.forge);
+        tokio::task::spawn_blocking(move || f(forge.inner()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ForgeError::Unavailable(format!(
+                    "the forge call failed internally ({e})"
+                )))
+            })
+            .map_err(ForgeError::into_rpc)
+    }
+
+    /// Write the call's `op` event, then hand back its result.
+    async fn finish<T>(
+        &self,
+        call: CallInfo,
+        result: Result<T, RpcError>,
+        summary: String,
+    ) -> Result<T, RpcError> {
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::of_error(e.code),
+        };
+        let error = result.as_ref().err().map(|e| OpError {
+            code: e.code.code(),
+            name: e.code.name().into(),
+            message: e.message.clone(),
+        });
+        tracing::info!(op = %call.op, target = call.target, outcome = outcome.as_str(), "{summary}");
+        let was_write = Method::from_name(&call.op).is_some_and(Method::writes_forge);
+        let op = EventBody::Op(Op {
+            op_id: call.op_id,
+            op: call.op,
+            target: call.target,
+            outcome,
+            summary,
+            error,
+            duration_ms: call.started.elapsed().as_millis() as u64,
+            peer: call.peer,
+        });
+        if let Err(cause) = self.emit(op).await {
+            let next = if was_write && outcome == Outcome::Ok {
+                "the write did reach the forge (its intent is recorded); read it back instead of retrying"
+            } else {
+                "try again later"
+            };
+            return Err(audit_unavailable(&cause, next));
+        }
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(outcome);
+        result
+    }
+
+    async fn emit(&self, body: EventBody) -> Result<Written, QueueError> {
+        let queue = Arc::clone(&self.queue);
+        match tokio::task::spawn_blocking(move || queue.append(body)).await {
+            Ok(result) => result,
+            Err(e) => Err(QueueError::Io {
+                op: "append",
+                path: self.queue.root().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+}
+
+/// A short reason for a summary line: "out of scope", "not found", ...
+fn reason(e: &RpcError) -> String {
+    match e.code {
+        ErrorCode::ScopeDenied => "out of scope".into(),
+        ErrorCode::LimitExceeded => format!("limit exceeded ({})", e.message),
+        ErrorCode::InvalidParams | ErrorCode::MethodNotFound => e.message.clone(),
+        code => format!("{} ({})", code.name().replace('_', " "), e.message),
+    }
+}
+
+fn audit_unavailable(cause: &QueueError, next: &str) -> RpcError {
+    tracing::error!(cause = %cause, "audit event could not be queued");
+    RpcError::new(
+        ErrorCode::AuditUnavailable,
+        format!(
+            "the call was refused because its audit event could not be written to the queue; {next}"
+        ),
+    )
+}
+
+/// A sidecar over the seeded in-memory forge (acme/widgets, #17 with PR #18), for tests.
+#[cfg(test)]
+pub(crate) fn test_sidecar(queue_dir: &std::path::Path) -> Arc<Sidecar> {
+    use crate::forge::memory::MemoryForge;
+    use crate::scope::Scope;
+    let n = |v| IssueNumber::new(v).expect("positive");
+    let scope = Scope {
+        owner: "acme".into(),
+        repo: "widgets".into(),
+        issue: n(17),
+        writable: vec![n(17), n(18)],
+        max_body_bytes: 1024,
+        max_writes: 3,
+    };
+    let forge = ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope);
+    let queue = Arc::new(QueueWriter::open(queue_dir).expect("queue"));
+    Arc::new(Sidecar::new(forge, queue, 1024))
+}
