@@ -404,9 +404,12 @@ fn audit_unavailable(cause: &QueueError, next: &str) -> RpcError {
     )
 }
 
-/// A sidecar over the seeded in-memory forge (acme/widgets, #17 with PR #18), for tests.
+/// A sidecar over the seeded in-memory forge (acme/widgets, #17 with PR #18,
+/// 3 writes, 1 KiB bodies), for tests; also returns the forge to inspect.
 #[cfg(test)]
-pub(crate) fn test_sidecar(queue_dir: &std::path::Path) -> Arc<Sidecar> {
+pub(crate) fn test_sidecar_with_forge(
+    queue_dir: &std::path::Path,
+) -> (Arc<Sidecar>, Arc<crate::forge::memory::MemoryForge>) {
     use crate::forge::memory::MemoryForge;
     use crate::scope::Scope;
     let n = |v| IssueNumber::new(v).expect("positive");
@@ -418,7 +421,133 @@ pub(crate) fn test_sidecar(queue_dir: &std::path::Path) -> Arc<Sidecar> {
         max_body_bytes: 1024,
         max_writes: 3,
     };
-    let forge = ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope);
+    let memory = Arc::new(MemoryForge::seeded("acme", "widgets"));
+    let forge = ScopedForge::new(Arc::clone(&memory) as Arc<dyn Forge>, scope);
     let queue = Arc::new(QueueWriter::open(queue_dir).expect("queue"));
-    Arc::new(Sidecar::new(forge, queue, 1024))
+    (Arc::new(Sidecar::new(forge, queue, 1024)), memory)
+}
+
+/// [`test_sidecar_with_forge`] without the forge handle.
+#[cfg(test)]
+pub(crate) fn test_sidecar(queue_dir: &std::path::Path) -> Arc<Sidecar> {
+    test_sidecar_with_forge(queue_dir).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_protocol::event::Event;
+
+    fn n(v: u64) -> IssueNumber {
+        IssueNumber::new(v).unwrap()
+    }
+
+    fn text(s: &str) -> Text {
+        Text::new(s).unwrap()
+    }
+
+    fn events(dir: &std::path::Path) -> Vec<Event> {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join("new"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn op(ev: &Event) -> &Op {
+        match &ev.body {
+            EventBody::Op(op) => op,
+            other => panic!("expected an op event, got {}", other.kind()),
+        }
+    }
+
+    #[tokio::test]
+    async fn denied_write_is_audited_and_never_reaches_the_forge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let before = forge.read_comments(n(500)).unwrap().len();
+        let err = sidecar
+            .post_comment(n(500), text("hi"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ScopeDenied);
+        assert_eq!(forge.read_comments(n(500)).unwrap().len(), before);
+        let evs = events(dir.path());
+        assert_eq!(evs.len(), 1, "a denied write has an op and no intent");
+        assert_eq!(op(&evs[0]).outcome, Outcome::Denied);
+        assert_eq!(op(&evs[0]).summary, "denied comment to #500: out of scope");
+    }
+
+    #[tokio::test]
+    async fn allowed_write_has_intent_then_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let c = sidecar
+            .post_comment(n(17), text("on it"), None)
+            .await
+            .unwrap();
+        assert_eq!(forge.read_comments(n(17)).unwrap().last(), Some(&c));
+        let evs = events(dir.path());
+        let EventBody::Intent(intent) = &evs[0].body else {
+            panic!("intent first")
+        };
+        assert_eq!((intent.op.as_str(), intent.target), ("post_comment", 17));
+        assert_eq!(op(&evs[1]).op_id, intent.op_id);
+        assert_eq!(op(&evs[1]).summary, "posted comment to #17");
+    }
+
+    #[tokio::test]
+    async fn no_audit_means_no_forge_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let before = forge.read_comments(n(17)).unwrap().len();
+        // Make publishing impossible: the queue's new/ is gone.
+        std::fs::rename(dir.path().join("new"), dir.path().join("gone")).unwrap();
+        let err = sidecar
+            .post_comment(n(17), text("hi"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::AuditUnavailable);
+        assert!(
+            err.message.contains("nothing was sent to the forge"),
+            "{}",
+            err.message
+        );
+        assert_eq!(forge.read_comments(n(17)).unwrap().len(), before);
+        assert_eq!(
+            sidecar.scope(None).await.unwrap_err().code,
+            ErrorCode::AuditUnavailable
+        );
+        // Space comes back: calls work again and the budget was not spent.
+        std::fs::rename(dir.path().join("gone"), dir.path().join("new")).unwrap();
+        assert_eq!(sidecar.scope(None).await.unwrap().writes_left, 3);
+    }
+
+    #[tokio::test]
+    async fn done_is_signalled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = test_sidecar(dir.path());
+        let receipt = sidecar
+            .signal_done(DoneStatus::Blocked, text("need a decision"), None)
+            .await
+            .unwrap();
+        assert!(dir.path().join("new").join(&receipt.event).exists());
+        let err = sidecar
+            .signal_done(DoneStatus::Success, text("again"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::AlreadyDone);
+        assert!(sidecar.scope(None).await.unwrap().done);
+        sidecar.end("test").await.unwrap();
+        let evs = events(dir.path());
+        let EventBody::SessionEnd(end) = &evs.last().unwrap().body else {
+            panic!("session_end last")
+        };
+        assert!(end.done);
+        assert_eq!((end.counts.ok, end.counts.denied), (2, 1));
+    }
 }

@@ -1,0 +1,231 @@
+//! A real `forge-sidecar serve` process on a temporary socket and queue
+//! directory, for end-to-end tests: start, call, read the queue, stop.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::fake_gitea::FakeGitea;
+
+/// How long a sidecar may take to start or stop.
+pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Path of a workspace binary (built by `cargo build --workspace --bins`,
+/// which `scripts/test.sh` runs before the tests).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps/; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --workspace --bins` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running sidecar process and its directories.
+pub struct SidecarProcess {
+    child: Option<Child>,
+    /// The temporary directory holding socket, queue and logs.
+    pub dir: TempDir,
+    /// The socket path.
+    pub socket: PathBuf,
+    /// The queue directory.
+    pub queue: PathBuf,
+    stderr: PathBuf,
+}
+
+/// The environment for a sidecar against `gitea`, assigned #17 with PR #18.
+pub fn gitea_env(gitea: &FakeGitea, token_file: &Path) -> Vec<(String, String)> {
+    [
+        ("FORGE_GITEA_API", gitea.api_base()),
+        ("FORGE_OWNER", crate::fake_gitea::OWNER.to_string()),
+        ("FORGE_REPO", crate::fake_gitea::REPO.to_string()),
+        (
+            "FORGE_ISSUE_NUMBER",
+            crate::fake_gitea::ASSIGNED_ISSUE.to_string(),
+        ),
+        (
+            "FORGE_PR_NUMBER",
+            crate::fake_gitea::ASSIGNED_PR.to_string(),
+        ),
+        ("FORGE_TOKEN_FILE", token_file.display().to_string()),
+        ("FORGE_HTTP_TIMEOUT_SECS", "5".to_string()),
+        ("FORGE_LOG", "debug".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl SidecarProcess {
+    /// Start a sidecar against `gitea` (token in a file), with extra env.
+    pub fn against(gitea: &FakeGitea, extra: &[(&str, &str)]) -> SidecarProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("token");
+        fs::write(&token_file, gitea.token()).expect("write token");
+        let mut env = gitea_env(gitea, &token_file);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        SidecarProcess::start_in(dir, &[], &env)
+    }
+
+    /// Start a sidecar on the in-memory forge.
+    pub fn memory(extra_args: &[&str]) -> SidecarProcess {
+        let mut args = vec!["--forge", "memory"];
+        args.extend_from_slice(extra_args);
+        SidecarProcess::start_in(tempfile::tempdir().expect("tempdir"), &args, &[])
+    }
+
+    /// Start `forge-sidecar serve ARGS` with `env` in `dir`; waits until
+    /// `/health` answers (bounded).
+    pub fn start_in(dir: TempDir, args: &[&str], env: &[(String, String)]) -> SidecarProcess {
+        let socket = dir.path().join("run").join("forge.sock");
+        let queue = dir.path().join("queue");
+        let stderr = dir.path().join("sidecar.log");
+        let child = Command::new(workspace_bin("forge-sidecar"))
+            .arg("serve")
+            .args(args)
+            .env_clear()
+            .env("FORGE_SOCKET", &socket)
+            .env("FORGE_QUEUE_DIR", &queue)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("log file"))
+            .spawn()
+            .expect("spawn forge-sidecar");
+        let mut sidecar = SidecarProcess {
+            child: Some(child),
+            dir,
+            socket,
+            queue,
+            stderr,
+        };
+        sidecar.wait_ready();
+        sidecar
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                panic!("forge-sidecar exited at start ({status}):\n{}", self.log());
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "forge-sidecar did not start in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything the sidecar logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Send `signal` (e.g. "TERM", "KILL") and wait for the exit (bounded).
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "forge-sidecar did not stop after SIG{signal}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM and wait; asserts a clean exit.
+    pub fn stop(&mut self) {
+        let status = self.signal_and_wait("TERM");
+        assert!(
+            status.success(),
+            "forge-sidecar exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// The events in `new/` and `cur/`, in order, as (file name, raw bytes, JSON).
+    pub fn events(&self) -> Vec<(String, Vec<u8>, Value)> {
+        queue_events(&self.queue)
+    }
+
+    /// Names of files in `tmp/`.
+    pub fn tmp_files(&self) -> Vec<String> {
+        list(&self.queue.join("tmp"))
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect(),
+        Err(_) => vec![],
+    };
+    names.sort();
+    names
+}
+
+/// The events of a queue directory (`new/` and `cur/` together), in order.
+pub fn queue_events(queue: &Path) -> Vec<(String, Vec<u8>, Value)> {
+    let mut all: Vec<(String, PathBuf)> = ["new", "cur"]
+        .iter()
+        .flat_map(|sub| {
+            list(&queue.join(sub))
+                .into_iter()
+                .map(move |n| (n.clone(), queue.join(sub).join(n)))
+        })
+        .collect();
+    all.sort();
+    all.into_iter()
+        .map(|(name, path)| {
+            let bytes = fs::read(&path).expect("read event");
+            let value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+            (name, bytes, value)
+        })
+        .collect()
+}

@@ -1,0 +1,614 @@
+//! End-to-end: the real `forge-sidecar serve` on a temporary socket and queue
+//! directory, with the real Gitea client against the fake Gitea.
+
+use std::time::Duration;
+
+use forge_e2e::fake_gitea::{
+    ASSIGNED_ISSUE, ASSIGNED_PR, FakeGitea, Fault, FaultFilter, OUT_OF_SCOPE_ISSUE, TOKEN,
+};
+use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_queue::sha256_hex;
+use forge_sidecar::client::SocketClient;
+use serde_json::{Value, json};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn client(s: &SidecarProcess) -> SocketClient {
+    SocketClient::new(&s.socket, CALL_TIMEOUT)
+}
+
+async fn ok(c: &SocketClient, method: &str, params: Value) -> Value {
+    match c
+        .call(method, Some(params.clone()))
+        .await
+        .expect("sidecar reachable")
+    {
+        Ok(v) => v,
+        Err(e) => panic!("{method} {params} failed: {e}"),
+    }
+}
+
+async fn err(c: &SocketClient, method: &str, params: Value) -> Value {
+    match c
+        .call(method, Some(params.clone()))
+        .await
+        .expect("sidecar reachable")
+    {
+        Ok(v) => panic!("{method} {params} succeeded unexpectedly: {v}"),
+        Err(e) => e,
+    }
+}
+
+async fn raw(c: &SocketClient, body: &str) -> (u16, Value) {
+    let (status, bytes) = c
+        .post_raw(body.to_string())
+        .await
+        .expect("sidecar reachable");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn ops(s: &SidecarProcess) -> Vec<Value> {
+    s.events()
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .filter(|v| v["kind"] == "op")
+        .collect()
+}
+
+#[tokio::test]
+async fn every_method_returns_its_documented_shape() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let c = client(&s);
+
+    let issue = ok(&c, "read_issue", json!({"number": ASSIGNED_ISSUE})).await;
+    for field in [
+        "number",
+        "title",
+        "body",
+        "state",
+        "user",
+        "labels",
+        "assignees",
+        "is_pull_request",
+        "url",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(issue.get(field).is_some(), "issue lacks {field}: {issue}");
+    }
+    assert_eq!(issue["is_pull_request"], false);
+    assert_eq!(issue["labels"], json!(["bug"]));
+    // Reads work anywhere in the repository, and an empty body is "".
+    assert_eq!(ok(&c, "read_issue", json!([3])).await["body"], "");
+    assert_eq!(
+        ok(&c, "read_issue", json!({"number": OUT_OF_SCOPE_ISSUE})).await["number"],
+        500
+    );
+    assert_eq!(
+        ok(&c, "read_issue", json!({"number": ASSIGNED_PR})).await["is_pull_request"],
+        true
+    );
+
+    let pr = ok(&c, "read_pr", json!({"number": 19})).await;
+    for field in [
+        "number",
+        "title",
+        "body",
+        "state",
+        "merged",
+        "draft",
+        "head",
+        "base",
+        "user",
+        "url",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(pr.get(field).is_some(), "PR lacks {field}: {pr}");
+    }
+    assert_eq!(
+        (pr["merged"].as_bool(), pr["base"].as_str()),
+        (Some(true), Some("main"))
+    );
+
+    let comments = ok(&c, "read_comments", json!({"number": ASSIGNED_ISSUE})).await;
+    let comments = comments.as_array().expect("an array");
+    assert_eq!(comments.len(), 3);
+    assert!(
+        comments
+            .windows(2)
+            .all(|w| w[0]["id"].as_u64() < w[1]["id"].as_u64()),
+        "oldest first"
+    );
+
+    let created = ok(
+        &c,
+        "post_comment",
+        json!({"number": ASSIGNED_ISSUE, "body": "Working on it."}),
+    )
+    .await;
+    assert_eq!(created["body"], "Working on it.");
+    assert_eq!(gitea.comments(ASSIGNED_ISSUE).len(), 4);
+
+    let updated = ok(&c, "update_description", json!([ASSIGNED_PR, "Fixes #17."])).await;
+    assert_eq!(
+        (updated["number"].as_u64(), updated["head"].is_string()),
+        (Some(18), true),
+        "a PR comes back as a PullRequest"
+    );
+    let updated = ok(
+        &c,
+        "update_description",
+        json!({"number": ASSIGNED_ISSUE, "body": "New text"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            updated["body"].as_str(),
+            updated["is_pull_request"].as_bool()
+        ),
+        (Some("New text"), Some(false))
+    );
+
+    let scope = ok(&c, "scope", json!({})).await;
+    assert_eq!(
+        scope,
+        json!({"owner": "acme", "repo": "widgets", "issue": 17, "writable": [17, 18], "writes_left": 97, "done": false})
+    );
+
+    // Each allowed write reached the forge exactly once.
+    let writes: Vec<String> = gitea
+        .writes()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "POST /api/v1/repos/acme/widgets/issues/17/comments",
+            "PATCH /api/v1/repos/acme/widgets/issues/18",
+            "PATCH /api/v1/repos/acme/widgets/issues/17",
+        ]
+    );
+    for r in gitea.requests() {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("token {TOKEN}").as_str())
+        );
+        assert!(
+            r.user_agent
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("forge-sidecar/")
+        );
+    }
+    gitea.assert_contract_clean();
+    s.stop();
+}
+
+#[tokio::test]
+async fn out_of_scope_writes_are_refused_on_every_entry_path() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let c = client(&s);
+
+    let e = err(
+        &c,
+        "post_comment",
+        json!({"number": OUT_OF_SCOPE_ISSUE, "body": "hi"}),
+    )
+    .await;
+    assert_eq!(e["code"], -32001);
+    assert_eq!(
+        e["message"].as_str().unwrap().split(';').next().unwrap(),
+        "write to #500 denied: outside the assigned scope (writable: #17, #18)"
+    );
+    assert_eq!(
+        e["data"],
+        json!({"error": "scope_denied", "number": 500, "writable": [17, 18]})
+    );
+
+    let e = err(&c, "update_description", json!([19, "take over"])).await;
+    assert_eq!(e["code"], -32001);
+
+    let (status, batch) = raw(
+        &c,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"read_issue","params":[500]},
+            {"jsonrpc":"2.0","id":2,"method":"post_comment","params":{"number":500,"body":"x"}},
+            {"jsonrpc":"2.0","id":3,"method":"post_comment","params":[20,"x"]}]"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let by_id = |id: u64| {
+        batch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id(1)["result"]["number"], 500);
+    assert_eq!(by_id(2)["error"]["code"], -32001);
+    assert_eq!(by_id(3)["error"]["code"], -32001);
+
+    assert!(
+        gitea.writes().is_empty(),
+        "a denied write reached the forge: {:?}",
+        gitea.writes()
+    );
+    let denied: Vec<Value> = ops(&s)
+        .into_iter()
+        .filter(|o| o["outcome"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 4);
+    assert_eq!(denied[0]["summary"], "denied comment to #500: out of scope");
+    assert_eq!(
+        denied[1]["summary"],
+        "denied description update of #19: out of scope"
+    );
+    assert!(
+        s.events().iter().all(|(_, _, v)| v["kind"] != "intent"),
+        "no intent for a denied write"
+    );
+    s.stop();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_standard_errors() {
+    let s = SidecarProcess::memory(&[]);
+    let c = client(&s);
+    let (_, r) = raw(&c, "{not json").await;
+    assert_eq!(r["error"]["code"], -32700);
+    let (_, r) = raw(&c, r#"{"jsonrpc":"2.0","id":1}"#).await;
+    assert_eq!(r["error"]["code"], -32600);
+    let (_, r) = raw(&c, "[]").await;
+    assert_eq!(r["error"]["code"], -32600);
+
+    let e = err(&c, "delete_repo", json!({})).await;
+    assert_eq!(e["code"], -32601);
+    assert!(
+        e["message"].as_str().unwrap().contains("read_issue"),
+        "lists the methods: {e}"
+    );
+
+    for (params, needle) in [
+        (json!({"number": 17, "owner": "x"}), "unknown field `owner`"),
+        (json!({"number": -1}), "positive integer"),
+        (json!({"number": "17"}), "positive integer"),
+        (json!({}), "missing field `number`"),
+        (json!([17, 18]), "takes 1 positional"),
+    ] {
+        let e = err(&c, "read_issue", params.clone()).await;
+        assert_eq!(e["code"], -32602, "{params}");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{params}: {e}"
+        );
+    }
+    let e = err(&c, "post_comment", json!({"number": 17, "body": ""})).await;
+    assert!(e["message"].as_str().unwrap().contains("empty"), "{e}");
+    let e = err(
+        &c,
+        "signal_done",
+        json!({"status": "maybe", "summary": "x"}),
+    )
+    .await;
+    assert_eq!(e["code"], -32602);
+}
+
+#[tokio::test]
+async fn the_queue_tells_the_whole_session_in_a_chain() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let c = client(&s);
+    ok(&c, "read_pr", json!({"number": 18})).await;
+    ok(
+        &c,
+        "post_comment",
+        json!({"number": 17, "body": "done soon"}),
+    )
+    .await;
+    err(&c, "post_comment", json!({"number": 500, "body": "x"})).await;
+    let receipt = ok(
+        &c,
+        "signal_done",
+        json!({"status": "success", "summary": "Fixed in #18."}),
+    )
+    .await;
+    let again = err(
+        &c,
+        "signal_done",
+        json!({"status": "failure", "summary": "again"}),
+    )
+    .await;
+    assert_eq!(again["code"], -32007);
+    s.stop();
+
+    let events = s.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(_, _, v)| v["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session_start",
+            "op",
+            "intent",
+            "op",
+            "op",
+            "done",
+            "op",
+            "op",
+            "session_end"
+        ]
+    );
+    assert_eq!(events[5].0, receipt["event"].as_str().unwrap());
+    let summaries: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, _, v)| v["summary"].as_str())
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            "read PR #18",
+            "posted comment to #17",
+            "denied comment to #500: out of scope",
+            "Fixed in #18.",
+            "signalled done: success",
+            "denied signal_done: already done"
+        ]
+    );
+    assert_eq!(
+        events[2].2["op_id"], events[3].2["op_id"],
+        "intent and op share op_id"
+    );
+    let start = &events[0].2;
+    assert_eq!(
+        (
+            start["owner"].as_str(),
+            start["issue"].as_u64(),
+            start["forge"].as_str()
+        ),
+        (Some("acme"), Some(17), Some("gitea"))
+    );
+    assert_eq!(start["writable"], json!([17, 18]));
+    let end = &events.last().unwrap().2;
+    assert_eq!(
+        (end["reason"].as_str(), end["done"].as_bool()),
+        (Some("SIGTERM"), Some(true))
+    );
+    assert_eq!(end["counts"], json!({"ok": 3, "denied": 2, "error": 0}));
+    for (i, (name, _, v)) in events.iter().enumerate() {
+        assert_eq!(v["seq"], i as u64, "{name}");
+        assert!(name.ends_with(&format!("-{i:08}.json")), "{name}");
+        let prev = if i == 0 {
+            Value::Null
+        } else {
+            Value::String(sha256_hex(&events[i - 1].1))
+        };
+        assert_eq!(v["prev"], prev, "{name}");
+        if v["kind"] == "op" {
+            assert!(
+                v["peer"]["uid"].is_u64() && v["peer"]["pid"].is_i64(),
+                "peer recorded: {v}"
+            );
+        }
+    }
+    assert!(s.tmp_files().is_empty(), "tmp/ left: {:?}", s.tmp_files());
+    assert!(!s.socket.exists(), "socket removed at stop");
+}
+
+#[tokio::test]
+async fn the_token_appears_nowhere() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let c = client(&s);
+    let mut responses = vec![];
+    responses.push(ok(&c, "read_issue", json!({"number": 17})).await);
+    responses.push(err(&c, "post_comment", json!({"number": 500, "body": "x"})).await);
+    gitea.set_fault(Fault::Status(401));
+    responses.push(err(&c, "read_issue", json!({"number": 17})).await);
+    responses.push(err(&c, "post_comment", json!({"number": 17, "body": "x"})).await);
+    gitea.set_fault(Fault::Redirect(301));
+    responses.push(err(&c, "post_comment", json!({"number": 17, "body": "x"})).await);
+    gitea.clear_fault();
+    s.stop();
+    assert_eq!(responses[2]["code"], -32003);
+    let log = s.log();
+    assert!(log.contains("read issue #17"), "debug log captured");
+    for (what, text) in [
+        ("responses", serde_json::to_string(&responses).unwrap()),
+        ("log", log),
+        (
+            "events",
+            s.events()
+                .iter()
+                .map(|(_, b, _)| String::from_utf8_lossy(b).into_owned())
+                .collect(),
+        ),
+    ] {
+        assert!(!text.contains(TOKEN), "the token leaked into {what}");
+    }
+}
+
+#[tokio::test]
+async fn forge_quirks_are_reported_as_what_they_mean() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let c = client(&s);
+    let e = err(&c, "read_pr", json!({"number": 17})).await;
+    assert_eq!(e["code"], -32002);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("is an issue, not a pull request"),
+        "{e}"
+    );
+    // Gitea answers 500 for the comments of a missing issue.
+    let e = err(&c, "read_comments", json!({"number": 9999})).await;
+    assert_eq!(e["code"], -32002, "{e}");
+    let e = err(&c, "read_issue", json!({"number": 9999})).await;
+    assert_eq!(e["code"], -32002);
+
+    // Reads are retried through transient failures.
+    gitea.set_fault_for(FaultFilter::reads().times(2), Fault::Status(503));
+    assert_eq!(
+        ok(&c, "read_issue", json!({"number": 17})).await["number"],
+        17
+    );
+    // Writes are never retried: one POST, an error that says what to do.
+    gitea.clear_requests();
+    gitea.set_fault_for(FaultFilter::writes(), Fault::Status(503));
+    let e = err(&c, "post_comment", json!({"number": 17, "body": "x"})).await;
+    assert_eq!(e["code"], -32004);
+    assert_eq!(gitea.writes().len(), 1);
+    // A redirect on a write is not followed.
+    gitea.clear_requests();
+    gitea.set_fault_for(FaultFilter::writes(), Fault::Redirect(301));
+    let e = err(&c, "post_comment", json!({"number": 17, "body": "x"})).await;
+    assert_eq!(
+        (e["code"].as_i64(), e["data"]["status"].as_u64()),
+        (Some(-32003), Some(301))
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("not followed"),
+        "{e}"
+    );
+    assert_eq!(gitea.requests().len(), 1, "the redirect was followed");
+    gitea.clear_fault();
+    s.stop();
+}
+
+#[tokio::test]
+async fn socket_health_mode_and_a_single_server_per_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = SidecarProcess::memory(&[]);
+    let (status, body) = client(&s).get("/health").await.unwrap();
+    assert_eq!((status, body.as_ref()), (200, b"ok\n".as_ref()));
+    let mode = std::fs::metadata(&s.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+
+    let second = std::process::Command::new(workspace_bin("forge-sidecar"))
+        .args(["serve", "--forge", "memory", "--queue-dir"])
+        .arg(s.dir.path().join("other-queue"))
+        .arg("--socket")
+        .arg(&s.socket)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already listening"),
+        "{:?}",
+        second
+    );
+    assert!(
+        !s.dir.path().join("other-queue").exists(),
+        "refused before touching a queue"
+    );
+    s.stop();
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_2() {
+    for (env, needle) in [
+        (
+            vec![
+                ("FORGE_OWNER", "acme"),
+                ("FORGE_REPO", "w"),
+                ("FORGE_GITEA_API", "http://127.0.0.1:9/api/v1"),
+            ],
+            "FORGE_ISSUE_NUMBER",
+        ),
+        (
+            vec![("FORGE_KIND", "memory"), ("FORGE_MAX_WRITES", "-1")],
+            "FORGE_MAX_WRITES",
+        ),
+        (
+            vec![
+                ("FORGE_OWNER", "acme"),
+                ("FORGE_REPO", "w"),
+                ("FORGE_ISSUE_NUMBER", "1"),
+            ],
+            "FORGE_GITEA_API",
+        ),
+        (
+            vec![
+                ("FORGE_OWNER", "acme"),
+                ("FORGE_REPO", "w"),
+                ("FORGE_ISSUE_NUMBER", "1"),
+                ("FORGE_GITEA_API", "http://h/api/v1"),
+            ],
+            "FORGE_TOKEN_FILE",
+        ),
+    ] {
+        let out = std::process::Command::new(workspace_bin("forge-sidecar"))
+            .arg("serve")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn check_validates_token_repository_and_issue() {
+    let gitea = FakeGitea::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let run = |token_value: &str, issue: &str| {
+        std::fs::write(&token, token_value).unwrap();
+        let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
+        env.retain(|(k, _)| k != "FORGE_ISSUE_NUMBER");
+        std::process::Command::new(workspace_bin("forge-sidecar"))
+            .arg("check")
+            .env_clear()
+            .envs(env)
+            .env("FORGE_ISSUE_NUMBER", issue)
+            .output()
+            .unwrap()
+    };
+    let good = run(TOKEN, "17");
+    let line = String::from_utf8_lossy(&good.stdout);
+    assert_eq!(good.status.code(), Some(0), "{line}");
+    assert!(
+        line.starts_with("ok: ") && line.contains("writable: #17, #18"),
+        "{line}"
+    );
+    let bad_token = run("wrong-token", "17");
+    let line = String::from_utf8_lossy(&bad_token.stdout);
+    assert_eq!(bad_token.status.code(), Some(1), "{line}");
+    assert!(
+        line.contains("token was not accepted") && !line.contains("wrong-token"),
+        "{line}"
+    );
+    let missing = run(TOKEN, "9999");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("#9999 does not exist"));
+}
+
+#[tokio::test]
+async fn token_from_the_environment_works() {
+    let gitea = FakeGitea::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = forge_e2e::sidecar::gitea_env(&gitea, std::path::Path::new("/unused"));
+    env.retain(|(k, _)| k != "FORGE_TOKEN_FILE");
+    env.push(("FORGE_TOKEN".into(), TOKEN.into()));
+    let mut s = SidecarProcess::start_in(dir, &[], &env);
+    assert_eq!(
+        ok(&client(&s), "read_issue", json!({"number": 17})).await["number"],
+        17
+    );
+    s.stop();
+}
