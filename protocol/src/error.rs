@@ -27,6 +27,8 @@ pub enum ErrorCode {
     AuditUnavailable,
     /// -32007: `signal_done` was already called in this session.
     AlreadyDone,
+    /// -32600: not a valid JSON-RPC request (standard JSON-RPC code).
+    InvalidRequest,
     /// -32601: no such method (standard JSON-RPC code).
     MethodNotFound,
     /// -32602: the params are wrong (standard JSON-RPC code).
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => -32005,
             ErrorCode::AuditUnavailable => -32006,
             ErrorCode::AlreadyDone => -32007,
+            ErrorCode::InvalidRequest => -32600,
             ErrorCode::MethodNotFound => -32601,
             ErrorCode::InvalidParams => -32602,
             ErrorCode::Internal => -32603,
@@ -62,6 +65,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::AuditUnavailable => "audit_unavailable",
             ErrorCode::AlreadyDone => "already_done",
+            ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::MethodNotFound => "method_not_found",
             ErrorCode::InvalidParams => "invalid_params",
             ErrorCode::Internal => "internal_error",
@@ -78,6 +82,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded,
             ErrorCode::AuditUnavailable,
             ErrorCode::AlreadyDone,
+            ErrorCode::InvalidRequest,
             ErrorCode::MethodNotFound,
             ErrorCode::InvalidParams,
             ErrorCode::Internal,

@@ -12,7 +12,7 @@ use forge_protocol::{
 };
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::{RpcResult, async_trait};
-use jsonrpsee::types::Request;
+use jsonrpsee::types::{Id, Request};
 use jsonrpsee::{Extensions, MethodResponse};
 
 use crate::service::Sidecar;
@@ -86,6 +86,9 @@ impl ForgeApiServer for RpcHandler {
     }
 }
 
+/// Most entries accepted in one batch request.
+pub const MAX_BATCH_LEN: usize = 64;
+
 /// RPC middleware: strict method and params checking before dispatch.
 #[derive(Clone)]
 pub struct StrictParams<S> {
@@ -153,6 +156,19 @@ where
         let inner = self.inner.clone();
         let sidecar = Arc::clone(&self.sidecar);
         async move {
+            if batch.len() > MAX_BATCH_LEN {
+                let err = RpcError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "a batch of {} entries is over the limit of {MAX_BATCH_LEN}; split it into smaller batches",
+                        batch.len()
+                    ),
+                )
+                .with_data(serde_json::json!({ "limit": "max_batch_len", "max": MAX_BATCH_LEN }));
+                let peer = batch.extensions().get::<Peer>().copied();
+                let err = sidecar.refuse("(batch)", err, peer).await;
+                return MethodResponse::error(Id::Null, err.to_error_object());
+            }
             for entry in batch.iter_mut() {
                 let Ok(BatchEntry::Call(req)) = entry else {
                     continue;

@@ -1,32 +1,25 @@
 //! The server: socket, connections, heartbeat and graceful shutdown.
 //!
 //! JSON-RPC 2.0 over HTTP/1.1 on a Unix socket: jsonrpsee's tower service
-//! served by hyper on each accepted stream, with the caller's `SO_PEERCRED`
-//! attached to every request and `GET /health` answered before JSON-RPC.
+//! served by hyper on each accepted stream (see [`crate::http`]).
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use forge_protocol::ForgeApiServer;
 use forge_protocol::event::Peer;
 use forge_queue::QueueWriter;
-use jsonrpsee::core::BoxError;
 use jsonrpsee::core::middleware::RpcServiceBuilder;
-use jsonrpsee::server::{
-    BatchRequestConfig, HttpBody, HttpResponse, Server as RpcServer, ServerConfig,
-    serve_with_graceful_shutdown, stop_channel,
-};
+use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
 use tokio::net::UnixListener;
 use tokio::task::JoinSet;
-use tower::Service;
 
 use crate::config::Config;
 use crate::forge::Forge;
+use crate::http;
 use crate::rpc::{RpcHandler, StrictParams};
 use crate::scope::{Scope, ScopedForge};
 use crate::service::Sidecar;
@@ -34,8 +27,6 @@ use crate::socket;
 
 /// How long in-flight calls may run after a stop signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Most entries accepted in one batch request.
-pub const MAX_BATCH_LEN: u32 = 64;
 /// Most requests in flight at once (beyond: HTTP 429).
 pub const MAX_IN_FLIGHT: u32 = 256;
 /// Largest response sent, bytes (above the forge response cap).
@@ -107,7 +98,8 @@ impl Server {
             .http_only()
             .max_request_body_size(config.max_request_bytes)
             .max_response_body_size(MAX_RESPONSE_BYTES)
-            .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH_LEN))
+            // StrictParams enforces the batch limit, with our error code and an audit line.
+            .set_batch_request_config(BatchRequestConfig::Unlimited)
             .build();
         let strict = Arc::clone(&sidecar);
         let builder = RpcServer::builder()
@@ -129,13 +121,8 @@ impl Server {
                     Ok((stream, _)) => {
                         let peer = stream.peer_cred().ok().map(|c| Peer { pid: c.pid(), uid: c.uid(), gid: c.gid() });
                         let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
-                        let service = Connection { rpc, peer };
-                        let stopped = stop_handle.clone().shutdown();
-                        connections.spawn(async move {
-                            if let Err(e) = serve_with_graceful_shutdown(stream, service, stopped).await {
-                                tracing::debug!(cause = %e, "connection ended with an error");
-                            }
-                        });
+                        let service = http::Connection::new(rpc, peer, Arc::clone(&sidecar), config.max_request_bytes);
+                        connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -170,41 +157,6 @@ impl Server {
             .context("write session_end to the queue")?;
         tracing::info!(session = sidecar.session(), "stopped");
         Ok(())
-    }
-}
-
-/// One connection's HTTP service: answers `GET /health`, tags every request
-/// with the caller's credentials and hands the rest to jsonrpsee.
-#[derive(Clone)]
-struct Connection<S> {
-    rpc: S,
-    peer: Option<Peer>,
-}
-
-impl<S> Service<hyper::Request<hyper::body::Incoming>> for Connection<S>
-where
-    S: Service<hyper::Request<hyper::body::Incoming>, Response = HttpResponse, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.rpc.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        if req.method() == hyper::Method::GET && req.uri().path() == "/health" {
-            return Box::pin(async { Ok(HttpResponse::new(HttpBody::from("ok\n"))) });
-        }
-        if let Some(peer) = self.peer {
-            req.extensions_mut().insert(peer);
-        }
-        Box::pin(self.rpc.call(req))
     }
 }
 

@@ -612,3 +612,80 @@ async fn token_from_the_environment_works() {
     );
     s.stop();
 }
+
+#[tokio::test]
+async fn oversized_requests_and_batches_are_limit_exceeded_and_audited() {
+    let s = SidecarProcess::memory(&["--max-request-bytes", "4096", "--max-body-bytes", "1024"]);
+    let c = client(&s);
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"post_comment","params":{{"number":17,"body":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let (status, r) = raw(&c, &big).await;
+    assert_eq!(
+        (status, r["error"]["code"].as_i64()),
+        (413, Some(-32005)),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096-byte limit"),
+        "{r}"
+    );
+
+    let body = err(
+        &c,
+        "post_comment",
+        json!({"number": 17, "body": "y".repeat(2000)}),
+    )
+    .await;
+    assert_eq!(body["code"], -32005);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the 1024-byte limit"),
+        "{body}"
+    );
+
+    let entry = r#"{"jsonrpc":"2.0","id":1,"method":"scope"}"#;
+    let batch = format!("[{}]", vec![entry; 65].join(","));
+    let (_, r) = raw(&c, &batch).await;
+    assert_eq!(r["error"]["code"], -32005, "{r}");
+    let (_, r) = raw(&c, &format!("[{}]", vec![entry; 64].join(","))).await;
+    assert_eq!(r.as_array().map(Vec::len), Some(64));
+
+    let refused: Vec<String> = ops(&s)
+        .iter()
+        .filter(|o| o["error"]["name"] == "limit_exceeded")
+        .map(|o| o["summary"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        refused[0].starts_with("refused (oversized request)"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn write_budget_is_enforced_and_reported() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[("FORGE_MAX_WRITES", "2")]);
+    let c = client(&s);
+    ok(&c, "post_comment", json!({"number": 17, "body": "one"})).await;
+    ok(&c, "post_comment", json!({"number": 18, "body": "two"})).await;
+    let e = err(&c, "post_comment", json!({"number": 17, "body": "three"})).await;
+    assert_eq!(e["code"], -32005);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget of 2 forge writes is used up"),
+        "{e}"
+    );
+    assert_eq!(ok(&c, "scope", json!([])).await["writes_left"], 0);
+    assert_eq!(gitea.writes().len(), 2);
+    s.stop();
+}

@@ -45,7 +45,7 @@ impl MemoryForge {
                 number: n,
                 title: title.into(),
                 body: body.into(),
-                state: if n % 7 == 0 {
+                state: if n.is_multiple_of(7) {
                     State::Closed
                 } else {
                     State::Open
@@ -99,7 +99,7 @@ impl MemoryForge {
                 n => add(
                     n,
                     &format!("Sample issue {n}"),
-                    if n % 5 == 0 { "" } else { "Sample text." },
+                    if n.is_multiple_of(5) { "" } else { "Sample text." },
                     None,
                 ),
             }

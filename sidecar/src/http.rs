@@ -1,0 +1,153 @@
+//! One connection's HTTP handling, in front of jsonrpsee.
+//!
+//! - `GET /health` answers 200 `ok` while serving.
+//! - The request body is read here, bounded in size
+//!   (`FORGE_MAX_REQUEST_BYTES`: over it, HTTP 413 with `limit_exceeded`,
+//!   audited) and in time (a client that trickles its body is cut off).
+//! - Every request is tagged with the caller's `SO_PEERCRED` for the audit.
+//! - Slow headers are cut off by hyper's header read timeout.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use forge_protocol::event::Peer;
+use forge_protocol::{ErrorCode, RpcError};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use jsonrpsee::core::BoxError;
+use jsonrpsee::server::{HttpBody, HttpResponse};
+use tokio::net::UnixStream;
+use tower::Service;
+
+use crate::service::Sidecar;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP service of one connection.
+#[derive(Clone)]
+pub struct Connection<S> {
+    rpc: S,
+    peer: Option<Peer>,
+    sidecar: Arc<Sidecar>,
+    max_request_bytes: usize,
+}
+
+impl<S> Connection<S> {
+    /// Wrap jsonrpsee's service `rpc` for a caller `peer`.
+    pub fn new(rpc: S, peer: Option<Peer>, sidecar: Arc<Sidecar>, max_request_bytes: u32) -> Self {
+        Connection {
+            rpc,
+            peer,
+            sidecar,
+            max_request_bytes: max_request_bytes as usize,
+        }
+    }
+}
+
+/// Serve HTTP/1.1 on `stream` until the client leaves or `stopped`
+/// resolves; then finish the request in flight and close.
+pub async fn serve<S>(stream: UnixStream, service: Connection<S>, stopped: impl Future<Output = ()>)
+where
+    S: Service<hyper::Request<Full<Bytes>>, Response = HttpResponse, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(conn, stopped);
+    let result = tokio::select! {
+        result = &mut conn => result,
+        () = &mut stopped => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(cause = %e, "connection ended with an error");
+    }
+}
+
+impl<S> Service<hyper::Request<Incoming>> for Connection<S>
+where
+    S: Service<hyper::Request<Full<Bytes>>, Response = HttpResponse, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.rpc.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
+        if req.method() == hyper::Method::GET && req.uri().path() == "/health" {
+            return Box::pin(async { Ok(HttpResponse::new(HttpBody::from("ok\n"))) });
+        }
+        let mut rpc = self.rpc.clone();
+        let (peer, sidecar, limit) = (self.peer, Arc::clone(&self.sidecar), self.max_request_bytes);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let read =
+                tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
+            let bytes = match read {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                    let err = RpcError::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "the request is larger than the {limit}-byte limit (FORGE_MAX_REQUEST_BYTES); \
+                             send a smaller request (bodies are limited separately by FORGE_MAX_BODY_BYTES)"
+                        ),
+                    )
+                    .with_data(serde_json::json!({ "limit": "max_request_bytes", "max": limit }));
+                    let err = sidecar.refuse("(oversized request)", err, peer).await;
+                    return Ok(error_response(hyper::StatusCode::PAYLOAD_TOO_LARGE, &err));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    let err = RpcError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "the request body did not arrive within {} s",
+                            BODY_READ_TIMEOUT.as_secs()
+                        ),
+                    );
+                    return Ok(error_response(hyper::StatusCode::REQUEST_TIMEOUT, &err));
+                }
+            };
+            if let Some(peer) = peer {
+                parts.extensions.insert(peer);
+            }
+            rpc.call(hyper::Request::from_parts(parts, Full::new(bytes)))
+                .await
+        })
+    }
+}
+
+/// A JSON-RPC error response (id null) with an HTTP status.
+fn error_response(status: hyper::StatusCode, err: &RpcError) -> HttpResponse {
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": err.to_error_object() });
+    let mut resp = HttpResponse::new(HttpBody::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
