@@ -7,8 +7,11 @@
 //! The token lives in [`config::Secret`] and is never printed.
 
 pub mod client;
+pub mod closing;
 pub mod config;
 pub mod forge;
+pub mod http;
+pub mod mcp;
 pub mod rpc;
 pub mod scope;
 pub mod server;

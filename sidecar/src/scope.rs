@@ -2,8 +2,10 @@
 //!
 //! Reads pass through to any number in the repository. A write must first
 //! be authorized ([`ScopedForge::authorize`]): the target must be the
-//! assigned issue or one of its PRs, the body within the size limit and the
-//! session's write budget not used up. Only a [`WritePermit`] (which only
+//! assigned issue or one of its PRs, the body within the size limit, the
+//! session's write budget not used up, and a new description must not carry
+//! a closing keyword aimed outside the scope (`closes #500` would close #500
+//! when the PR merges: a write outside the scope by other means). Only a [`WritePermit`] (which only
 //! `authorize` makes) can be spent on a forge write, so no caller can skip
 //! the decision.
 
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use forge_protocol::{Comment, ErrorCode, IssueNumber, Method, RpcError, ScopeInfo, Text, Updated};
 
+use crate::closing::{ClosingRef, closing_refs};
 use crate::forge::{Forge, ForgeError};
 
 /// The write scope and limits of a session.
@@ -44,12 +47,18 @@ pub struct WritePermit {
     method: Method,
     number: IssueNumber,
     body: Text,
+    closing: Vec<ClosingRef>,
 }
 
 impl WritePermit {
     /// The target number.
     pub fn number(&self) -> IssueNumber {
         self.number
+    }
+
+    /// The (in-scope) closing references the body carries, for the audit.
+    pub fn closing_refs(&self) -> &[ClosingRef] {
+        &self.closing
     }
 }
 
@@ -121,6 +130,35 @@ impl ScopedForge {
             )
             .with_data(serde_json::json!({ "limit": "max_body_bytes", "max": self.scope.max_body_bytes, "size": body.len() })));
         }
+        let closing = if method == Method::UpdateDescription {
+            closing_refs(body.as_str())
+        } else {
+            vec![]
+        };
+        if let Some(escape) = closing.iter().find(|r| {
+            !r.is_to(&self.scope.owner, &self.scope.repo) || !self.writable().contains(&r.number)
+        }) {
+            let target = match &escape.repo {
+                Some(repo) => format!("{repo}#{}", escape.number),
+                None => format!("#{}", escape.number),
+            };
+            return Err(RpcError::new(
+                ErrorCode::ScopeDenied,
+                format!(
+                    "description of #{} denied: '{escape}' would act on {target} when the pull request merges, \
+                     which is outside the assigned scope (writable: {}); mention it without a closing keyword \
+                     (e.g. 'see {target}')",
+                    number.get(),
+                    self.writable().iter().map(|n| format!("#{n}")).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .with_data(serde_json::json!({
+                "number": number.get(),
+                "writable": self.writable(),
+                "referenced": target,
+                "keyword": escape.keyword.to_lowercase(),
+            })));
+        }
         let reserved = self
             .writes_used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
@@ -140,6 +178,7 @@ impl ScopedForge {
             method,
             number,
             body,
+            closing,
         })
     }
 
@@ -188,7 +227,7 @@ mod tests {
             repo: "widgets".into(),
             issue: n(17),
             writable: vec![n(17), n(18)],
-            max_body_bytes: 10,
+            max_body_bytes: 64,
             max_writes,
         };
         ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope)
@@ -217,7 +256,11 @@ mod tests {
     fn budget_and_body_limits() {
         let f = scoped(1);
         let err = f
-            .authorize(Method::PostComment, n(17), text("far too long a body"))
+            .authorize(
+                Method::PostComment,
+                n(17),
+                text(&"far too long a body ".repeat(4)),
+            )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
         let permit = f.authorize(Method::PostComment, n(17), text("ok")).unwrap();
@@ -228,6 +271,34 @@ mod tests {
         assert_eq!(err.code, ErrorCode::LimitExceeded);
         f.release(permit);
         assert_eq!(f.writes_left(), 1);
+    }
+
+    #[test]
+    fn closing_keywords_outside_the_scope_are_denied() {
+        let f = scoped(5);
+        for body in [
+            "Closes #500",
+            "fixes acme/widgets#500",
+            "RESOLVES other/repo#17",
+            "reopens #3",
+        ] {
+            let err = f
+                .authorize(Method::UpdateDescription, n(18), text(body))
+                .unwrap_err();
+            assert_eq!(err.code, ErrorCode::ScopeDenied, "{body}");
+            assert!(err.message.contains("would act on"), "{}", err.message);
+        }
+        let permit = f
+            .authorize(
+                Method::UpdateDescription,
+                n(18),
+                text("Closes #17; see #500"),
+            )
+            .unwrap();
+        assert_eq!(permit.closing_refs().len(), 1);
+        // Comments do not close issues in Gitea: no keyword check there.
+        f.authorize(Method::PostComment, n(17), text("closes #500"))
+            .unwrap();
     }
 
     #[test]

@@ -278,6 +278,11 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
+        let closing: Vec<String> = permit
+            .closing_refs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let forge = Arc::clone(&self.forge);
         let result = tokio::task::spawn_blocking(move || forge.write(&permit))
             .await
@@ -289,6 +294,13 @@ impl Sidecar {
             .map_err(ForgeError::into_rpc);
         let summary = match (&result, method) {
             (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
+            (Ok(_), _) if !closing.is_empty() => {
+                format!(
+                    "updated description of #{} ({})",
+                    n.get(),
+                    closing.join(", ")
+                )
+            }
             (Ok(_), _) => format!("updated description of #{}", n.get()),
             (Err(e), Method::PostComment) => {
                 format!("failed to post comment to #{}: {}", n.get(), reason(e))

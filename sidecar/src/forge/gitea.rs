@@ -9,7 +9,7 @@
 
 use std::io::Read;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use forge_protocol::{Comment, Issue, IssueNumber, PullRequest, State, Text, Updated};
 use serde::Deserialize;
@@ -35,6 +35,7 @@ pub struct GiteaForge {
     api_base: String,
     repo_path: String,
     auth: String,
+    timeout: Duration,
     max_response_bytes: u64,
 }
 
@@ -60,6 +61,7 @@ impl GiteaForge {
             repo_path: format!("{api_base}/repos/{owner}/{repo}"),
             api_base,
             auth: format!("token {}", token.expose()),
+            timeout,
             max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
@@ -71,12 +73,20 @@ impl GiteaForge {
     }
 
     /// GET with retries; the JSON body of a 2xx answer.
+    ///
+    /// All attempts together stay within the configured timeout: a retry is
+    /// only made if its backoff leaves time, and each attempt gets what is left.
     fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, HttpFailure> {
+        let deadline = Instant::now() + self.timeout;
         let mut attempt = 1;
         loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let result = self
                 .agent
                 .get(url)
+                .config()
+                .timeout_global(Some(remaining))
+                .build()
                 .header("Authorization", &self.auth)
                 .call();
             let failure = match result {
@@ -87,7 +97,7 @@ impl GiteaForge {
             let Some(delay) = failure.retry_delay(attempt) else {
                 return Err(failure);
             };
-            if attempt >= READ_ATTEMPTS {
+            if attempt >= READ_ATTEMPTS || Instant::now() + delay >= deadline {
                 return Err(failure);
             }
             tracing::warn!(url = %redact_base(url), attempt, cause = %failure, "forge read failed; retrying");
