@@ -99,7 +99,11 @@ impl MemoryForge {
                 n => add(
                     n,
                     &format!("Sample issue {n}"),
-                    if n.is_multiple_of(5) { "" } else { "Sample text." },
+                    if n.is_multiple_of(5) {
+                        ""
+                    } else {
+                        "Sample text."
+                    },
                     None,
                 ),
             }
