@@ -1,0 +1,239 @@
+//! End-to-end: forge faults and scope escapes through forge semantics.
+//! The real sidecar process, the real Gitea client, a misbehaving fake Gitea.
+
+use std::time::Duration;
+
+use forge_e2e::fake_gitea::{FakeGitea, Fault, FaultFilter};
+use forge_e2e::sidecar::SidecarProcess;
+use forge_sidecar::client::SocketClient;
+use serde_json::{Value, json};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
+    SocketClient::new(&s.socket, CALL_TIMEOUT)
+        .call(method, Some(params))
+        .await
+        .expect("sidecar reachable")
+}
+
+fn last_op(s: &SidecarProcess) -> Value {
+    s.events()
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .filter(|v| v["kind"] == "op")
+        .last()
+        .expect("an op event")
+}
+
+#[tokio::test]
+async fn closing_keywords_cannot_reach_outside_the_scope() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    for body in [
+        "Fixes #500",
+        "this closes acme/widgets#500",
+        "RESOLVED: other/repo#17",
+        "Reopens https://x.example/acme/widgets/issues/20",
+    ] {
+        let e = call(
+            &s,
+            "update_description",
+            json!({"number": 18, "body": body}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e["code"], -32001, "{body}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("would act on"),
+            "{e}"
+        );
+        assert_eq!(last_op(&s)["outcome"], "denied");
+    }
+    let e = call(
+        &s,
+        "update_description",
+        json!({"number": 18, "body": "Fixes #500"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (
+            e["data"]["referenced"].as_str(),
+            e["data"]["keyword"].as_str()
+        ),
+        (Some("#500"), Some("fixes"))
+    );
+    assert!(gitea.writes().is_empty());
+
+    call(
+        &s,
+        "update_description",
+        json!({"number": 18, "body": "Closes #17. See #500 for context."}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        last_op(&s)["summary"],
+        "updated description of #18 (Closes #17)"
+    );
+    // Comments do not close issues in Gitea, so a keyword there is only text.
+    call(
+        &s,
+        "post_comment",
+        json!({"number": 17, "body": "This fixes #500 too, once merged."}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gitea.writes().len(), 2);
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_slow_forge_times_out_and_others_are_still_served() {
+    let gitea = FakeGitea::start();
+    let s = SidecarProcess::against(&gitea, &[("FORGE_HTTP_TIMEOUT_SECS", "2")]);
+    gitea.set_fault_for(
+        FaultFilter::reads().path_contains("/issues/3"),
+        Fault::Delay(Duration::from_secs(20)),
+    );
+    let socket = s.socket.clone();
+    let slow = tokio::spawn(async move {
+        SocketClient::new(&socket, CALL_TIMEOUT)
+            .call("read_issue", Some(json!({"number": 3})))
+            .await
+    });
+    // Another caller is answered while the slow read is pending.
+    let other = call(&s, "read_issue", json!({"number": 4})).await.unwrap();
+    assert_eq!(other["number"], 4);
+    assert!(
+        !slow.is_finished(),
+        "the slow read should still be waiting on the forge"
+    );
+    let e = slow.await.unwrap().unwrap().unwrap_err();
+    assert_eq!(e["code"], -32004, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within the timeout"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_write_is_reported_as_uncertain_and_not_retried() {
+    let gitea = FakeGitea::start();
+    let s = SidecarProcess::against(&gitea, &[]);
+    gitea.set_fault_for(FaultFilter::writes(), Fault::DropConnection);
+    let e = call(&s, "post_comment", json!({"number": 17, "body": "hello"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32004, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("may or may not have reached the forge"),
+        "{e}"
+    );
+    assert_eq!(
+        gitea.writes().len(),
+        1,
+        "a write must never be retried blindly"
+    );
+    let events = s.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(_, _, v)| v["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[1..], ["intent", "op"]);
+    assert_eq!(last_op(&s)["outcome"], "error");
+
+    // The same fault on a read is retried and then reported.
+    gitea.set_fault_for(FaultFilter::reads(), Fault::DropConnection);
+    gitea.clear_requests();
+    let e = call(&s, "read_issue", json!({"number": 17}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32004);
+    assert_eq!(gitea.requests().len(), 3, "reads are tried three times");
+}
+
+#[tokio::test]
+async fn bad_responses_are_clear_errors_not_crashes() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    for (fault, needle) in [
+        (Fault::MalformedJson, "not the expected JSON"),
+        (Fault::WrongShape, "not the expected JSON"),
+        (
+            Fault::Oversized(64 * 1024 * 1024),
+            "larger than the 16777216-byte limit",
+        ),
+    ] {
+        gitea.set_fault(fault.clone());
+        for method in ["read_issue", "read_comments"] {
+            let e = call(&s, method, json!({"number": 17})).await.unwrap_err();
+            assert_eq!(e["code"], -32003, "{fault:?} {method}: {e}");
+            assert!(
+                e["message"].as_str().unwrap().contains(needle),
+                "{fault:?} {method}: {e}"
+            );
+        }
+    }
+    gitea.clear_fault();
+    assert_eq!(
+        call(&s, "read_issue", json!({"number": 17})).await.unwrap()["number"],
+        17,
+        "still serving"
+    );
+    s.stop();
+}
+
+#[tokio::test]
+async fn forge_refusals_carry_the_forges_reason() {
+    let gitea = FakeGitea::start();
+    let s = SidecarProcess::against(&gitea, &[]);
+    for status in [401u16, 403, 422, 423] {
+        gitea.set_fault(Fault::Status(status));
+        let e = call(&s, "post_comment", json!({"number": 17, "body": "x"}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e["code"].as_i64(), e["data"]["status"].as_u64()),
+            (Some(-32003), Some(u64::from(status))),
+            "{e}"
+        );
+        assert!(!e["data"]["message"].as_str().unwrap().is_empty(), "{e}");
+    }
+    gitea.set_fault(Fault::EmptyErrorBody(403));
+    let e = call(&s, "update_description", json!({"number": 17, "body": "x"}))
+        .await
+        .unwrap_err();
+    assert!(
+        e["message"].as_str().unwrap().contains("permission denied"),
+        "an empty body still explains: {e}"
+    );
+    gitea.set_fault(Fault::Status(404));
+    assert_eq!(
+        call(&s, "read_issue", json!({"number": 17}))
+            .await
+            .unwrap_err()["code"],
+        -32002
+    );
+    gitea.set_fault_for(
+        FaultFilter::reads().times(1),
+        Fault::StatusRetryAfter(429, "1".into()),
+    );
+    assert_eq!(
+        call(&s, "read_issue", json!({"number": 17})).await.unwrap()["number"],
+        17,
+        "429 is retried"
+    );
+    gitea.set_fault(Fault::Status(503));
+    let e = call(&s, "read_issue", json!({"number": 17}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32004, "{e}");
+}
