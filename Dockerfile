@@ -18,4 +18,5 @@ ENV FORGE_SOCKET=/run/forge/forge.sock \
     FORGE_QUEUE_DIR=/run/forge/queue
 # The socket directory is shared with the agent, the queue with the host.
 VOLUME ["/run/forge", "/run/forge/queue"]
+HEALTHCHECK --interval=10s --timeout=3s CMD ["forge-sidecar", "health"]
 ENTRYPOINT ["forge-sidecar", "serve"]

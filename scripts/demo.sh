@@ -15,7 +15,7 @@ queue=$work/queue
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
-  [ -S "$sock" ] && break
+  "$bin/forge-sidecar" health --socket "$sock" --timeout-secs 1 >/dev/null 2>&1 && break
   kill -0 "$pid" 2>/dev/null || { cat "$work/sidecar.log"; exit 1; }
   sleep 0.05
 done

@@ -33,6 +33,15 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Exit 0 when a sidecar is serving on the socket (for health checks and scripts).
+    Health {
+        /// Socket path.
+        #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
+        socket: PathBuf,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Call a method on a running sidecar and print the result or error as JSON.
     Call {
         /// Method name, e.g. read_issue.
@@ -44,6 +53,15 @@ enum Command {
         socket: PathBuf,
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+    /// Serve MCP over stdio for the agent, forwarding each tool call to the sidecar socket.
+    Mcp {
+        /// Socket path of the running sidecar.
+        #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
+        socket: PathBuf,
+        /// Seconds one tool call may wait for the sidecar's answer.
+        #[arg(long, default_value_t = forge_sidecar::mcp::DEFAULT_CALL_TIMEOUT.as_secs())]
         timeout_secs: u64,
     },
 }
@@ -84,6 +102,10 @@ fn main() -> ExitCode {
             };
             runtime.block_on(check(config))
         }
+        Command::Health {
+            socket,
+            timeout_secs,
+        } => runtime.block_on(health(&socket, Duration::from_secs(timeout_secs))),
         Command::Call {
             method,
             params,
@@ -95,6 +117,23 @@ fn main() -> ExitCode {
             params.as_deref(),
             Duration::from_secs(timeout_secs),
         )),
+        Command::Mcp {
+            socket,
+            timeout_secs,
+        } => {
+            if let Err(e) = init_tracing() {
+                eprintln!("forge-sidecar: {e}");
+                return ExitCode::from(2);
+            }
+            let timeout = Duration::from_secs(timeout_secs);
+            match runtime.block_on(forge_sidecar::mcp::run(socket, timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 
@@ -140,6 +179,15 @@ async fn serve(config: Config) -> ExitCode {
         eprintln!("forge-sidecar: {e}");
         return ExitCode::from(2);
     }
+    // Install the handlers before the socket exists: a stop signal during
+    // start-up then means a graceful stop, not the default (abrupt) exit.
+    let stop = match stop_signal() {
+        Ok(stop) => stop,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let forge = forge_for(&config);
     let server = match Server::start(config, forge).await {
         Ok(server) => server,
@@ -148,7 +196,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match server.run(stop_signal()).await {
+    match server.run(stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("stopped with an error: {e:#}");
@@ -157,19 +205,37 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT with the signal's name.
-async fn stop_signal() -> String {
+/// Installs SIGTERM and SIGINT handlers; the future resolves on either,
+/// with the signal's name.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = String>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM".into(),
-        _ = int.recv() => "SIGINT".into(),
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM".to_string(),
+            _ = int.recv() => "SIGINT".to_string(),
+        }
+    })
+}
+
+async fn health(socket: &std::path::Path, timeout: Duration) -> ExitCode {
+    match SocketClient::new(socket, timeout).get("/health").await {
+        Ok((200, _)) => {
+            println!("ok: forge-sidecar is serving on {}", socket.display());
+            ExitCode::SUCCESS
+        }
+        Ok((status, _)) => {
+            println!(
+                "failed: forge-sidecar on {} answered HTTP {status}",
+                socket.display()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("failed: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -85,8 +85,19 @@ impl SidecarProcess {
     /// Start `forge-sidecar serve ARGS` with `env` in `dir`; waits until
     /// `/health` answers (bounded).
     pub fn start_in(dir: TempDir, args: &[&str], env: &[(String, String)]) -> SidecarProcess {
-        let socket = dir.path().join("run").join("forge.sock");
         let queue = dir.path().join("queue");
+        SidecarProcess::start_at(dir, queue, args, env)
+    }
+
+    /// Like [`SidecarProcess::start_in`], with the queue at `queue` (e.g. one
+    /// shared by several runs).
+    pub fn start_at(
+        dir: TempDir,
+        queue: PathBuf,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> SidecarProcess {
+        let socket = dir.path().join("run").join("forge.sock");
         let stderr = dir.path().join("sidecar.log");
         let child = Command::new(workspace_bin("forge-sidecar"))
             .arg("serve")
@@ -121,7 +132,7 @@ impl SidecarProcess {
             {
                 panic!("forge-sidecar exited at start ({status}):\n{}", self.log());
             }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            if health_ok(&self.socket) {
                 return;
             }
             assert!(
@@ -196,6 +207,25 @@ impl Drop for SidecarProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// True when `GET /health` on `socket` answers 200: the sidecar has written
+/// `session_start` and is accepting (a bare connect succeeds earlier, while
+/// it is still starting).
+fn health_ok(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 fn list(dir: &Path) -> Vec<String> {
