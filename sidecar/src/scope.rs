@@ -309,4 +309,125 @@ mod tests {
             .unwrap();
         assert!(matches!(f.write(&permit), Ok(Written::Comment(c)) if c.body == "done"));
     }
+
+    mod properties {
+        use super::*;
+        use crate::forge::ForgeError;
+        use forge_protocol::{Issue, PullRequest};
+        use proptest::prelude::*;
+        use std::sync::Mutex;
+
+        /// A forge that records the writes that reach it.
+        #[derive(Default)]
+        struct Recording(Mutex<Vec<(Method, u64, String)>>);
+
+        impl Forge for Recording {
+            fn kind(&self) -> &'static str {
+                "recording"
+            }
+            fn api_base(&self) -> Option<&str> {
+                None
+            }
+            fn preflight(&self, _: IssueNumber) -> Result<String, ForgeError> {
+                Ok(String::new())
+            }
+            fn read_issue(&self, _: IssueNumber) -> Result<Issue, ForgeError> {
+                Err(ForgeError::NotFound("reads are not under test".into()))
+            }
+            fn read_pr(&self, _: IssueNumber) -> Result<PullRequest, ForgeError> {
+                Err(ForgeError::NotFound("reads are not under test".into()))
+            }
+            fn read_comments(&self, _: IssueNumber) -> Result<Vec<Comment>, ForgeError> {
+                Ok(vec![])
+            }
+            fn post_comment(&self, n: IssueNumber, body: &Text) -> Result<Comment, ForgeError> {
+                self.0.lock().unwrap().push((
+                    Method::PostComment,
+                    n.get(),
+                    body.as_str().to_string(),
+                ));
+                Err(ForgeError::Unavailable("recorded".into()))
+            }
+            fn update_description(
+                &self,
+                n: IssueNumber,
+                body: &Text,
+            ) -> Result<Updated, ForgeError> {
+                self.0.lock().unwrap().push((
+                    Method::UpdateDescription,
+                    n.get(),
+                    body.as_str().to_string(),
+                ));
+                Err(ForgeError::Unavailable("recorded".into()))
+            }
+        }
+
+        fn body() -> impl Strategy<Value = String> {
+            let keyword = prop_oneof![
+                Just(""),
+                Just("closes "),
+                Just("Fixes: "),
+                Just("RESOLVED "),
+                Just("reopens "),
+                Just("see "),
+            ];
+            let reference = prop_oneof![
+                (1u64..600).prop_map(|n| format!("#{n}")),
+                (1u64..600).prop_map(|n| format!("acme/widgets#{n}")),
+                (1u64..600).prop_map(|n| format!("other/repo#{n}")),
+                (1u64..600).prop_map(|n| format!("https://g.example/acme/widgets/pulls/{n}")),
+            ];
+            (
+                proptest::collection::vec((keyword, reference), 1..4),
+                "[a-z .]{0,20}",
+            )
+                .prop_map(|(parts, tail)| {
+                    let mut s: String = parts.iter().map(|(k, r)| format!("{k}{r} ")).collect();
+                    s.push_str(&tail);
+                    s
+                })
+        }
+
+        proptest! {
+            /// Whatever the sequence of write attempts, nothing outside the
+            /// writable set (directly or through a closing keyword) reaches
+            /// the forge, and never more writes than the budget.
+            #[test]
+            fn no_write_escapes_the_scope(
+                calls in proptest::collection::vec((any::<bool>(), 1u64..600, body()), 1..40),
+                max_writes in 0u32..10,
+            ) {
+                let recording = Arc::new(Recording::default());
+                let scope = Scope {
+                    owner: "acme".into(),
+                    repo: "widgets".into(),
+                    issue: n(17),
+                    writable: vec![n(17), n(18)],
+                    max_body_bytes: 1024,
+                    max_writes,
+                };
+                let forge = ScopedForge::new(recording.clone(), scope);
+                for (comment, number, body) in calls {
+                    let method = if comment { Method::PostComment } else { Method::UpdateDescription };
+                    if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
+                        let _ = forge.write(&permit);
+                    }
+                }
+                let writes = recording.0.lock().unwrap().clone();
+                prop_assert!(writes.len() <= max_writes as usize);
+                for (method, number, body) in writes {
+                    prop_assert!(number == 17 || number == 18, "write reached #{}", number);
+                    if method == Method::UpdateDescription {
+                        // Comments close nothing in Gitea; a description must not aim outside.
+                        for r in closing_refs(&body) {
+                            prop_assert!(
+                                r.is_to("acme", "widgets") && (r.number == 17 || r.number == 18),
+                                "description of #{} carries '{}'", number, r
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
