@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-prism.sh
-cargo test --workspace --locked --all-targets
+# End-to-end tests run the real binaries: build them first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked

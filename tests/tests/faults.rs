@@ -21,8 +21,7 @@ fn last_op(s: &SidecarProcess) -> Value {
     s.events()
         .into_iter()
         .map(|(_, _, v)| v)
-        .filter(|v| v["kind"] == "op")
-        .last()
+        .rfind(|v| v["kind"] == "op")
         .expect("an op event")
 }
 
