@@ -15,7 +15,7 @@ use crate::fake_gitea::FakeGitea;
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Path of a workspace binary (built by `cargo build --workspace --bins`,
-/// which `scripts/test.sh` runs before the tests).
+/// which `tests/run.sh` runs before the tests).
 pub fn workspace_bin(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps/; binaries one level up.
     let exe = std::env::current_exe().expect("current_exe");
@@ -23,7 +23,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build --workspace --bins` (scripts/test.sh does)",
+        "{} is missing: build it first with `cargo build --workspace --bins` (tests/run.sh does)",
         bin.display()
     );
     bin

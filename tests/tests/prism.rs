@@ -3,7 +3,7 @@
 //! (422, 400, 415, 401, 404) to any request that does not match the spec, so
 //! every request the client can send must come back 2xx.
 //!
-//! Prism is installed by `scripts/install-prism.sh` (run by `scripts/test.sh`).
+//! Prism is installed by `tests/prism/install.sh` (run by `tests/run.sh`).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ impl Prism {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prism/node_modules/.bin/prism");
         assert!(
             bin.exists(),
-            "Prism is not installed: run scripts/install-prism.sh (scripts/test.sh does)"
+            "Prism is not installed: run tests/prism/install.sh (tests/run.sh does)"
         );
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()

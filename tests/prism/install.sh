@@ -2,7 +2,7 @@
 # Install Stoplight Prism (pinned in tests/prism/package-lock.json) for the
 # contract test that runs the Gitea client against a validating mock.
 set -euo pipefail
-cd "$(dirname "$0")/../tests/prism"
+cd "$(dirname "$0")"
 if [ ! -x node_modules/.bin/prism ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
