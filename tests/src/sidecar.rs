@@ -98,6 +98,30 @@ impl SidecarProcess {
         env: &[(String, String)],
     ) -> SidecarProcess {
         let socket = dir.path().join("run").join("forge.sock");
+        SidecarProcess::start_on(dir, socket, queue, args, env)
+    }
+
+    /// The in-memory forge on `socket` and `queue` (e.g. a socket that
+    /// another process was already told about).
+    pub fn memory_on(socket: &Path, queue: &Path) -> SidecarProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        SidecarProcess::start_on(
+            dir,
+            socket.to_path_buf(),
+            queue.to_path_buf(),
+            &["--forge", "memory"],
+            &[],
+        )
+    }
+
+    /// Start with every path given; `dir` holds the log.
+    pub fn start_on(
+        dir: TempDir,
+        socket: PathBuf,
+        queue: PathBuf,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> SidecarProcess {
         let stderr = dir.path().join("sidecar.log");
         let child = Command::new(workspace_bin("forge-sidecar"))
             .arg("serve")

@@ -7,23 +7,16 @@
 //! checked independently of rmcp. The queue is read back afterwards: the
 //! calls made through MCP are audited exactly like calls made on the socket.
 //!
-//! The binaries are built by the test itself (`cargo build --workspace
-//! --bins`, a no-op when fresh): a dependency's binaries are never built for
-//! another package's tests, so `CARGO_BIN_EXE_*` is not available here.
-//!
-//! `bench_bridge` (ignored by default) measures cold start, call latency and
-//! memory: `cargo test --release -p forge-e2e --test mcp -- --ignored --nocapture`.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -32,8 +25,6 @@ use serde_json::{Value, json};
 
 /// Bound on every wait in these tests.
 const WAIT: Duration = Duration::from_secs(30);
-/// Bound on building the binaries (a cold debug build of the workspace).
-const BUILD_WAIT: Duration = Duration::from_secs(900);
 
 /// The seven tools, one per sidecar method.
 const TOOLS: [&str; 7] = [
@@ -46,56 +37,8 @@ const TOOLS: [&str; 7] = [
     "scope",
 ];
 
-/// Path of the `forge-sidecar` binary of this build profile, built if needed.
-///
-/// Test executables live in `target/<profile>/deps/`, binaries one level up.
-/// `FORGE_SIDECAR_BIN` overrides (e.g. to test an installed binary).
-fn sidecar_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("FORGE_SIDECAR_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in target/<profile>/deps");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // Cargo gives the test process this package's variables; build
-        // scripts that watch them (ring watches CARGO_MANIFEST_DIR) would
-        // otherwise rebuild on every switch between this and a plain build.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_")
-                || name.starts_with("CARGO_MANIFEST_")
-                || name.starts_with("CARGO_BIN_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&name.as_ref())
-            {
-                build.env_remove(name.as_ref());
-            }
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let mut child = build.spawn().expect("run cargo build");
-        let status = wait_child(&mut child, BUILD_WAIT, "cargo build --workspace --bins");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-        let bin = profile_dir.join("forge-sidecar");
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
+fn sidecar_bin() -> PathBuf {
+    workspace_bin("forge-sidecar")
 }
 
 /// Wait for `child` to exit, at most `limit` (then kill it and fail).
@@ -113,90 +56,11 @@ fn wait_child(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     }
 }
 
-/// A `forge-sidecar serve --forge memory` process (acme/widgets, assigned
-/// #17 with PRs #18 and #19; #500 unrelated).
-struct Sidecar {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Sidecar {
-    /// Start on `socket` and `queue`; returns once the socket accepts.
-    fn start(socket: &Path, queue: &Path) -> Sidecar {
-        let log = queue.with_extension("log");
-        let child = Command::new(sidecar_bin())
-            .args(["serve", "--forge", "memory", "--socket"])
-            .arg(socket)
-            .arg("--queue-dir")
-            .arg(queue)
-            .env_remove("FORGE_TOKEN")
-            .env("FORGE_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("sidecar log"))
-            .spawn()
-            .expect("spawn forge-sidecar serve");
-        let mut sidecar = Sidecar {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        while UnixStream::connect(socket).is_err() {
-            let child = sidecar.child.as_mut().expect("running");
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("sidecar exited at start ({status}):\n{}", sidecar.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar not listening after {WAIT:?}:\n{}",
-                sidecar.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        sidecar
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM (graceful: writes `session_end`) and wait for a clean exit.
-    fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(killed.success(), "kill -TERM failed");
-        let status = wait_child(&mut child, WAIT, "forge-sidecar serve");
-        assert!(
-            status.success(),
-            "sidecar exited with {status}:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The events in `<queue>/new/`, in order (each file is one JSON event).
+/// The events of the queue, in order.
 fn queue_events(queue: &Path) -> Vec<Value> {
-    let mut names: Vec<PathBuf> = fs::read_dir(queue.join("new"))
-        .expect("queue new/")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|p| serde_json::from_slice(&fs::read(p).expect("read event")).expect("event JSON"))
+    forge_e2e::sidecar::queue_events(queue)
+        .into_iter()
+        .map(|(_, _, v)| v)
         .collect()
 }
 
@@ -268,7 +132,7 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("s.sock");
     let queue = dir.path().join("q");
-    let sidecar = Sidecar::start(&socket, &queue);
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
 
     // Claude Code and Codex still initialize with 2025-06-18 / 2025-11-25,
     // the versions that require structured content to be an object.
@@ -578,7 +442,7 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     assert!(reason.contains(&expected), "{reason}");
 
     // The sidecar comes up: the same bridge reaches it, no restart needed.
-    let sidecar = Sidecar::start(&socket, &queue);
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
     let up = client.call("read_issue", json!({"number": 17}));
     assert_eq!(up["isError"], false, "{up}");
     assert_eq!(up["structuredContent"]["number"], 17, "{up}");
@@ -588,7 +452,7 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     let gone = client.call("scope", json!({}));
     assert_eq!(gone["isError"], true, "{gone}");
     assert!(result_text(&gone).contains("unreachable"), "{gone}");
-    let sidecar = Sidecar::start(&socket, &queue);
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
     let back = client.call("scope", json!({}));
     assert_eq!(back["isError"], false, "{back}");
     assert_eq!(back["structuredContent"]["writable"], json!([17, 18, 19]));
@@ -596,136 +460,4 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     let status = client.close();
     assert!(status.success(), "bridge exited with {status}");
     sidecar.stop();
-}
-
-/// One JSON-RPC call on the socket over a kept-alive HTTP/1.1 connection
-/// (no client library: for the bench's baseline only).
-fn socket_call(conn: &mut BufReader<UnixStream>, body: &str) -> Value {
-    let request = format!(
-        "POST / HTTP/1.1\r\nhost: sidecar\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.get_mut().write_all(request.as_bytes()).expect("send");
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line).expect("header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().expect("content-length");
-        }
-    }
-    let mut buf = vec![0; length];
-    conn.read_exact(&mut buf).expect("body");
-    serde_json::from_slice(&buf).expect("JSON body")
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i]
-}
-
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Bridge cold start (spawn → initialize answered), `read_issue` latency
-/// through stdio → bridge → socket → sidecar → memory forge against the same
-/// call straight on the socket, and the bridge's memory. Run twice: with the
-/// queue on the temporary directory's disk (every call fsyncs its audit
-/// event), and on tmpfs (`/dev/shm`), where the bridge's own cost shows.
-#[test]
-#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
-fn bench_bridge() {
-    let mut roots = vec![std::env::temp_dir()];
-    if Path::new("/dev/shm").is_dir() {
-        roots.push(PathBuf::from("/dev/shm"));
-    }
-    for (i, root) in roots.iter().enumerate() {
-        bench_in(root, i == 0);
-    }
-}
-
-fn bench_in(root: &Path, cold_start: bool) {
-    let dir = tempfile::tempdir_in(root).expect("tempdir");
-    let socket = dir.path().join("s.sock");
-    let queue = dir.path().join("q");
-    let sidecar = Sidecar::start(&socket, &queue);
-    let log = dir.path().join("bridge.log");
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-
-    if cold_start {
-        let mut cold = Vec::new();
-        for _ in 0..20 {
-            let started = Instant::now();
-            let mut client = RawClient::spawn(&socket, &log);
-            let init = client.initialize();
-            cold.push(started.elapsed());
-            assert!(init.get("result").is_some());
-            assert!(client.close().success());
-        }
-        println!(
-            "bridge cold start (spawn -> initialize answered), 20 runs: p50 {:.2} ms, p95 {:.2} ms",
-            ms(percentile(&mut cold, 0.5)),
-            ms(percentile(&mut cold, 0.95))
-        );
-    }
-
-    let mut client = RawClient::spawn(&socket, &log);
-    client.initialize();
-    let n = 500;
-    let mut via_mcp = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let result = client.call("read_issue", json!({"number": 17}));
-        via_mcp.push(started.elapsed());
-        assert_eq!(result["isError"], false);
-    }
-    let (rss, hwm) = rss_kib(client.child.id());
-
-    let mut conn = BufReader::new(UnixStream::connect(&socket).expect("connect"));
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"read_issue","params":{"number":17}}"#;
-    let mut direct = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let response = socket_call(&mut conn, body);
-        direct.push(started.elapsed());
-        assert_eq!(response["result"]["number"], 17);
-    }
-    drop(conn);
-    assert!(client.close().success());
-    sidecar.stop();
-
-    println!("queue on {}:", root.display());
-    println!(
-        "  read_issue via MCP (stdio -> bridge -> socket -> sidecar -> memory forge), {n} calls: \
-         p50 {:.3} ms, p95 {:.3} ms",
-        ms(percentile(&mut via_mcp, 0.5)),
-        ms(percentile(&mut via_mcp, 0.95))
-    );
-    println!(
-        "  read_issue straight on the socket (keep-alive), {n} calls: p50 {:.3} ms, p95 {:.3} ms",
-        ms(percentile(&mut direct, 0.5)),
-        ms(percentile(&mut direct, 0.95))
-    );
-    println!(
-        "  bridge memory after {n} calls: RSS {:.1} MiB, peak {:.1} MiB",
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
-    );
 }
