@@ -140,6 +140,23 @@ where
     }
 }
 
+/// Answer every request on `stream` with HTTP 503 and `err`, then close:
+/// for connections over the limit.
+pub async fn refuse(stream: UnixStream, err: RpcError) {
+    let service = tower::service_fn(move |_: hyper::Request<Incoming>| {
+        let resp = error_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &err);
+        async move { Ok::<_, std::convert::Infallible>(resp) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(e) = conn.await {
+        tracing::debug!(cause = %e, "refused connection ended with an error");
+    }
+}
+
 /// A JSON-RPC error response (id null) with an HTTP status.
 fn error_response(status: hyper::StatusCode, err: &RpcError) -> HttpResponse {
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": err.to_error_object() });

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use forge_protocol::ForgeApiServer;
 use forge_protocol::event::Peer;
+use forge_protocol::{ErrorCode, ForgeApiServer, RpcError};
 use forge_queue::QueueWriter;
 use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
@@ -27,8 +27,10 @@ use crate::socket;
 
 /// How long in-flight calls may run after a stop signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Most requests in flight at once (beyond: HTTP 429).
-pub const MAX_IN_FLIGHT: u32 = 256;
+/// Most connections served at once; beyond, a connection gets HTTP 503
+/// with `limit_exceeded`. HTTP/1.1 runs one request at a time per
+/// connection, so this also bounds the requests in flight.
+pub const MAX_CONNECTIONS: usize = 256;
 /// Largest response sent, bytes (above the forge response cap).
 const MAX_RESPONSE_BYTES: u32 = 32 * 1024 * 1024;
 
@@ -109,7 +111,7 @@ impl Server {
                     .layer_fn(move |s| StrictParams::new(s, Arc::clone(&strict))),
             )
             .to_service_builder()
-            .max_connections(MAX_IN_FLIGHT);
+            .max_connections(MAX_CONNECTIONS as u32);
         tracing::info!(socket = %socket_path.display(), session = sidecar.session(), "serving");
 
         let mut connections = JoinSet::new();
@@ -118,6 +120,19 @@ impl Server {
             tokio::select! {
                 reason = &mut shutdown => break reason,
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) if connections.len() >= MAX_CONNECTIONS => {
+                        let peer = stream.peer_cred().ok().map(|c| Peer { pid: c.pid(), uid: c.uid(), gid: c.gid() });
+                        let err = RpcError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("the sidecar is serving its maximum of {MAX_CONNECTIONS} connections; retry shortly"),
+                        )
+                        .with_data(serde_json::json!({ "limit": "max_connections", "max": MAX_CONNECTIONS, "left": 0 }));
+                        let sidecar = Arc::clone(&sidecar);
+                        tokio::spawn(async move {
+                            let err = sidecar.refuse("(connection)", err, peer).await;
+                            http::refuse(stream, err).await;
+                        });
+                    }
                     Ok((stream, _)) => {
                         let peer = stream.peer_cred().ok().map(|c| Peer { pid: c.pid(), uid: c.uid(), gid: c.gid() });
                         let rpc = builder.clone().build(methods.clone(), stop_handle.clone());

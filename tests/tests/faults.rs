@@ -236,3 +236,35 @@ async fn forge_refusals_carry_the_forges_reason() {
         .unwrap_err();
     assert_eq!(e["code"], -32004, "{e}");
 }
+
+#[tokio::test]
+async fn an_unreachable_forge_is_forge_unavailable() {
+    let gitea = FakeGitea::start();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, gitea.token()).unwrap();
+    let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
+    for (k, v) in env.iter_mut() {
+        if k == "FORGE_GITEA_API" {
+            *v = format!("http://127.0.0.1:{closed_port}/api/v1");
+        }
+    }
+    let mut s = SidecarProcess::start_in(dir, &[], &env);
+    for (method, params) in [
+        ("read_issue", json!({"number": 17})),
+        ("post_comment", json!({"number": 17, "body": "x"})),
+    ] {
+        let e = call(&s, method, params).await.unwrap_err();
+        assert_eq!(e["code"], -32004, "{method}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("connect"),
+            "{method}: {e}"
+        );
+    }
+    s.stop();
+}

@@ -122,3 +122,57 @@ async fn slow_and_many_clients_do_not_starve_the_others() {
     }
     drop(stalled);
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_get_a_clear_refusal_and_recover() {
+    let s = SidecarProcess::memory(&[]);
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let mut conn = UnixStream::connect(&s.socket).unwrap();
+        conn.write_all(b"POST / HTTP/1.1\r\nHost: s\r\n").unwrap();
+        held.push(conn);
+    }
+    let scope = br#"{"jsonrpc":"2.0","id":1,"method":"scope"}"#;
+    let client = SocketClient::new(&s.socket, Duration::from_secs(10));
+    let (status, body) = client.post_raw(&scope[..]).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (503, Some(-32005)),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum of 256 connections"),
+        "{body}"
+    );
+
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = SocketClient::new(&s.socket, Duration::from_secs(10))
+            .post_raw(&scope[..])
+            .await
+            .unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused after the held connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refusals = s
+        .events()
+        .iter()
+        .filter(|(_, _, v)| {
+            v["summary"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("refused (connection)"))
+        })
+        .count();
+    assert!(refusals >= 1);
+}

@@ -120,6 +120,10 @@ impl GiteaForge {
         match request.header("Authorization", &self.auth).send_json(body) {
             Ok(resp) if resp.status().is_success() => self.parse(resp),
             Ok(resp) => Err(HttpFailure::from_response(resp, self.max_response_bytes)),
+            // No connection: the request cannot have been sent.
+            Err(err @ (ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => {
+                Err(HttpFailure::Transport(describe_transport(&err)))
+            }
             Err(err) => Err(HttpFailure::WriteTransport(describe_transport(&err))),
         }
     }
