@@ -20,6 +20,16 @@ pub enum QueueError {
     /// An event could not be serialized (a bug, never user input).
     #[error("serialize event: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A file in the queue (an event or the heartbeat) is not what the format
+    /// says it must be: not JSON, or missing fields.
+    #[error("parse {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl QueueError {
@@ -27,5 +37,17 @@ impl QueueError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> QueueError {
         let path = path.into();
         move |source| QueueError::Io { op, path, source }
+    }
+
+    /// Wrap a JSON parse error with the path of the file.
+    pub fn parse(path: impl Into<PathBuf>) -> impl FnOnce(serde_json::Error) -> QueueError {
+        let path = path.into();
+        move |source| QueueError::Parse { path, source }
+    }
+
+    /// True when the error is an I/O error of kind `NotFound` (a file that
+    /// another consumer moved away, for example).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, QueueError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 }

@@ -11,12 +11,29 @@
 //! durable (fsynced and renamed into `new/`, directory fsynced) before
 //! [`QueueWriter::append`] returns, and each event carries the SHA-256 of the
 //! previous one so edits, deletions and reordering are detectable.
+//!
+//! The host half reads the same directory:
+//! - [`watch::Watcher`] delivers every event in order to a handler and acks it
+//!   (moves it to `cur/`) when the handler succeeds; it also reports a stale
+//!   sidecar (heartbeat too old, no `session_end`). Delivery is
+//!   at-least-once; the idempotency key is `session` + `seq`.
+//! - [`verify::verify_dir`] checks every session's hash chain.
+//! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
+//!   writes with unknown outcome, the done signal, how it ended.
+//! - [`reader`] lists and parses queue files, for anything else.
 
+pub mod audit;
 pub mod durable;
 pub mod error;
 pub mod names;
+pub mod reader;
+pub mod render;
+pub mod verify;
+pub mod watch;
 pub mod writer;
 
 pub use error::QueueError;
 pub use names::{EventName, sha256_hex};
+pub use reader::{Place, QueueDir};
+pub use watch::{Delivery, WatchOptions, Watcher};
 pub use writer::{Heartbeat, QueueWriter, Written};

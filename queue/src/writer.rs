@@ -167,7 +167,7 @@ fn latest_stamp(dirs: &[&Path]) -> Result<Option<String>, QueueError> {
 }
 
 /// Parse `YYYYMMDDTHHMMSS.sssZ` (chrono's `%Y` is greedy, so split by hand).
-fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
     let p = |r: std::ops::Range<usize>| s.get(r);
     let rfc = format!(
         "{}-{}-{}T{}:{}:{}.{}Z",
@@ -188,10 +188,8 @@ fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
 fn new_session_id(now: DateTime<Utc>, latest: Option<&str>) -> String {
     // Compare at the resolution of the id: milliseconds.
     let mut start = now.duration_trunc(Duration::milliseconds(1)).unwrap_or(now);
-    if let Some(prev) = latest.and_then(parse_stamp) {
-        if start <= prev {
-            start = prev + Duration::milliseconds(1);
-        }
+    if let Some(prev) = latest.and_then(parse_stamp).filter(|p| start <= *p) {
+        start = prev + Duration::milliseconds(1);
     }
     let mut rnd = [0u8; 3];
     // A failure of the OS random source leaves zeros: the time part already

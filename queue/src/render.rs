@@ -1,0 +1,252 @@
+//! What `forge-queue watch` prints for a delivery: one human line, or one
+//! JSON object per line (`--json`). Kept in the library so a Rust host can
+//! print exactly what the CLI prints.
+//!
+//! Summaries are agent-controlled text: every control character is escaped
+//! so an event can neither forge extra lines nor send terminal escapes.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use forge_protocol::event::{Event, EventBody, Outcome};
+use serde::Serialize;
+
+use crate::watch::{Delivery, LivenessNotice};
+use crate::writer::rfc3339_ms;
+
+/// `s` with control characters (newlines, ESC, ...) escaped Rust-style.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// One line for a human: `time  dir  kind  summary` (no newline).
+pub fn human_line(d: &Delivery) -> String {
+    let dir = d.dir().to_string_lossy();
+    let (time, summary) = match d {
+        Delivery::Event(e) => (e.event.ts.clone(), event_summary(&e.event)),
+        Delivery::Stale(n) => (rfc3339_ms(n.at), stale_summary(n)),
+        Delivery::Recovered(n) => (rfc3339_ms(n.at), recovered_summary(n)),
+        Delivery::Invalid(i) => (
+            rfc3339_ms(chrono::Utc::now()),
+            format!("new/{}: {} (left in place)", i.file_name, i.reason),
+        ),
+    };
+    format!(
+        "{}  {}  {:<13}  {}",
+        escape(&time),
+        escape(&dir),
+        d.kind(),
+        escape(&summary)
+    )
+}
+
+fn event_summary(event: &Event) -> String {
+    match &event.body {
+        EventBody::SessionStart(s) => {
+            let writable: Vec<String> = s.writable.iter().map(|n| format!("#{n}")).collect();
+            format!(
+                "{}/{} issue #{} on {} (writable {}), sidecar {} pid {}, heartbeat {}s",
+                s.owner,
+                s.repo,
+                s.issue,
+                s.api_base.as_deref().unwrap_or(&s.forge),
+                writable.join(","),
+                s.version,
+                s.pid,
+                s.limits.heartbeat_secs
+            )
+        }
+        EventBody::Intent(i) => format!("about to {} #{} (op {})", i.op, i.target, i.op_id),
+        EventBody::Op(op) if op.outcome == Outcome::Ok => op.summary.clone(),
+        EventBody::Op(op) => format!("[{}] {}", op.outcome.as_str(), op.summary),
+        EventBody::Done(d) => format!("{}: {}", d.status.as_str(), d.summary),
+        EventBody::SessionEnd(e) => format!(
+            "{}; calls ok {}, denied {}, error {}; {}",
+            e.reason,
+            e.counts.ok,
+            e.counts.denied,
+            e.counts.error,
+            if e.done {
+                "done was signalled"
+            } else {
+                "no done signal: abandoned"
+            }
+        ),
+    }
+}
+
+fn stale_summary(n: &LivenessNotice) -> String {
+    let mut s = match &n.heartbeat {
+        Some(h) => format!(
+            "sidecar not responding: heartbeat {} (pid {}) is {}s old",
+            h.ts,
+            h.pid,
+            n.age.as_secs()
+        ),
+        None => format!(
+            "sidecar not responding: no heartbeat for {}s",
+            n.age.as_secs()
+        ),
+    };
+    let _ = write!(s, " (limit {}s) and no session_end", n.threshold.as_secs());
+    if let Some(session) = &n.session {
+        let _ = write!(s, "; session {session}");
+    }
+    s
+}
+
+fn recovered_summary(n: &LivenessNotice) -> String {
+    match &n.heartbeat {
+        Some(h) => format!("heartbeat resumed: {} (pid {})", h.ts, h.pid),
+        None => "sidecar responding again".to_string(),
+    }
+}
+
+/// One JSON object (no newline). An event is the event's own object plus
+/// `"dir"`; a liveness notice is
+/// `{"kind":"stale"|"recovered","dir","ts","session","pid","heartbeat_ts","age_ms","threshold_ms"}`;
+/// an invalid file is `{"kind":"invalid","dir","file","reason"}`.
+pub fn json_line(d: &Delivery) -> String {
+    let dir = d.dir().to_string_lossy();
+    let line = match d {
+        Delivery::Event(e) => serde_json::to_string(&EventLine {
+            dir: &dir,
+            event: &e.event,
+        }),
+        Delivery::Stale(n) | Delivery::Recovered(n) => serde_json::to_string(&NoticeLine {
+            kind: d.kind(),
+            dir: &dir,
+            ts: rfc3339_ms(n.at),
+            session: n.session.as_deref(),
+            pid: n.heartbeat.as_ref().map(|h| h.pid),
+            heartbeat_ts: n.heartbeat.as_ref().map(|h| h.ts.as_str()),
+            age_ms: n.age.as_millis() as u64,
+            threshold_ms: n.threshold.as_millis() as u64,
+        }),
+        Delivery::Invalid(i) => serde_json::to_string(&InvalidLine {
+            kind: "invalid",
+            dir: &dir,
+            file: &i.file_name,
+            reason: &i.reason,
+        }),
+    };
+    // These types always serialize (string keys, no non-finite floats).
+    line.unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct EventLine<'a> {
+    dir: &'a str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Serialize)]
+struct NoticeLine<'a> {
+    kind: &'static str,
+    dir: &'a str,
+    ts: String,
+    session: Option<&'a str>,
+    pid: Option<u32>,
+    heartbeat_ts: Option<&'a str>,
+    age_ms: u64,
+    threshold_ms: u64,
+}
+
+#[derive(Serialize)]
+struct InvalidLine<'a> {
+    kind: &'static str,
+    dir: &'a str,
+    file: &'a str,
+    reason: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::watch::EventDelivery;
+    use crate::writer::Heartbeat;
+    use forge_protocol::DoneStatus;
+    use forge_protocol::event::Done;
+
+    fn done(summary: &str) -> Delivery {
+        Delivery::Event(EventDelivery {
+            dir: PathBuf::from("/q/a"),
+            file_name: "x".into(),
+            event: Event {
+                v: 1,
+                session: "20261125T120000.000Z-0a1b2c".into(),
+                seq: 4,
+                ts: "2026-11-25T12:00:01.000Z".into(),
+                prev: Some("ab".into()),
+                body: EventBody::Done(Done {
+                    status: DoneStatus::Blocked,
+                    summary: summary.into(),
+                }),
+            },
+            backlog: 0,
+        })
+    }
+
+    #[test]
+    fn human_line_has_time_dir_kind_summary() {
+        assert_eq!(
+            human_line(&done("need a decision")),
+            "2026-11-25T12:00:01.000Z  /q/a  done           blocked: need a decision"
+        );
+    }
+
+    #[test]
+    fn human_line_escapes_agent_text() {
+        let line = human_line(&done("a\nb\u{1b}[31m"));
+        assert!(line.ends_with("blocked: a\\nb\\u{1b}[31m"), "{line}");
+    }
+
+    #[test]
+    fn json_line_is_the_event_plus_dir() {
+        let v: serde_json::Value = serde_json::from_str(&json_line(&done("x"))).unwrap();
+        assert_eq!(v["dir"], "/q/a");
+        assert_eq!(v["kind"], "done");
+        assert_eq!(v["status"], "blocked");
+        assert_eq!(v["seq"], 4);
+        assert_eq!(v["session"], "20261125T120000.000Z-0a1b2c");
+        assert!(!json_line(&done("a\nb")).contains('\n'));
+    }
+
+    #[test]
+    fn stale_notice_json() {
+        let d = Delivery::Stale(LivenessNotice {
+            dir: PathBuf::from("/q/b"),
+            at: chrono::Utc::now(),
+            session: Some("s".into()),
+            heartbeat: Some(Heartbeat {
+                pid: 9,
+                session: "s".into(),
+                ts: "2026-11-25T12:00:00.000Z".into(),
+            }),
+            age: Duration::from_secs(20),
+            threshold: Duration::from_secs(15),
+        });
+        let v: serde_json::Value = serde_json::from_str(&json_line(&d)).unwrap();
+        assert_eq!(v["kind"], "stale");
+        assert_eq!(v["dir"], "/q/b");
+        assert_eq!(v["pid"], 9);
+        assert_eq!(v["age_ms"], 20_000);
+        assert_eq!(v["threshold_ms"], 15_000);
+        assert!(human_line(&d).contains("heartbeat 2026-11-25T12:00:00.000Z (pid 9) is 20s old"));
+    }
+}
