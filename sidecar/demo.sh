@@ -41,6 +41,8 @@ trap - EXIT
 
 printf '\n$ ls %s/new\n' "$queue"
 ls "$queue/new"
+printf '\n$ forge-queue watch --until-done %s    # what the host sees, then acks into cur/\n' "$queue"
+"$bin/forge-queue" watch --until-done "$queue"
 printf '\n$ forge-queue audit %s\n' "$queue"
 "$bin/forge-queue" audit "$queue"
 printf '\n$ forge-queue verify %s\n' "$queue"

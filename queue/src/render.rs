@@ -69,6 +69,8 @@ fn event_summary(event: &Event) -> String {
         }
         EventBody::Intent(i) => format!("about to {} #{} (op {})", i.op, i.target, i.op_id),
         EventBody::Op(op) if op.outcome == Outcome::Ok => op.summary.clone(),
+        // The sidecar's summaries already say "denied ..." or "failed ...".
+        EventBody::Op(op) if op.summary.starts_with(op.outcome.as_str()) => op.summary.clone(),
         EventBody::Op(op) => format!("[{}] {}", op.outcome.as_str(), op.summary),
         EventBody::Done(d) => format!("{}: {}", d.status.as_str(), d.summary),
         EventBody::SessionEnd(e) => format!(
