@@ -34,6 +34,22 @@ pub struct Scope {
     pub max_writes: u32,
 }
 
+#[cfg(test)]
+impl Scope {
+    /// acme/widgets, assigned #17 with PR #18, for tests.
+    pub(crate) fn for_tests(max_body_bytes: usize, max_writes: u32) -> Scope {
+        let n = |v| IssueNumber::new(v).expect("positive");
+        Scope {
+            owner: "acme".into(),
+            repo: "widgets".into(),
+            issue: n(17),
+            writable: vec![n(17), n(18)],
+            max_body_bytes,
+            max_writes,
+        }
+    }
+}
+
 /// A forge wrapped in the session's write scope.
 pub struct ScopedForge {
     inner: Arc<dyn Forge>,
@@ -222,15 +238,10 @@ mod tests {
     }
 
     fn scoped(max_writes: u32) -> ScopedForge {
-        let scope = Scope {
-            owner: "acme".into(),
-            repo: "widgets".into(),
-            issue: n(17),
-            writable: vec![n(17), n(18)],
-            max_body_bytes: 64,
-            max_writes,
-        };
-        ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope)
+        ScopedForge::new(
+            Arc::new(MemoryForge::seeded("acme", "widgets")),
+            Scope::for_tests(64, max_writes),
+        )
     }
 
     fn text(s: &str) -> Text {
@@ -398,14 +409,7 @@ mod tests {
                 max_writes in 0u32..10,
             ) {
                 let recording = Arc::new(Recording::default());
-                let scope = Scope {
-                    owner: "acme".into(),
-                    repo: "widgets".into(),
-                    issue: n(17),
-                    writable: vec![n(17), n(18)],
-                    max_body_bytes: 1024,
-                    max_writes,
-                };
+                let scope = Scope::for_tests(1024, max_writes);
                 let forge = ScopedForge::new(recording.clone(), scope);
                 for (comment, number, body) in calls {
                     let method = if comment { Method::PostComment } else { Method::UpdateDescription };

@@ -424,15 +424,7 @@ pub(crate) fn test_sidecar_with_forge(
 ) -> (Arc<Sidecar>, Arc<crate::forge::memory::MemoryForge>) {
     use crate::forge::memory::MemoryForge;
     use crate::scope::Scope;
-    let n = |v| IssueNumber::new(v).expect("positive");
-    let scope = Scope {
-        owner: "acme".into(),
-        repo: "widgets".into(),
-        issue: n(17),
-        writable: vec![n(17), n(18)],
-        max_body_bytes: 1024,
-        max_writes: 3,
-    };
+    let scope = Scope::for_tests(1024, 3);
     let memory = Arc::new(MemoryForge::seeded("acme", "widgets"));
     let forge = ScopedForge::new(Arc::clone(&memory) as Arc<dyn Forge>, scope);
     let queue = Arc::new(QueueWriter::open(queue_dir).expect("queue"));
