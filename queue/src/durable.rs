@@ -20,9 +20,18 @@ pub fn publish(
     name: &str,
     bytes: &[u8],
 ) -> Result<(), PublishError> {
+    stage(tmp_dir, dest_dir, name, bytes).map_err(PublishError::NotPublished)?;
+    sync_dir(dest_dir).map_err(PublishError::PublishedNotSynced)
+}
+
+/// [`publish`] without the final directory fsync, for group commit: the file
+/// is complete and fsynced in `dest_dir`, but its directory entry is durable
+/// only once the caller has called [`sync_dir`] on `dest_dir`. On error the
+/// staging file is removed and nothing is in `dest_dir`.
+pub fn stage(tmp_dir: &Path, dest_dir: &Path, name: &str, bytes: &[u8]) -> Result<(), QueueError> {
     let staged = tmp_dir.join(name);
     let dest = dest_dir.join(name);
-    let stage = || -> Result<(), QueueError> {
+    let write = || -> Result<(), QueueError> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -33,12 +42,10 @@ pub fn publish(
         f.sync_all().map_err(QueueError::io("fsync", &staged))?;
         fs::hard_link(&staged, &dest).map_err(QueueError::io("link", &dest))
     };
-    let staged_result = stage();
+    let result = write();
     // The staging name is only a handle; drop it whether or not the link worked.
     let _ = fs::remove_file(&staged);
-    staged_result.map_err(PublishError::NotPublished)?;
-    sync_dir(dest_dir).map_err(PublishError::PublishedNotSynced)?;
-    Ok(())
+    result
 }
 
 /// Why [`publish`] failed, and whether the file reached the destination.

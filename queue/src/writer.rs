@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use forge_protocol::event::{EVENT_VERSION, Event, EventBody};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{self, PublishError};
+use crate::durable;
 use crate::error::QueueError;
 use crate::names::{EventName, sha256_hex};
 
@@ -102,34 +102,56 @@ impl QueueWriter {
     /// then the event stands (the next one chains after it) and the error is
     /// still returned, because durability was not confirmed.
     pub fn append(&self, body: EventBody) -> Result<Written, QueueError> {
+        self.append_batch(vec![body])
+            .pop()
+            .expect("one result per event")
+    }
+
+    /// Durably append several events in order, with one fsync of `new/` for
+    /// all of them (group commit); one result per event, in order.
+    ///
+    /// Every `Ok` is durable when this returns. An event that fails is not
+    /// in `new/` and takes no seq (the next one chains after the last that
+    /// succeeded). If the final directory fsync fails, the events stand but
+    /// each is reported as an error, because durability was not confirmed.
+    pub fn append_batch(&self, bodies: Vec<EventBody>) -> Vec<Result<Written, QueueError>> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = chain.next_seq;
-        let event = Event {
-            v: EVENT_VERSION,
-            session: self.session.clone(),
-            seq,
-            ts: rfc3339_ms(Utc::now()),
-            prev: chain.prev.clone(),
-            body,
-        };
-        let mut bytes = serde_json::to_vec(&event)?;
-        bytes.push(b'\n');
-        let name = EventName::format(&self.session, seq);
-        let advance = |chain: &mut Chain| {
-            chain.next_seq = seq + 1;
-            chain.prev = Some(sha256_hex(&bytes));
-        };
-        match durable::publish(&self.tmp, &self.new, &name, &bytes) {
-            Ok(()) => {
-                advance(&mut chain);
-                Ok(Written { name, seq })
-            }
-            Err(PublishError::NotPublished(e)) => Err(e),
-            Err(PublishError::PublishedNotSynced(e)) => {
-                advance(&mut chain);
-                Err(e)
+        let mut results: Vec<Result<Written, QueueError>> = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let seq = chain.next_seq;
+            let event = Event {
+                v: EVENT_VERSION,
+                session: self.session.clone(),
+                seq,
+                ts: rfc3339_ms(Utc::now()),
+                prev: chain.prev.clone(),
+                body,
+            };
+            let staged = serde_json::to_vec(&event)
+                .map_err(QueueError::from)
+                .and_then(|mut bytes| {
+                    bytes.push(b'\n');
+                    let name = EventName::format(&self.session, seq);
+                    durable::stage(&self.tmp, &self.new, &name, &bytes)?;
+                    Ok((name, bytes))
+                });
+            results.push(staged.map(|(name, bytes)| {
+                chain.next_seq = seq + 1;
+                chain.prev = Some(sha256_hex(&bytes));
+                Written { name, seq }
+            }));
+        }
+        if results.iter().any(Result::is_ok)
+            && let Err(e) = durable::sync_dir(&self.new)
+        {
+            let message = e.to_string();
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(QueueError::io("fsync", &self.new)(std::io::Error::other(
+                    message.clone(),
+                )));
             }
         }
+        results
     }
 
     /// Atomically replace `<queue>/heartbeat`.

@@ -6,6 +6,7 @@
 //! anything reaches the [`forge::Forge`] (Gitea over HTTP, or in memory).
 //! The token lives in [`config::Secret`] and is never printed.
 
+pub mod audit;
 pub mod client;
 pub mod closing;
 pub mod config;

@@ -79,7 +79,10 @@ fn main() -> ExitCode {
     }
     let tokens = TokenSource { env_token };
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One async thread: requests are small and every blocking step (forge
+    // HTTP, audit fsync) runs on its own thread, so a second scheduler
+    // thread would only add cross-CPU wake-ups (see BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

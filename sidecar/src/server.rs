@@ -17,6 +17,7 @@ use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, s
 use tokio::net::UnixListener;
 use tokio::task::JoinSet;
 
+use crate::audit::AuditWriter;
 use crate::config::Config;
 use crate::forge::Forge;
 use crate::http;
@@ -61,9 +62,10 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             max_writes: config.max_writes,
         };
+        let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
         let sidecar = Arc::new(Sidecar::new(
             ScopedForge::new(forge, scope),
-            Arc::new(queue),
+            audit,
             config.max_body_bytes,
         ));
         sidecar

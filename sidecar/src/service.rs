@@ -19,6 +19,7 @@ use forge_protocol::{
 };
 use forge_queue::{QueueError, QueueWriter, Written};
 
+use crate::audit::AuditWriter;
 use crate::config::Config;
 use crate::forge::{Forge, ForgeError};
 use crate::scope::{ScopedForge, Written as ForgeWrite};
@@ -26,7 +27,7 @@ use crate::scope::{ScopedForge, Written as ForgeWrite};
 /// The sidecar's state for one session.
 pub struct Sidecar {
     forge: Arc<ScopedForge>,
-    queue: Arc<QueueWriter>,
+    audit: AuditWriter,
     max_summary_bytes: usize,
     next_op: AtomicU64,
     done: AtomicBool,
@@ -44,10 +45,10 @@ struct CallInfo {
 
 impl Sidecar {
     /// A sidecar over `forge`, auditing into `queue`.
-    pub fn new(forge: ScopedForge, queue: Arc<QueueWriter>, max_summary_bytes: usize) -> Self {
+    pub fn new(forge: ScopedForge, audit: AuditWriter, max_summary_bytes: usize) -> Self {
         Sidecar {
             forge: Arc::new(forge),
-            queue,
+            audit,
             max_summary_bytes,
             next_op: AtomicU64::new(1),
             done: AtomicBool::new(false),
@@ -57,12 +58,12 @@ impl Sidecar {
 
     /// The session id.
     pub fn session(&self) -> &str {
-        self.queue.session()
+        self.audit.queue().session()
     }
 
     /// The queue writer (for the heartbeat).
     pub fn queue(&self) -> &Arc<QueueWriter> {
-        &self.queue
+        self.audit.queue()
     }
 
     /// Write `session_start`.
@@ -329,6 +330,9 @@ impl Sidecar {
         T: Send + 'static,
         F: FnOnce(&dyn Forge) -> Result<T, ForgeError> + Send + 'static,
     {
+        if !self.forge.inner().blocks() {
+            return f(self.forge.inner()).map_err(ForgeError::into_rpc);
+        }
         let forge = Arc::clone(&self.forge);
         tokio::task::spawn_blocking(move || f(forge.inner()))
             .await
@@ -384,15 +388,7 @@ impl Sidecar {
     }
 
     async fn emit(&self, body: EventBody) -> Result<Written, QueueError> {
-        let queue = Arc::clone(&self.queue);
-        match tokio::task::spawn_blocking(move || queue.append(body)).await {
-            Ok(result) => result,
-            Err(e) => Err(QueueError::Io {
-                op: "append",
-                path: self.queue.root().to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            }),
-        }
+        self.audit.append(body).await
     }
 }
 
@@ -428,7 +424,8 @@ pub(crate) fn test_sidecar_with_forge(
     let memory = Arc::new(MemoryForge::seeded("acme", "widgets"));
     let forge = ScopedForge::new(Arc::clone(&memory) as Arc<dyn Forge>, scope);
     let queue = Arc::new(QueueWriter::open(queue_dir).expect("queue"));
-    (Arc::new(Sidecar::new(forge, queue, 1024)), memory)
+    let audit = AuditWriter::start(queue).expect("audit writer");
+    (Arc::new(Sidecar::new(forge, audit, 1024)), memory)
 }
 
 /// [`test_sidecar_with_forge`] without the forge handle.

@@ -203,6 +203,10 @@ impl Forge for MemoryForge {
         None
     }
 
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn preflight(&self, issue: IssueNumber) -> Result<String, ForgeError> {
         self.read_issue(issue).map(|_| "agent-bot".to_string())
     }

@@ -15,6 +15,11 @@ use forge_protocol::{
 pub trait Forge: Send + Sync {
     /// `gitea` or `memory`.
     fn kind(&self) -> &'static str;
+    /// Whether calls block on I/O (then they run on the blocking pool); a
+    /// forge that answers from memory is called in place.
+    fn blocks(&self) -> bool {
+        true
+    }
     /// The API base URL, for the audit (`None` for in-memory).
     fn api_base(&self) -> Option<&str>;
     /// Check the credentials and the repository; returns who the token acts as.
