@@ -160,20 +160,6 @@ impl RpcError {
             Some(Value::Object(data)),
         )
     }
-
-    /// Read an error back from its wire form (used by clients and the MCP bridge).
-    pub fn from_error_object(obj: &jsonrpsee::types::ErrorObject<'_>) -> Self {
-        let code = ErrorCode::from_code(obj.code()).unwrap_or(ErrorCode::Internal);
-        let data = obj
-            .data()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or_else(|| json!({}));
-        RpcError {
-            code,
-            message: obj.message().to_string(),
-            data,
-        }
-    }
 }
 
 impl fmt::Display for RpcError {
@@ -225,10 +211,6 @@ mod tests {
         assert_eq!(
             data,
             json!({"number": 500, "writable": [17, 18], "error": "scope_denied"})
-        );
-        assert_eq!(
-            RpcError::from_error_object(&obj).code,
-            ErrorCode::ScopeDenied
         );
     }
 }

@@ -94,16 +94,6 @@ pub enum Updated {
     Issue(Issue),
 }
 
-impl Updated {
-    /// The number of the updated issue or pull request.
-    pub fn number(&self) -> u64 {
-        match self {
-            Updated::PullRequest(pr) => pr.number,
-            Updated::Issue(issue) => issue.number,
-        }
-    }
-}
-
 /// How the agent's work ended, as told by `signal_done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

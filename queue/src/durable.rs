@@ -6,28 +6,15 @@ use std::path::Path;
 
 use crate::error::QueueError;
 
-/// Durably publish `bytes` as `dest_dir/name`, staging it in `tmp_dir`.
+/// Stage `bytes` as `dest_dir/name` through `tmp_dir`: written and fsynced
+/// in `tmp_dir`, then hard-linked into `dest_dir` (which fails rather than
+/// replace an existing name), and the staging name removed.
 ///
-/// Guarantee: when this returns `Ok`, the complete file is in `dest_dir` and
-/// both its data and its directory entry have been fsynced, so it survives a
-/// crash or power loss; a reader never sees a partial file in `dest_dir`.
-/// An existing `dest_dir/name` is never replaced (the publish is a hard link,
-/// which fails if the name exists). On error the staging file is removed; the
-/// error says whether the file reached `dest_dir` ([`PublishError`]).
-pub fn publish(
-    tmp_dir: &Path,
-    dest_dir: &Path,
-    name: &str,
-    bytes: &[u8],
-) -> Result<(), PublishError> {
-    stage(tmp_dir, dest_dir, name, bytes).map_err(PublishError::NotPublished)?;
-    sync_dir(dest_dir).map_err(PublishError::PublishedNotSynced)
-}
-
-/// [`publish`] without the final directory fsync, for group commit: the file
-/// is complete and fsynced in `dest_dir`, but its directory entry is durable
-/// only once the caller has called [`sync_dir`] on `dest_dir`. On error the
-/// staging file is removed and nothing is in `dest_dir`.
+/// Guarantee: a reader never sees a partial file in `dest_dir`. The file's
+/// data is durable on return; its directory entry is durable once the caller
+/// has called [`sync_dir`] on `dest_dir` (one call can cover a batch: group
+/// commit). On error the staging file is removed and nothing is in
+/// `dest_dir`.
 pub fn stage(tmp_dir: &Path, dest_dir: &Path, name: &str, bytes: &[u8]) -> Result<(), QueueError> {
     let staged = tmp_dir.join(name);
     let dest = dest_dir.join(name);
@@ -46,25 +33,6 @@ pub fn stage(tmp_dir: &Path, dest_dir: &Path, name: &str, bytes: &[u8]) -> Resul
     // The staging name is only a handle; drop it whether or not the link worked.
     let _ = fs::remove_file(&staged);
     result
-}
-
-/// Why [`publish`] failed, and whether the file reached the destination.
-#[derive(Debug)]
-pub enum PublishError {
-    /// Nothing was published; the name is still free.
-    NotPublished(QueueError),
-    /// The file is in the destination but its directory entry may not be
-    /// durable yet; the name is taken.
-    PublishedNotSynced(QueueError),
-}
-
-impl PublishError {
-    /// The underlying error.
-    pub fn into_inner(self) -> QueueError {
-        match self {
-            PublishError::NotPublished(e) | PublishError::PublishedNotSynced(e) => e,
-        }
-    }
 }
 
 /// Atomically replace `path` with `bytes` (staged as `tmp`, then renamed).
@@ -90,15 +58,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn publishes_and_never_replaces() {
+    fn stages_and_never_replaces() {
         let root = tempfile::tempdir().unwrap();
         let (tmp, new) = (root.path().join("tmp"), root.path().join("new"));
         fs::create_dir(&tmp).unwrap();
         fs::create_dir(&new).unwrap();
-        publish(&tmp, &new, "a.json", b"one").unwrap();
+        stage(&tmp, &new, "a.json", b"one").unwrap();
+        sync_dir(&new).unwrap();
         assert_eq!(fs::read(new.join("a.json")).unwrap(), b"one");
-        let err = publish(&tmp, &new, "a.json", b"two").unwrap_err();
-        assert!(matches!(err, PublishError::NotPublished(_)));
+        stage(&tmp, &new, "a.json", b"two").unwrap_err();
         assert_eq!(fs::read(new.join("a.json")).unwrap(), b"one");
         assert_eq!(
             fs::read_dir(&tmp).unwrap().count(),
@@ -111,9 +79,7 @@ mod tests {
     fn error_names_the_path() {
         let root = tempfile::tempdir().unwrap();
         let missing = root.path().join("missing");
-        let err = publish(&missing, root.path(), "a.json", b"x")
-            .unwrap_err()
-            .into_inner();
+        let err = stage(&missing, root.path(), "a.json", b"x").unwrap_err();
         assert!(err.to_string().contains("missing/a.json"), "{err}");
     }
 }

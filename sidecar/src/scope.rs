@@ -67,11 +67,6 @@ pub struct WritePermit {
 }
 
 impl WritePermit {
-    /// The target number.
-    pub fn number(&self) -> IssueNumber {
-        self.number
-    }
-
     /// The (in-scope) closing references the body carries, for the audit.
     pub fn closing_refs(&self) -> &[ClosingRef] {
         &self.closing
@@ -91,11 +86,6 @@ impl ScopedForge {
     /// The forge underneath (kind, API base).
     pub fn inner(&self) -> &dyn Forge {
         &*self.inner
-    }
-
-    /// The scope.
-    pub fn scope(&self) -> &Scope {
-        &self.scope
     }
 
     /// The writable numbers as integers.

@@ -80,11 +80,6 @@ impl Server {
         })
     }
 
-    /// The session id.
-    pub fn session(&self) -> &str {
-        self.sidecar.session()
-    }
-
     /// Serve until `shutdown` resolves (with the reason to record), then stop
     /// accepting, let in-flight calls finish (up to [`SHUTDOWN_GRACE`]),
     /// write `session_end` and remove the socket.

@@ -36,7 +36,6 @@ pub struct GiteaForge {
     repo_path: String,
     auth: String,
     timeout: Duration,
-    max_response_bytes: u64,
 }
 
 impl GiteaForge {
@@ -62,14 +61,7 @@ impl GiteaForge {
             api_base,
             auth: format!("token {}", token.expose()),
             timeout,
-            max_response_bytes: MAX_RESPONSE_BYTES,
         }
-    }
-
-    /// Set the response size cap.
-    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
-        self.max_response_bytes = bytes;
-        self
     }
 
     /// GET with retries; the JSON body of a 2xx answer.
@@ -91,7 +83,7 @@ impl GiteaForge {
                 .call();
             let failure = match result {
                 Ok(resp) if resp.status().is_success() => return self.parse(resp),
-                Ok(resp) => HttpFailure::from_response(resp, self.max_response_bytes),
+                Ok(resp) => HttpFailure::from_response(resp, MAX_RESPONSE_BYTES),
                 Err(err) => HttpFailure::Transport(describe_transport(&err)),
             };
             let Some(delay) = failure.retry_delay(attempt) else {
@@ -119,7 +111,7 @@ impl GiteaForge {
         };
         match request.header("Authorization", &self.auth).send_json(body) {
             Ok(resp) if resp.status().is_success() => self.parse(resp),
-            Ok(resp) => Err(HttpFailure::from_response(resp, self.max_response_bytes)),
+            Ok(resp) => Err(HttpFailure::from_response(resp, MAX_RESPONSE_BYTES)),
             // No connection: the request cannot have been sent.
             Err(err @ (ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => {
                 Err(HttpFailure::Transport(describe_transport(&err)))
@@ -129,7 +121,7 @@ impl GiteaForge {
     }
 
     fn parse<T: DeserializeOwned>(&self, resp: Response<ureq::Body>) -> Result<T, HttpFailure> {
-        let bytes = read_capped(resp, self.max_response_bytes)?;
+        let bytes = read_capped(resp, MAX_RESPONSE_BYTES)?;
         serde_json::from_slice(&bytes).map_err(|e| {
             HttpFailure::BadResponse(format!(
                 "the forge sent a response that is not the expected JSON ({e})"
