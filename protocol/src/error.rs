@@ -130,13 +130,12 @@ impl RpcError {
 
     /// `scope_denied` for a write to `number` outside `writable`.
     pub fn scope_denied(number: u64, writable: &[u64]) -> Self {
-        let list: Vec<String> = writable.iter().map(|n| format!("#{n}")).collect();
         RpcError::new(
             ErrorCode::ScopeDenied,
             format!(
                 "write to #{number} denied: outside the assigned scope (writable: {}); \
                  read it if you need to, but write only to the writable numbers",
-                list.join(", ")
+                number_list(writable)
             ),
         )
         .with_data(json!({ "number": number, "writable": writable }))
@@ -160,6 +159,12 @@ impl RpcError {
             Some(Value::Object(data)),
         )
     }
+}
+
+/// Issue numbers as messages show them: `#17, #18`.
+pub fn number_list(numbers: &[u64]) -> String {
+    let list: Vec<String> = numbers.iter().map(|n| format!("#{n}")).collect();
+    list.join(", ")
 }
 
 impl fmt::Display for RpcError {

@@ -41,12 +41,19 @@ impl ClosingRef {
     }
 }
 
+impl ClosingRef {
+    /// What the reference points at: `#500` or `owner/repo#500`.
+    pub fn target(&self) -> String {
+        match &self.repo {
+            Some(repo) => format!("{repo}#{}", self.number),
+            None => format!("#{}", self.number),
+        }
+    }
+}
+
 impl std::fmt::Display for ClosingRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.repo {
-            Some(repo) => write!(f, "{} {repo}#{}", self.keyword, self.number),
-            None => write!(f, "{} #{}", self.keyword, self.number),
-        }
+        write!(f, "{} {}", self.keyword, self.target())
     }
 }
 

@@ -62,10 +62,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let conn = http1().serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn, stopped);
     let result = tokio::select! {
         result = &mut conn => result,
@@ -147,14 +144,21 @@ pub async fn refuse(stream: UnixStream, err: RpcError) {
         let resp = error_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &err);
         async move { Ok::<_, std::convert::Infallible>(resp) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+    let conn = http1()
         .keep_alive(false)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     if let Err(e) = conn.await {
         tracing::debug!(cause = %e, "refused connection ended with an error");
     }
+}
+
+/// HTTP/1.1 with slow headers cut off, as every connection is served.
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
 }
 
 /// A JSON-RPC error response (id null) with an HTTP status.

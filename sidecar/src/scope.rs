@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use forge_protocol::error::number_list;
 use forge_protocol::{Comment, ErrorCode, IssueNumber, Method, RpcError, ScopeInfo, Text, Updated};
 
 use crate::closing::{ClosingRef, closing_refs};
@@ -144,10 +145,7 @@ impl ScopedForge {
         if let Some(escape) = closing.iter().find(|r| {
             !r.is_to(&self.scope.owner, &self.scope.repo) || !self.writable().contains(&r.number)
         }) {
-            let target = match &escape.repo {
-                Some(repo) => format!("{repo}#{}", escape.number),
-                None => format!("#{}", escape.number),
-            };
+            let target = escape.target();
             return Err(RpcError::new(
                 ErrorCode::ScopeDenied,
                 format!(
@@ -155,7 +153,7 @@ impl ScopedForge {
                      which is outside the assigned scope (writable: {}); mention it without a closing keyword \
                      (e.g. 'see {target}')",
                     number.get(),
-                    self.writable().iter().map(|n| format!("#{n}")).collect::<Vec<_>>().join(", ")
+                    number_list(&self.writable())
                 ),
             )
             .with_data(serde_json::json!({

@@ -118,7 +118,7 @@ impl Server {
                 reason = &mut shutdown => break reason,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) if connections.len() >= MAX_CONNECTIONS => {
-                        let peer = stream.peer_cred().ok().map(|c| Peer { pid: c.pid(), uid: c.uid(), gid: c.gid() });
+                        let peer = peer_of(&stream);
                         let err = RpcError::new(
                             ErrorCode::LimitExceeded,
                             format!("the sidecar is serving its maximum of {MAX_CONNECTIONS} connections; retry shortly"),
@@ -131,7 +131,7 @@ impl Server {
                         });
                     }
                     Ok((stream, _)) => {
-                        let peer = stream.peer_cred().ok().map(|c| Peer { pid: c.pid(), uid: c.uid(), gid: c.gid() });
+                        let peer = peer_of(&stream);
                         let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
                         let service = http::Connection::new(rpc, peer, Arc::clone(&sidecar), config.max_request_bytes);
                         connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
@@ -170,6 +170,16 @@ impl Server {
         tracing::info!(session = sidecar.session(), "stopped");
         Ok(())
     }
+}
+
+/// The caller's pid/uid/gid from the socket (`SO_PEERCRED`), for the audit.
+fn peer_of(stream: &tokio::net::UnixStream) -> Option<Peer> {
+    let cred = stream.peer_cred().ok()?;
+    Some(Peer {
+        pid: cred.pid(),
+        uid: cred.uid(),
+        gid: cred.gid(),
+    })
 }
 
 /// Replace the heartbeat file every `every` until aborted.
