@@ -20,6 +20,7 @@
 //! - [`verify::verify_dir`] checks every session's hash chain.
 //! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
 //!   writes with unknown outcome, the done signal, how it ended.
+//! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
 //! - [`reader`] lists and parses queue files, for anything else.
 
 pub mod audit;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod names;
 pub mod reader;
 pub mod render;
+pub mod run;
 pub mod verify;
 pub mod watch;
 pub mod writer;

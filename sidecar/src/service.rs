@@ -79,6 +79,7 @@ impl Sidecar {
             writable: self.forge.writable(),
             limits: config.limits(),
             pid: std::process::id(),
+            run: None,
         });
         self.emit(body).await.map(drop)
     }
@@ -371,6 +372,7 @@ impl Sidecar {
             error,
             duration_ms: call.started.elapsed().as_millis() as u64,
             peer: call.peer,
+            coalesced: None,
         });
         if let Err(cause) = self.emit(op).await {
             let next = if was_write && outcome == Outcome::Ok {

@@ -1329,6 +1329,7 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                     uid: 0,
                     gid: 0,
                 }),
+                coalesced: None,
             });
             let t = Instant::now();
             writer.append(body).expect("append");

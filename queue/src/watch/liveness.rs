@@ -217,6 +217,7 @@ mod tests {
                     heartbeat_secs,
                 },
                 pid: 7,
+                run: None,
             }),
         )
     }
