@@ -121,6 +121,10 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// The host's run: sessions of one run in one queue directory share the
+    /// write budget and the done signal.
+    #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
 }
 
 /// Where the forge is and how to authenticate.
@@ -166,6 +170,8 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// The host's run (`None`: the run of every session without one).
+    pub run_id: Option<String>,
 }
 
 impl Config {
@@ -316,6 +322,25 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         )?;
+        let run_id = match self.run_id.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id) => {
+                let ok = id.len() <= 128
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                if !ok {
+                    return Err(bad(
+                        "FORGE_RUN_ID (--run-id)",
+                        format!(
+                            "'{}' is not a run id: use 1 to 128 letters, digits, '-', '_', '.' or ':'",
+                            forge_protocol::echo::quote(id)
+                        ),
+                    ));
+                }
+                Some(id.to_string())
+            }
+        };
         Ok(Config {
             forge,
             owner,
@@ -330,6 +355,7 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            run_id,
         })
     }
 
@@ -437,6 +463,15 @@ mod tests {
         assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
         let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
         assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn run_id_is_optional_and_checked() {
+        assert_eq!(parse(&["--forge", "memory"]).unwrap().run_id, None);
+        let c = parse(&["--forge", "memory", "--run-id", "job-42:try.1"]).unwrap();
+        assert_eq!(c.run_id.as_deref(), Some("job-42:try.1"));
+        let e = parse(&["--forge", "memory", "--run-id", "a b"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_RUN_ID (--run-id)"), "{e}");
     }
 
     #[test]
