@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use crate::types::DoneStatus;
 
+/// Largest `op` event file, bytes: its caller-controlled parts are cut
+/// (method names to 64 characters, summaries and messages to 512, see
+/// [`crate::echo`]; a coalesced map holds at most 17 names), and JSON
+/// escaping at most sextuples a character.
+pub const MAX_OP_EVENT_BYTES: usize = 16 * 1024;
+
 /// Schema version written in every event's `v` field.
 pub const EVENT_VERSION: u32 = 1;
 

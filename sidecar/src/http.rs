@@ -40,7 +40,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Milliseconds since the first call, the clock of [`Activity`].
-pub fn now_ms() -> u64 {
+fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
@@ -200,6 +200,25 @@ where
                 .await
         })
     }
+}
+
+/// Whether the peer has already sent something on `stream` (without
+/// consuming it).
+pub fn has_sent(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most 1 byte into `byte`, which outlives the call;
+    // the descriptor is owned by `stream`, open for the whole call.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
 }
 
 /// Answer a connection over the cap at once and close it: `GET /health`

@@ -3,14 +3,15 @@
 //! JSON-RPC 2.0 over HTTP/1.1 on a Unix socket: jsonrpsee's tower service
 //! served by hyper on each accepted stream (see [`crate::http`]).
 //!
-//! Connections are capped ([`connection_cap`]): at the cap the oldest idle
-//! connection is closed to serve a new one, and when none is idle the new
-//! one is answered at once and closed ([`http::refuse_now`]). So the
+//! Connections are capped ([`connection_cap`]): at the cap a new connection
+//! that sends a request within [`ADMISSION_WAIT`] is served by closing the
+//! longest idle connection; one that sends nothing, or finds every
+//! connection busy, is answered at once and closed ([`http::refuse_now`]). So the
 //! descriptors in use stay below the soft limit, which is raised to the hard
 //! limit at start ([`crate::fds`]). The heartbeat runs on its own thread, so
 //! no load on the async thread or the blocking pool can delay it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use forge_protocol::{ErrorCode, ForgeApiServer, RpcError};
 use forge_queue::QueueWriter;
 use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::audit::AuditWriter;
@@ -48,12 +50,22 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Descriptors kept free of connections: the listener, the queue and its
 /// files, the forge connections, the log, the runtime.
 pub const RESERVED_FDS: u64 = 64;
+/// Connections over the cap that may wait at once for their request to
+/// arrive ([`ADMISSION_WAIT`]); beyond, the one waiting longest is refused.
+pub const MAX_WAITING: usize = 128;
+/// How long a connection over the cap may take to send its request before
+/// it is refused. Only one that sends a request makes room for itself by
+/// closing the longest idle connection, so a caller that opens connections
+/// and sends nothing cannot push out the others.
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 
 /// The connection cap under a soft descriptor limit of `soft`:
-/// [`MAX_CONNECTIONS`], or fewer so that connections plus
-/// [`RESERVED_FDS`] stay within the limit.
+/// [`MAX_CONNECTIONS`], or fewer so that connections, those waiting for
+/// admission ([`MAX_WAITING`]) and [`RESERVED_FDS`] stay within the limit.
 pub fn connection_cap(soft: u64) -> usize {
-    let room = soft.saturating_sub(RESERVED_FDS).max(1);
+    let room = soft
+        .saturating_sub(RESERVED_FDS + MAX_WAITING as u64)
+        .max(1);
     MAX_CONNECTIONS.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 /// Largest response sent, bytes (above the forge response cap).
@@ -165,38 +177,81 @@ impl Server {
         tracing::info!(socket = %socket_path.display(), session = sidecar.session(), "serving");
 
         let mut connections = JoinSet::new();
-        let mut live: HashMap<tokio::task::Id, (AbortHandle, Arc<Activity>)> = HashMap::new();
+        let mut live: Live = HashMap::new();
+        let mut waiting: JoinSet<(UnixStream, bool)> = JoinSet::new();
+        let mut waiters: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+        let serve = |stream: UnixStream, connections: &mut JoinSet<()>, live: &mut Live| {
+            let peer = peer_of(&stream);
+            let activity = Arc::new(Activity::default());
+            let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
+            let service = http::Connection::new(
+                rpc,
+                peer,
+                Arc::clone(&sidecar),
+                config.max_request_bytes,
+                Arc::clone(&activity),
+            );
+            let handle =
+                connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
+            live.insert(handle.id(), (handle, activity));
+        };
+        let refuse = |stream: UnixStream| {
+            let peer = peer_of(&stream);
+            let err = RpcError::new(
+                ErrorCode::LimitExceeded,
+                format!("the sidecar is busy with its maximum of {max_connections} connections; retry shortly"),
+            )
+            .with_data(serde_json::json!({ "limit": "max_connections", "max": max_connections, "left": 0 }));
+            http::refuse_now(stream, &err);
+            let sidecar = Arc::clone(&sidecar);
+            tokio::spawn(async move {
+                sidecar.refuse("(connection)", err, peer).await;
+            });
+        };
         tokio::pin!(shutdown);
         let reason = loop {
             tokio::select! {
                 reason = &mut shutdown => break reason,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) if live.len() >= max_connections && !close_oldest_idle(&mut live) => {
-                        let peer = peer_of(&stream);
-                        let err = RpcError::new(
-                            ErrorCode::LimitExceeded,
-                            format!("the sidecar is busy with its maximum of {max_connections} connections; retry shortly"),
-                        )
-                        .with_data(serde_json::json!({ "limit": "max_connections", "max": max_connections, "left": 0 }));
-                        http::refuse_now(stream, &err);
-                        let sidecar = Arc::clone(&sidecar);
-                        tokio::spawn(async move {
-                            sidecar.refuse("(connection)", err, peer).await;
-                        });
+                    Ok((stream, _)) if live.len() < max_connections => {
+                        serve(stream, &mut connections, &mut live);
+                    }
+                    // At the cap, room is made only for a caller that sends a
+                    // request: one that has, or (briefly, a bounded number)
+                    // one that does so soon.
+                    Ok((stream, _)) if http::has_sent(&stream) => {
+                        if close_oldest_idle(&mut live) {
+                            serve(stream, &mut connections, &mut live);
+                        } else {
+                            refuse(stream);
+                        }
                     }
                     Ok((stream, _)) => {
-                        let peer = peer_of(&stream);
-                        let activity = Arc::new(Activity::default());
-                        let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
-                        let service = http::Connection::new(
-                            rpc,
-                            peer,
-                            Arc::clone(&sidecar),
-                            config.max_request_bytes,
-                            Arc::clone(&activity),
-                        );
-                        let handle = connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
-                        live.insert(handle.id(), (handle, activity));
+                        // The longest waiter gives way to the newest: a caller
+                        // that keeps opening silent connections cannot keep
+                        // another's out of the wait.
+                        while waiting.len() >= MAX_WAITING {
+                            match waiters.pop_front() {
+                                Some(kick) => {
+                                    let _ = kick.send(());
+                                }
+                                None => break,
+                            }
+                        }
+                        if waiting.len() >= MAX_WAITING {
+                            refuse(stream);
+                            continue;
+                        }
+                        let (kick, kicked) = oneshot::channel::<()>();
+                        waiters.push_back(kick);
+                        waiters.retain(|w| !w.is_closed());
+                        waiting.spawn(async move {
+                            let sent = tokio::select! {
+                                ready = tokio::time::timeout(ADMISSION_WAIT, stream.readable()) => matches!(ready, Ok(Ok(()))),
+                                _ = kicked => false,
+                            };
+                            (stream, sent)
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -204,6 +259,15 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                Some(admitted) = waiting.join_next(), if !waiting.is_empty() => {
+                    if let Ok((stream, sent)) = admitted {
+                        if sent && (live.len() < max_connections || close_oldest_idle(&mut live)) {
+                            serve(stream, &mut connections, &mut live);
+                        } else {
+                            refuse(stream);
+                        }
+                    }
+                }
                 Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
                     let id = match ended {
                         Ok((id, ())) => id,
@@ -213,6 +277,7 @@ impl Server {
                 }
             }
         };
+        waiting.abort_all();
         tracing::info!(%reason, in_flight = connections.len(), "stopping");
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         drop(listener);
@@ -249,19 +314,17 @@ impl Server {
     }
 }
 
-/// How long a connection is left to send its first request (or its next
-/// one) before it may be closed to make room: a caller's request is usually
-/// already written when its connection is accepted, but not yet read.
-pub const IDLE_GRACE: Duration = Duration::from_millis(200);
+/// The connections being served, by task id.
+type Live = HashMap<tokio::task::Id, (AbortHandle, Arc<Activity>)>;
 
-/// Close the connection that has been idle longest (and for at least
-/// [`IDLE_GRACE`]) to make room for a new one; false if there is none.
-fn close_oldest_idle(live: &mut HashMap<tokio::task::Id, (AbortHandle, Arc<Activity>)>) -> bool {
-    let cutoff = http::now_ms().saturating_sub(IDLE_GRACE.as_millis() as u64);
+/// Close the connection that has been idle longest to make room for a new
+/// one; false if every connection is busy with a request. A caller's
+/// connection is idle only between accept and its request being read, and
+/// it is then the youngest: every idle connection held longer goes first.
+fn close_oldest_idle(live: &mut Live) -> bool {
     let oldest = live
         .iter()
         .filter_map(|(id, (_, activity))| Some((activity.idle_since()?, *id)))
-        .filter(|(since, _)| *since <= cutoff)
         .min();
     let Some((_, id)) = oldest else {
         return false;

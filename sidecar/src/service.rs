@@ -728,6 +728,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn op_events_stay_under_the_documented_size_whatever_the_caller_sends() {
+        use forge_protocol::event::MAX_OP_EVENT_BYTES;
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = test_sidecar(dir.path());
+        // Control characters are the worst case: six bytes each in JSON.
+        let hostile = "\u{1}".repeat(100_000);
+        let err = RpcError::new(ErrorCode::InvalidParams, hostile.clone());
+        let answered = sidecar.refuse(&hostile, err, None).await;
+        assert!(answered.message.chars().count() <= MAX_MESSAGE_CHARS + 7);
+        // Over the audit rate: the calls are counted, and the counts are
+        // written as coalesced events, which are bounded too.
+        for i in 0..200 {
+            let name = format!("{i}{hostile}");
+            let err = RpcError::new(ErrorCode::MethodNotFound, hostile.clone());
+            sidecar.refuse(&name, err, None).await;
+        }
+        sidecar.flush_coalesced().await;
+        let mut sizes = Vec::new();
+        for entry in std::fs::read_dir(dir.path().join("new")).unwrap() {
+            sizes.push(std::fs::metadata(entry.unwrap().path()).unwrap().len() as usize);
+        }
+        assert!(sizes.len() < 100, "{} events for 201 calls", sizes.len());
+        let largest = sizes.iter().max().copied().unwrap_or(0);
+        assert!(
+            largest <= MAX_OP_EVENT_BYTES,
+            "an op event of {largest} bytes"
+        );
+        let evs = events(dir.path());
+        let counted: u64 = evs
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Op(op) => Some(op.calls()),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(counted, 201, "every call is counted once");
+    }
+
+    #[tokio::test]
+    async fn a_call_runs_to_completion_when_its_caller_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let s = Arc::clone(&sidecar);
+        let waiting = sidecar.detached(async move {
+            // The caller's future is dropped while this call is mid-way.
+            tokio::task::yield_now().await;
+            s.post_comment(n(17), text("still posted"), None).await
+        });
+        drop(tokio::time::timeout(Duration::from_millis(0), waiting).await);
+        assert!(sidecar.wait_idle(Duration::from_secs(10)).await);
+        assert_eq!(
+            forge
+                .read_comments(n(17))
+                .unwrap()
+                .last()
+                .map(|c| c.body.as_str()),
+            Some("still posted")
+        );
+        let evs = events(dir.path());
+        assert_eq!(op(evs.last().unwrap()).summary, "posted comment to #17");
+    }
+
+    #[tokio::test]
     async fn done_is_signalled_once() {
         let dir = tempfile::tempdir().unwrap();
         let sidecar = test_sidecar(dir.path());
