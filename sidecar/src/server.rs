@@ -50,8 +50,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Descriptors kept free of connections: the listener, the queue and its
 /// files, the forge connections, the log, the runtime.
 pub const RESERVED_FDS: u64 = 64;
-/// Connections over the cap that may wait at once for their request to
-/// arrive ([`ADMISSION_WAIT`]); beyond, the one waiting longest is refused.
+/// Connections over the cap that may wait for their request to arrive
+/// ([`ADMISSION_WAIT`]); beyond, the one waiting longest is refused (so up
+/// to twice this many are open for a moment).
 pub const MAX_WAITING: usize = 128;
 /// How long a connection over the cap may take to send its request before
 /// it is refused. Only one that sends a request makes room for itself by
@@ -61,10 +62,11 @@ pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 
 /// The connection cap under a soft descriptor limit of `soft`:
 /// [`MAX_CONNECTIONS`], or fewer so that connections, those waiting for
-/// admission ([`MAX_WAITING`]) and [`RESERVED_FDS`] stay within the limit.
+/// admission (up to 2 × [`MAX_WAITING`]) and [`RESERVED_FDS`] stay within
+/// the limit.
 pub fn connection_cap(soft: u64) -> usize {
     let room = soft
-        .saturating_sub(RESERVED_FDS + MAX_WAITING as u64)
+        .saturating_sub(RESERVED_FDS + 2 * MAX_WAITING as u64)
         .max(1);
     MAX_CONNECTIONS.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
@@ -230,15 +232,16 @@ impl Server {
                         // The longest waiter gives way to the newest: a caller
                         // that keeps opening silent connections cannot keep
                         // another's out of the wait.
-                        while waiting.len() >= MAX_WAITING {
-                            match waiters.pop_front() {
-                                Some(kick) => {
-                                    let _ = kick.send(());
+                        if waiting.len() >= MAX_WAITING {
+                            while let Some(kick) = waiters.pop_front() {
+                                if kick.send(()).is_ok() {
+                                    break;
                                 }
-                                None => break,
                             }
                         }
-                        if waiting.len() >= MAX_WAITING {
+                        // Kicked waiters end at their next poll; this bounds
+                        // the moment in between.
+                        if waiting.len() >= 2 * MAX_WAITING {
                             refuse(stream);
                             continue;
                         }
@@ -387,5 +390,23 @@ impl Heartbeat {
     fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_room_below_the_descriptor_limit() {
+        assert_eq!(connection_cap(1 << 20), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(1024), MAX_CONNECTIONS);
+        let low = 400;
+        let cap = connection_cap(low);
+        assert!(
+            cap as u64 + 2 * MAX_WAITING as u64 + RESERVED_FDS <= low,
+            "{cap}"
+        );
+        assert_eq!(connection_cap(10), 1);
     }
 }
