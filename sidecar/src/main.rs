@@ -81,6 +81,9 @@ fn main() -> ExitCode {
     }
     let tokens = TokenSource { env_token };
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        forge_sidecar::fds::bound_heap();
+    }
     // One async thread: requests are small and every blocking step (forge
     // HTTP, audit fsync) runs on its own thread, so a second scheduler
     // thread would only add cross-CPU wake-ups (see BENCHMARKS.md).
