@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::types::DoneStatus;
+use crate::types::{DoneStatus, TextRules};
 
 /// Schema version written in every event's `v` field.
 pub const EVENT_VERSION: u32 = 1;
@@ -78,6 +78,10 @@ pub struct SessionStart {
     pub writable: Vec<u64>,
     /// The limits in force.
     pub limits: Limits,
+    /// The rules texts are checked against (keywords, per-text limits);
+    /// empty in events written before they were recorded.
+    #[serde(default)]
+    pub text: TextRules,
     /// Process id of the sidecar.
     pub pid: u32,
 }
@@ -182,6 +186,15 @@ pub struct Op {
     pub duration_ms: u64,
     /// Who called.
     pub peer: Option<Peer>,
+    /// For an allowed write: the distinct issues and pull requests outside
+    /// the writable set that its text refers to (`#500`, `other/repo#3`),
+    /// each of which gets a cross-reference notice. Absent for other calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_refs: Option<Vec<String>>,
+    /// For an allowed write: the distinct users and teams its text
+    /// mentions (`alice`, `org/team`), each of whom is notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
 }
 
 /// Fields of `done`.

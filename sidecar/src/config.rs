@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use forge_protocol::IssueNumber;
 use forge_protocol::event::Limits;
+use forge_protocol::{IssueNumber, TextRules};
+
+use crate::text_check;
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,6 +123,30 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// Closing keywords the forge accepts beyond Gitea's defaults, comma-separated (app.ini CLOSE_KEYWORDS).
+    #[arg(
+        long = "close-keywords",
+        env = "FORGE_CLOSE_KEYWORDS",
+        value_name = "WORD,WORD"
+    )]
+    pub close_keywords: Option<String>,
+    /// Reopening keywords beyond Gitea's defaults, comma-separated (app.ini REOPEN_KEYWORDS).
+    #[arg(
+        long = "reopen-keywords",
+        env = "FORGE_REOPEN_KEYWORDS",
+        value_name = "WORD,WORD"
+    )]
+    pub reopen_keywords: Option<String>,
+    /// Most distinct references to issues/PRs outside the writable set per text.
+    #[arg(
+        long = "max-foreign-refs",
+        env = "FORGE_MAX_FOREIGN_REFS",
+        default_value = "10"
+    )]
+    pub max_foreign_refs: String,
+    /// Most distinct @mentions per text.
+    #[arg(long = "max-mentions", env = "FORGE_MAX_MENTIONS", default_value = "5")]
+    pub max_mentions: String,
 }
 
 /// Where the forge is and how to authenticate.
@@ -166,6 +192,8 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Keywords and per-text limits every written text is checked against.
+    pub text: TextRules,
 }
 
 impl Config {
@@ -316,6 +344,23 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         )?;
+        let text = TextRules {
+            close_keywords: text_check::keyword_list(
+                &text_check::DEFAULT_CLOSE_KEYWORDS,
+                self.close_keywords.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad("FORGE_CLOSE_KEYWORDS (--close-keywords)", e))?,
+            reopen_keywords: text_check::keyword_list(
+                &text_check::DEFAULT_REOPEN_KEYWORDS,
+                self.reopen_keywords.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad("FORGE_REOPEN_KEYWORDS (--reopen-keywords)", e))?,
+            max_foreign_refs: parse_nonneg(
+                "FORGE_MAX_FOREIGN_REFS (--max-foreign-refs)",
+                &self.max_foreign_refs,
+            )?,
+            max_mentions: parse_nonneg("FORGE_MAX_MENTIONS (--max-mentions)", &self.max_mentions)?,
+        };
         Ok(Config {
             forge,
             owner,
@@ -330,6 +375,7 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            text,
         })
     }
 
@@ -437,6 +483,41 @@ mod tests {
         assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
         let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
         assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn keywords_add_to_the_defaults_and_limits_parse() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.text, text_check::default_rules());
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--close-keywords",
+            " Schliesst, behebt ,fixes,",
+            "--reopen-keywords",
+            "öffnet",
+            "--max-foreign-refs",
+            "0",
+            "--max-mentions",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.text.close_keywords.len(), 11);
+        assert!(
+            c.text
+                .close_keywords
+                .ends_with(&["schliesst".into(), "behebt".into()])
+        );
+        assert_eq!(c.text.reopen_keywords.last().unwrap(), "öffnet");
+        assert_eq!((c.text.max_foreign_refs, c.text.max_mentions), (0, 2));
+        let e = parse(&["--forge", "memory", "--close-keywords", "fix-it"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("FORGE_CLOSE_KEYWORDS (--close-keywords): 'fix-it'"),
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--max-mentions=-1"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_MAX_MENTIONS"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl Server {
             writable: config.writable(),
             max_body_bytes: config.max_body_bytes,
             max_writes: config.max_writes,
+            text: config.text.clone(),
         };
         let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
         let sidecar = Arc::new(Sidecar::new(

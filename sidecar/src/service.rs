@@ -41,6 +41,8 @@ struct CallInfo {
     target: Option<u64>,
     peer: Option<Peer>,
     started: Instant,
+    /// For an allowed write: the foreign references and mentions of its text.
+    reach: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl Sidecar {
@@ -78,6 +80,7 @@ impl Sidecar {
             issue: config.issue.get(),
             writable: self.forge.writable(),
             limits: config.limits(),
+            text: config.text.clone(),
             pid: std::process::id(),
         });
         self.emit(body).await.map(drop)
@@ -254,7 +257,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<ForgeWrite, RpcError> {
-        let call = self.begin(method.name(), Some(n), peer);
+        let mut call = self.begin(method.name(), Some(n), peer);
         let noun = if method == Method::PostComment {
             "comment to"
         } else {
@@ -279,11 +282,16 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let closing: Vec<String> = permit
-            .closing_refs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let findings = permit.findings();
+        let closing: Vec<String> = findings.closing.iter().map(ToString::to_string).collect();
+        call.reach = Some((
+            findings
+                .foreign_refs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            findings.mentions.clone(),
+        ));
         let forge = Arc::clone(&self.forge);
         let result = tokio::task::spawn_blocking(move || forge.write(&permit))
             .await
@@ -294,6 +302,9 @@ impl Sidecar {
             })
             .map_err(ForgeError::into_rpc);
         let summary = match (&result, method) {
+            (Ok(_), Method::PostComment) if !closing.is_empty() => {
+                format!("posted comment to #{} ({})", n.get(), closing.join(", "))
+            }
             (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
             (Ok(_), _) if !closing.is_empty() => {
                 format!(
@@ -322,6 +333,7 @@ impl Sidecar {
             target: target.map(IssueNumber::get),
             peer,
             started: Instant::now(),
+            reach: None,
         }
     }
 
@@ -362,6 +374,11 @@ impl Sidecar {
         });
         tracing::info!(op = %call.op, target = call.target, outcome = outcome.as_str(), "{summary}");
         let was_write = Method::from_name(&call.op).is_some_and(Method::writes_forge);
+        // What the text reached is recorded for writes that were allowed.
+        let (foreign_refs, mentions) = match call.reach {
+            Some((refs, mentions)) if outcome != Outcome::Denied => (Some(refs), Some(mentions)),
+            _ => (None, None),
+        };
         let op = EventBody::Op(Op {
             op_id: call.op_id,
             op: call.op,
@@ -371,6 +388,8 @@ impl Sidecar {
             error,
             duration_ms: call.started.elapsed().as_millis() as u64,
             peer: call.peer,
+            foreign_refs,
+            mentions,
         });
         if let Err(cause) = self.emit(op).await {
             let next = if was_write && outcome == Outcome::Ok {

@@ -1329,6 +1329,8 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                     uid: 0,
                     gid: 0,
                 }),
+                foreign_refs: None,
+                mentions: None,
             });
             let t = Instant::now();
             writer.append(body).expect("append");

@@ -8,6 +8,10 @@ use forge_protocol::event::Event;
 
 /// One thing the watcher reports, in order per directory.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one delivery at a time is lent to the handler; boxing the event would allocate per event for nothing"
+)]
 pub enum Delivery {
     /// An event file from `new/`. If the handler returns `Ok` (and acking is
     /// on) the file is moved to `cur/`.

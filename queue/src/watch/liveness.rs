@@ -216,6 +216,7 @@ mod tests {
                     http_timeout_secs: 1,
                     heartbeat_secs,
                 },
+                text: Default::default(),
                 pid: 7,
             }),
         )
