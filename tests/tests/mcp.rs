@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_protocol::Method;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -25,17 +26,6 @@ use serde_json::{Value, json};
 
 /// Bound on every wait in these tests.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The seven tools, one per sidecar method.
-const TOOLS: [&str; 7] = [
-    "read_issue",
-    "read_pr",
-    "read_comments",
-    "post_comment",
-    "update_description",
-    "signal_done",
-    "scope",
-];
 
 fn sidecar_bin() -> PathBuf {
     workspace_bin("forge-sidecar")
@@ -148,16 +138,22 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
     assert!(!server_info.version.is_empty());
     assert!(server.capabilities.tools.is_some());
 
-    // tools/list: the seven methods, each with an object schema from the protocol types.
+    // tools/list: one tool per method, each with object schemas from the protocol types.
     let tools = tokio::time::timeout(WAIT, client.list_all_tools())
         .await
         .expect("tools/list in time")
         .expect("tools/list");
     let names: BTreeSet<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, BTreeSet::from(TOOLS));
+    assert_eq!(names, Method::ALL.iter().map(|m| m.name()).collect());
     for tool in &tools {
         assert_eq!(
             tool.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            tool.name
+        );
+        assert_eq!(
+            tool.output_schema.as_ref().and_then(|s| s.get("type")),
             Some(&json!("object")),
             "{}",
             tool.name
@@ -433,7 +429,32 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
         "{init}"
     );
     let listed = client.request("tools/list", json!({}));
-    assert_eq!(listed["result"]["tools"].as_array().map(Vec::len), Some(7));
+    assert_eq!(
+        listed["result"]["tools"].as_array().map(Vec::len),
+        Some(Method::ALL.len())
+    );
+    // Asked by clients on every start (Codex): answered, empty, nothing logged.
+    for (method, key) in [
+        ("resources/list", "resources"),
+        ("resources/templates/list", "resourceTemplates"),
+        ("prompts/list", "prompts"),
+    ] {
+        let listed = client.request(method, json!({}));
+        assert_eq!(listed["result"][key], json!([]), "{method}: {listed}");
+    }
+    let log = fs::read_to_string(dir.path().join("bridge.log")).expect("bridge log");
+    assert!(!log.contains("WARN"), "{log}");
+    // Arguments that are no object: invalid params, saying so.
+    let bad = client.request(
+        "tools/call",
+        json!({"name": "read_issue", "arguments": [17]}),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let message = bad["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("`arguments` must be an object") && message.contains("got an array"),
+        "{message}"
+    );
 
     let down = client.call("read_issue", json!({"number": 17}));
     assert_eq!(down["isError"], true, "{down}");
