@@ -4,7 +4,9 @@
 //! The main session is driven by rmcp's client (its client role, not the
 //! bridge's server code path); the no-sidecar test speaks raw JSON-RPC lines
 //! so the wire names (`serverInfo`, `isError`, `structuredContent`) are
-//! checked independently of rmcp. The queue is read back afterwards: the
+//! checked independently of rmcp; a third drives the bridge with the official
+//! TypeScript SDK and Ajv in strict mode (`tests/mcp-ts/check.mjs`, installed
+//! by `tests/mcp-ts/install.sh`). The queue is read back afterwards: the
 //! calls made through MCP are audited exactly like calls made on the socket.
 //!
 
@@ -481,4 +483,58 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     let status = client.close();
     assert!(status.success(), "bridge exited with {status}");
     sidecar.stop();
+}
+
+#[test]
+fn typescript_sdk_client_compiles_the_schemas_strictly_and_calls_tools() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-ts");
+    assert!(
+        script
+            .join("node_modules/@modelcontextprotocol/sdk/package.json")
+            .exists(),
+        "the TypeScript MCP SDK is not installed: run tests/mcp-ts/install.sh (tests/run.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("s.sock");
+    let queue = dir.path().join("q");
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
+
+    let mut node = Command::new("node")
+        .arg(script.join("check.mjs"))
+        .arg(sidecar_bin())
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(dir.path().join("out")).expect("out"))
+        .stderr(fs::File::create(dir.path().join("err")).expect("err"))
+        .spawn()
+        .expect("run node (Node.js is needed for the tests)");
+    let status = wait_child(&mut node, WAIT, "node check.mjs");
+    let out = fs::read_to_string(dir.path().join("out")).expect("stdout");
+    let err = fs::read_to_string(dir.path().join("err")).expect("stderr");
+    assert!(status.success(), "{status}\n{out}\n{err}");
+    let tools = Method::ALL.len();
+    for line in [
+        "connected: forge-sidecar".to_string(),
+        format!(
+            "tools: {tools}; schemas compiled with Ajv strict (draft-07, 2020-12): {}",
+            2 * tools
+        ),
+        "read_issue #17: structuredContent matches the outputSchema".to_string(),
+        "post_comment #500: isError, scope_denied".to_string(),
+        "ok".to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in\n{out}\n{err}"
+        );
+    }
+    sidecar.stop();
+
+    // The SDK's calls reached the sidecar and were audited like any other.
+    let events = queue_events(&queue);
+    assert_eq!(ops(&events, "read_issue", 17)[0]["outcome"], "ok");
+    let denied = ops(&events, "post_comment", 500);
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["outcome"], "denied");
+    assert_eq!(denied[0]["error"]["name"], "scope_denied");
 }
