@@ -671,29 +671,37 @@ mod tests {
     }
 
     #[test]
-    fn annotations_mark_reads_and_writes() {
+    fn annotations_follow_the_effects() {
         for m in Method::ALL {
             let t = tool(m);
             let a = t.annotations.as_ref().unwrap();
             let desc = t.description.as_deref().unwrap();
             assert!(desc.len() > 80, "{m}: description too thin");
             assert_eq!(a.title.as_deref(), t.title.as_deref());
-            match m {
-                Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::Scope => {
+            let effect = about(m).effect;
+            // Only what writes the forge is write-scoped, and it says so.
+            assert_eq!(effect == Effect::WritesForge, m.writes_forge(), "{m}");
+            match effect {
+                Effect::ReadsForge | Effect::ReadsSession => {
                     assert_eq!(a.read_only_hint, Some(true), "{m}");
                 }
-                Method::PostComment | Method::UpdateDescription => {
+                Effect::WritesForge => {
                     assert_eq!(a.read_only_hint, Some(false), "{m}");
                     assert_eq!(a.destructive_hint, Some(true), "{m}");
                     assert_eq!(a.idempotent_hint, Some(false), "{m}");
                     assert!(desc.contains("scope"), "{m}");
                 }
-                Method::SignalDone => {
-                    assert_eq!(a.idempotent_hint, Some(false));
-                    assert!(desc.contains("exactly once"));
+                Effect::RecordsOnce => {
+                    assert_eq!(a.read_only_hint, Some(false), "{m}");
+                    assert_eq!(a.idempotent_hint, Some(false), "{m}");
+                    assert!(desc.contains("exactly once"), "{m}");
                 }
             }
+            let forge = matches!(effect, Effect::ReadsForge | Effect::WritesForge);
+            assert_eq!(a.open_world_hint, Some(forge), "{m}");
         }
+        assert_eq!(about(Method::SignalDone).effect, Effect::RecordsOnce);
+        assert_eq!(about(Method::Scope).effect, Effect::ReadsSession);
     }
 
     #[test]
@@ -897,6 +905,9 @@ mod tests {
         .await
         .expect("discover in time")
         .expect("discover");
+        let tools = client.list_all_tools().await.unwrap();
+        assert_eq!(tools.len(), Method::ALL.len());
+        assert!(tools.iter().all(|t| t.output_schema.is_some()));
         let comments = call(&client, "read_comments", json!({"number": 17})).await;
         assert_eq!(comments.is_error, Some(false), "{}", text(&comments));
         assert!(comments.structured_content.unwrap()["comments"].is_array());
