@@ -174,14 +174,7 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let Some(method) = Method::from_name(&request.name) else {
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "unknown tool `{}`; the tools are {}",
-                    request.name,
-                    tool_names()
-                ),
-                None,
-            ));
+            return Err(ErrorData::invalid_params(unknown_tool(&request.name), None));
         };
         let result = self.call(method, request.arguments).await;
         Ok(self.dialect(&context).result(result).into())
@@ -431,6 +424,11 @@ fn list_key(method: Method) -> &'static str {
     name.rsplit('_').next().unwrap_or(name)
 }
 
+/// The message for a call of a tool that does not exist.
+fn unknown_tool(name: &str) -> String {
+    format!("unknown tool `{name}`; the tools are {}", tool_names())
+}
+
 fn tool_names() -> String {
     Method::ALL.map(Method::name).join(", ")
 }
@@ -509,8 +507,8 @@ fn unreadable_request(method: &str, params: Option<&Value>) -> ErrorData {
     ErrorData::new(
         McpErrorCode::METHOD_NOT_FOUND,
         format!(
-            "method not found: {method}; this server offers tools (tools/list, tools/call) \
-             and no resources or prompts"
+            "method not found: {method}; this server offers only tools (tools/list, \
+             tools/call)"
         ),
         None,
     )
@@ -525,8 +523,11 @@ fn call_params_problem(params: Option<&Value>) -> String {
             kind_of(params)
         );
     };
-    let name = match params.get("name") {
-        Some(Value::String(name)) => name,
+    let method = match params.get("name") {
+        Some(Value::String(name)) => match Method::from_name(name) {
+            Some(method) => method,
+            None => return unknown_tool(name),
+        },
         None => {
             return format!(
                 "tools/call: `name` is missing; the tools are {}",
@@ -544,10 +545,14 @@ fn call_params_problem(params: Option<&Value>) -> String {
     match params.get("arguments") {
         None | Some(Value::Null | Value::Object(_)) => {}
         Some(other) => {
-            let example = Method::from_name(name).map_or(r#"{"number": 17}"#, Method::example);
+            let example = if method.param_names().is_empty() {
+                "{}"
+            } else {
+                method.example()
+            };
             return format!(
                 "tools/call: `arguments` must be an object of named arguments, such as {example} \
-                 for {name}; got {}",
+                 for {method}; got {}",
                 kind_of(Some(other))
             );
         }
@@ -876,7 +881,8 @@ mod tests {
 
         // An unknown tool is a protocol fault.
         let params = CallToolRequestParams::new("delete_repo");
-        assert!(client.call_tool(params).await.is_err());
+        let error = client.call_tool(params).await.unwrap_err().to_string();
+        assert!(error.contains("unknown tool `delete_repo`"), "{error}");
 
         client.cancel().await.unwrap();
         stop.send(()).unwrap();
@@ -1107,6 +1113,14 @@ mod tests {
                 "`name` is missing; the tools are read_issue",
             ),
             (json!({"name": 17}), "`name` must be a string"),
+            (
+                json!({"name": "scope", "arguments": true}),
+                "such as {} for scope; got a boolean",
+            ),
+            (
+                json!({"name": "delete_repo", "arguments": [1]}),
+                "unknown tool `delete_repo`",
+            ),
             (
                 json!({"name": "delete_repo"}),
                 "unknown tool `delete_repo`; the tools are",
