@@ -23,9 +23,11 @@
 //! - [`reader`] lists and parses queue files, for anything else.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod durable;
 pub mod error;
 pub mod names;
+pub mod note;
 pub mod reader;
 pub mod render;
 pub mod verify;

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use forge_protocol::DoneStatus;
 use forge_protocol::event::EventBody;
 use forge_queue::watch::{Delivery, StopHandle, WatchOptions, Watcher};
-use forge_queue::{audit, render, verify};
+use forge_queue::{audit, note, render, verify};
 
 /// Exit code: usage or I/O error.
 const EXIT_ERROR: u8 = 2;
@@ -49,6 +49,19 @@ enum Command {
     Audit(AuditArgs),
     /// Check every session's hash chain: exit 0 intact, 1 broken.
     Verify(VerifyArgs),
+    /// Generate an Ed25519 key pair for signed checkpoints: NAME.skey (the
+    /// sidecar's signing key, mode 0600) and NAME.vkey (the verifier key the
+    /// host passes to --key); prints the verifier key.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The key's name (no spaces, no '+'), e.g. forge-sidecar.example.
+    name: String,
+    /// Directory to write the two files to.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -103,6 +116,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch(args),
         Command::Audit(args) => audit_cmd(args),
         Command::Verify(args) => verify_cmd(args),
+        Command::Keygen(args) => keygen(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -294,6 +308,45 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         1
     })
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if args.name.contains('/') || args.name.starts_with('.') {
+        anyhow::bail!(
+            "key name {:?} must not contain '/' or start with '.': it names the key files",
+            args.name
+        );
+    }
+    let key = note::SigningKey::generate(&args.name)?;
+    let verifier = key.verifier().to_string();
+    let write = |path: &Path, mode: u32, text: &str| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "create {} (an existing key is never replaced)",
+                    path.display()
+                )
+            })?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("write {}", path.display()))
+    };
+    let skey = args.dir.join(format!("{}.skey", args.name));
+    let vkey = args.dir.join(format!("{}.vkey", args.name));
+    write(&skey, 0o600, &format!("{}\n", key.expose_encoded()))?;
+    write(&vkey, 0o644, &format!("{verifier}\n"))?;
+    eprintln!(
+        "forge-queue: wrote {} (signing key: give it to the sidecar as FORGE_SIGNING_KEY_FILE) and {} (verifier key: --key)",
+        skey.display(),
+        vkey.display()
+    );
+    println!("{verifier}");
+    Ok(0)
 }
 
 fn verify_one(dir: &Path) -> anyhow::Result<verify::DirVerification> {
