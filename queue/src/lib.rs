@@ -30,6 +30,7 @@ pub mod names;
 pub mod note;
 pub mod reader;
 pub mod render;
+pub mod state;
 pub mod verify;
 pub mod watch;
 pub mod writer;

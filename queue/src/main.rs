@@ -107,6 +107,25 @@ struct VerifyArgs {
     /// A JSON array with one object per DIR.
     #[arg(long)]
     json: bool,
+    /// Also check the signed checkpoints against this verifier key (the
+    /// key itself, name+hash+key, or a file holding it).
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// The host's state directory (see watch --state): checkpoints kept
+    /// there must not be newer than the queue's.
+    #[arg(long, value_name = "DIR", requires = "key")]
+    state: Option<PathBuf>,
+}
+
+/// A verifier key given as the key string or as a file holding it.
+fn load_verifier(arg: &str) -> anyhow::Result<note::VerifierKey> {
+    if let Ok(key) = note::VerifierKey::parse(arg) {
+        return Ok(key);
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| {
+        format!("--key {arg}: neither a verifier key (name+hash+key) nor a readable file")
+    })?;
+    note::VerifierKey::parse(&text).with_context(|| format!("--key {arg}"))
 }
 
 fn main() -> ExitCode {
@@ -289,10 +308,11 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
+    let key = args.key.as_deref().map(load_verifier).transpose()?;
     let reports = args
         .dirs
         .iter()
-        .map(|d| verify_one(d))
+        .map(|d| verify_one(d, key.as_ref(), args.state.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -349,8 +369,20 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn verify_one(dir: &Path) -> anyhow::Result<verify::DirVerification> {
-    verify::verify_dir(dir).with_context(|| format!("verify {}", dir.display()))
+fn verify_one(
+    dir: &Path,
+    key: Option<&note::VerifierKey>,
+    state: Option<&Path>,
+) -> anyhow::Result<verify::DirVerification> {
+    let context = || format!("verify {}", dir.display());
+    let Some(key) = key else {
+        return verify::verify_dir(dir).with_context(context);
+    };
+    let state = state
+        .map(|s| forge_queue::state::HostState::open(s, dir))
+        .transpose()
+        .with_context(context)?;
+    verify::verify_dir_signed(dir, key, state.as_ref()).with_context(context)
 }
 
 #[cfg(test)]
