@@ -385,6 +385,7 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         ));
+        let signing_key = problems.take(self.signing_key());
         let (
             Some(forge),
             Some(owner),
@@ -397,6 +398,7 @@ impl ConfigArgs {
             Some(max_writes),
             Some(timeout),
             Some(heartbeat),
+            Some(signing_key),
         ) = (
             forge,
             owner,
@@ -409,6 +411,7 @@ impl ConfigArgs {
             max_writes,
             timeout,
             heartbeat,
+            signing_key,
         )
         else {
             return Err(ConfigErrors(problems.0));
@@ -430,7 +433,7 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
-            signing_key: self.signing_key()?,
+            signing_key,
         })
     }
 
@@ -658,7 +661,7 @@ mod tests {
         assert!(!format!("{c:?}").contains(seed));
         std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
         let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
-        assert!(e.setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");
+        assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");
         assert!(!e.to_string().contains("AAAA"), "{e}");
         assert!(parse(&["--forge", "memory"]).unwrap().signing_key.is_none());
     }
