@@ -181,28 +181,32 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         .until_done
         .then(|| UntilDone::new(watcher.dirs(), watcher.stop_handle()));
     let mut stdout = io::stdout().lock();
-    watcher
-        .run(|d: &Delivery| -> io::Result<()> {
-            match d {
-                // Not an event: a warning for the operator, not output.
-                Delivery::Invalid(_) => eprintln!("forge-queue: {}", render::human_line(d)),
-                _ => {
-                    let line = if args.json {
-                        render::json_line(d)
-                    } else {
-                        render::human_line(d)
-                    };
-                    writeln!(stdout, "{line}")?;
-                    // Flushed before the watcher acks: printed, then moved.
-                    stdout.flush()?;
-                }
+    let mut deliver = |d: &Delivery| -> io::Result<()> {
+        match d {
+            // Not an event: a warning for the operator, not output.
+            Delivery::Invalid(_) => eprintln!("forge-queue: {}", render::human_line(d)),
+            _ => {
+                let line = if args.json {
+                    render::json_line(d)
+                } else {
+                    render::human_line(d)
+                };
+                writeln!(stdout, "{line}")?;
+                // Flushed before the watcher acks: printed, then moved.
+                stdout.flush()?;
             }
-            if let Some(until) = &mut until {
-                until.observe(d);
-            }
-            Ok(())
-        })
-        .context("watch")?;
+        }
+        if let Some(until) = &mut until {
+            until.observe(d);
+        }
+        Ok(())
+    };
+    watcher.run(&mut deliver).context("watch")?;
+    if args.until_done {
+        // Settled: still deliver what is already complete in new/ (the
+        // done call's own op, a refused second done, session_end).
+        watcher.finish(&mut deliver).context("watch")?;
+    }
     Ok(until.map_or(0, |u| u.exit_code()))
 }
 

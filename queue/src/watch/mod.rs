@@ -355,6 +355,24 @@ impl Watcher {
         Ok(())
     }
 
+    /// After a stop: list every directory's `new/` once more and deliver
+    /// (and ack) every event complete there, in order, then return. Events
+    /// written after that listing are left for the next watcher. This is
+    /// how `forge-queue watch --until-done` leaves nothing behind that was
+    /// already in `new/` when the last directory settled.
+    pub fn finish<E>(
+        &mut self,
+        mut handler: impl FnMut(&Delivery) -> Result<(), E>,
+    ) -> Result<(), WatchError<E>> {
+        let keep_going = AtomicBool::new(false);
+        for d in &mut self.dirs {
+            while d.drain(&self.options, &keep_going, &self.syncer, &mut handler)? == Drained::More
+            {
+            }
+        }
+        Ok(())
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }

@@ -196,19 +196,22 @@ impl GiteaForge {
                  overloaded: try again later"
             )),
             HttpFailure::Status { status, .. } => {
-                not_a_gitea_api(api, &format!("{step} answered HTTP {status}"))
+                not_a_gitea_api(api, status, &format!("{step} answered HTTP {status}"))
             }
-            HttpFailure::BadResponse(_) => {
-                not_a_gitea_api(api, &format!("{step} did not answer with Gitea's JSON"))
-            }
+            HttpFailure::BadResponse(_) => not_a_gitea_api(
+                api,
+                200,
+                &format!("{step} did not answer with Gitea's JSON"),
+            ),
         }
     }
 }
 
-/// The verdict for a server that does not speak Gitea's API at `api`.
-fn not_a_gitea_api(api: &str, why: &str) -> ForgeError {
+/// The verdict for a server that does not speak Gitea's API at `api`
+/// (it answered `status`).
+fn not_a_gitea_api(api: &str, status: u16, why: &str) -> ForgeError {
     ForgeError::Rejected {
-        status: 0,
+        status,
         message: format!(
             "{api} is not a Gitea API base ({why}); set FORGE_GITEA_API (--gitea-api) to the \
              URL ending in /api/v1, e.g. https://gitea.example.com/api/v1"
@@ -234,6 +237,7 @@ impl Forge for GiteaForge {
         let Some(login) = user.login.filter(|l| !l.is_empty()) else {
             return Err(not_a_gitea_api(
                 api,
+                200,
                 "GET /user answered without a user login",
             ));
         };
