@@ -31,6 +31,7 @@ pub mod note;
 pub mod reader;
 pub mod render;
 pub mod state;
+pub mod trust;
 pub mod verify;
 pub mod watch;
 pub mod writer;
