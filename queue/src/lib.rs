@@ -26,6 +26,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod durable;
 pub mod error;
+pub mod export;
 pub mod names;
 pub mod note;
 pub mod reader;

@@ -137,6 +137,26 @@ enum Command {
     /// sidecar's signing key, mode 0600) and NAME.vkey (the verifier key the
     /// host passes to --key); prints the verifier key.
     Keygen(KeygenArgs),
+    /// Print one JSON document per session (one per line): repository,
+    /// issue, writable set, times, done, calls, refused and unknown writes,
+    /// watchdog verdict, every event, and what was verified.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The queue directory.
+    dir: PathBuf,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Verify the signed checkpoints with this verifier key (or a file
+    /// holding it).
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// The host's state directory (see watch --state).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -261,6 +281,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit_cmd(args),
         Command::Verify(args) => verify_cmd(args),
         Command::Keygen(args) => keygen(args),
+        Command::Export(args) => export_cmd(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -562,6 +583,36 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         1
     })
+}
+
+fn export_cmd(args: ExportArgs) -> anyhow::Result<u8> {
+    let key = args.key.as_deref().map(load_verifier).transpose()?;
+    let context = || format!("export {}", args.dir.display());
+    let state = args
+        .state
+        .as_deref()
+        .map(|root| HostState::open(root, &args.dir))
+        .transpose()
+        .with_context(context)?;
+    let records = forge_queue::export::export_dir(
+        &args.dir,
+        chrono::Utc::now(),
+        args.session.as_deref(),
+        key.as_ref(),
+        state.as_ref(),
+    )
+    .with_context(context)?;
+    if let Some(session) = &args.session
+        && records.is_empty()
+    {
+        anyhow::bail!("{}: no session {session}", args.dir.display());
+    }
+    let mut out = io::stdout().lock();
+    for record in &records {
+        serde_json::to_writer(&mut out, record)?;
+        writeln!(out)?;
+    }
+    Ok(0)
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {

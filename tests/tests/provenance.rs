@@ -414,6 +414,12 @@ async fn the_watchdog_settles_an_idle_agent_and_audit_and_export_show_it() {
     let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(audit[0]["sessions"][0]["complete"], false);
     assert!(audit[0]["sessions"][0]["watchdog"]["fired_at"].is_string());
+    let records = export(&["--key", &vkey, "--state", st], &s.queue);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["complete"], false);
+    assert_eq!(records[0]["done"], Value::Null);
+    assert_eq!(records[0]["watchdog"]["limit_ms"], 2000);
+    assert_eq!(records[0]["end"]["state"], "running");
     // The host kept the newest checkpoint it verified.
     let out = forge_queue(&["verify", "--key", &vkey, "--state", st], &[&s.queue]);
     assert_eq!(
@@ -423,4 +429,98 @@ async fn the_watchdog_settles_an_idle_agent_and_audit_and_export_show_it() {
         String::from_utf8_lossy(&out.stdout)
     );
     s.stop();
+    let records = export(&["--key", &vkey, "--state", st], &s.queue);
+    assert_eq!(records[0]["end"]["state"], "ended");
+    assert_eq!(records[0]["verification"]["signature"]["uncovered"], 0);
+}
+
+/// `forge-queue export ARGS QUEUE`: each line validated against the schema
+/// file in the repository.
+fn export(args: &[&str], queue: &Path) -> Vec<Value> {
+    let validator = schema_validator();
+    let mut all = vec!["export"];
+    all.extend_from_slice(args);
+    let out = forge_queue(&all, &[queue]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&record)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "export does not match the schema: {errors:#?}"
+            );
+            record
+        })
+        .collect()
+}
+
+/// The run record schema, from the repository.
+fn schema_validator() -> jsonschema::Validator {
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../queue/schema/run-record.schema.json");
+    let schema: Value = serde_json::from_slice(&fs::read(&schema_path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("the schema compiles")
+}
+
+#[tokio::test]
+async fn export_records_a_finished_and_a_tampered_run_as_the_schema_says() {
+    let keys = tempfile::tempdir().unwrap();
+    let (s, vkey) = signed_session(keys.path()).await;
+    let records = export(&["--key", &vkey], &s.queue);
+    let r = &records[0];
+    assert_eq!(r["repository"], "acme/widgets");
+    assert_eq!(r["issue"], 17);
+    assert_eq!(r["writable"]["initial"], json!([17, 18, 19]));
+    assert_eq!(r["done"]["status"], "success");
+    assert_eq!(r["done"]["signed"], true);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["calls"]["post_comment"]["ok"], 1);
+    assert_eq!(
+        r["events"].as_array().unwrap().len(),
+        queue_events(&s.queue).len()
+    );
+    assert_eq!(r["verification"]["chain"]["intact"], true);
+    assert!(r["duration_ms"].as_u64().is_some());
+    // The schema is strict enough to refuse a changed record.
+    let validator = schema_validator();
+    for (field, value) in [
+        ("complete", json!("yes")),
+        ("session", json!("today")),
+        ("extra", json!(1)),
+    ] {
+        let mut bad = r.clone();
+        bad[field] = value;
+        assert!(!validator.is_valid(&bad), "{field}");
+    }
+    // Without a key: no signature section. Cut the tail: reported.
+    assert_eq!(
+        export(&[], &s.queue)[0]["verification"]["signature"],
+        Value::Null
+    );
+    let events = queue_events(&s.queue);
+    fs::remove_file(s.queue.join("new").join(&events.last().unwrap().0)).unwrap();
+    fs::write(s.queue.join("new").join(&events[1].0), b"{not json").unwrap();
+    let r = &export(&["--key", &vkey], &s.queue)[0];
+    assert_eq!(r["verification"]["chain"]["intact"], false);
+    let problems: Vec<&str> = r["verification"]["chain"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["problem"].as_str().unwrap())
+        .collect();
+    assert!(problems.contains(&"signed_missing"), "{problems:?}");
+    assert!(
+        r["events"][1].is_string(),
+        "an unparseable file is kept as text"
+    );
 }
