@@ -1,12 +1,16 @@
 //! `forge-queue`: the host's view of forge-sidecar queue directories.
 //!
 //! - `watch DIR...`: print every event in order and ack it (move it to
-//!   `cur/`); report stale sidecars. Exit codes with `--until-done`:
-//!   0 all done with success, 1 a failure, 4 a directory without done
-//!   (stale sidecar, or session ended without done), 3 blocked; the most
-//!   severe wins in that order. 2: usage or I/O error.
+//!   `cur/`); report stale sidecars, signed checkpoints (`--key`) and the
+//!   watchdog (`--watchdog`). Exit codes with `--until-done`: 0 all done
+//!   with success, 1 a failure, 4 a directory without done (stale sidecar,
+//!   or session ended without done), 5 the watchdog fired, 3 blocked; the
+//!   most severe wins in that order. 2: usage or I/O error.
 //! - `audit DIR...`: per-session summary (table, or `--json`). 0, or 2.
-//! - `verify DIR...`: chain check. 0 intact, 1 broken, 2 usage or I/O.
+//! - `verify DIR...`: chain check (and signed checkpoints with `--key`).
+//!   0 intact, 1 broken, 2 usage or I/O.
+//! - `export DIR`: one JSON record per session. 0, or 2.
+//! - `keygen NAME`: a signing key and its verifier key. 0, or 2.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -396,7 +400,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
                             "{}  {}  {:<13}  done at seq {seq} of session {session} not acted on: {reason}",
                             forge_queue::writer::rfc3339_ms(chrono::Utc::now()),
                             render::escape(&dir.to_string_lossy()),
-                            "unverified"
+                            "unverified_done"
                         )
                     };
                     writeln!(stdout, "{line}")?;
