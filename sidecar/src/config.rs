@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use forge_protocol::IssueNumber;
 use forge_protocol::event::Limits;
+use forge_queue::note::SigningKey;
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,6 +75,14 @@ pub struct ConfigArgs {
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// File holding the Ed25519 key that signs queue checkpoints
+    /// (`forge-queue keygen`); without it, no checkpoints are written.
+    #[arg(
+        long = "signing-key-file",
+        env = "FORGE_SIGNING_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub signing_key_file: Option<PathBuf>,
     /// Socket path.
     #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
     pub socket: PathBuf,
@@ -167,6 +176,8 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Signs checkpoints of the queue; `Debug` prints `***`.
+    pub signing_key: Option<SigningKey>,
 }
 
 impl Config {
@@ -374,6 +385,7 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         ));
+        let signing_key = problems.take(self.signing_key());
         let (
             Some(forge),
             Some(owner),
@@ -386,6 +398,7 @@ impl ConfigArgs {
             Some(max_writes),
             Some(timeout),
             Some(heartbeat),
+            Some(signing_key),
         ) = (
             forge,
             owner,
@@ -398,6 +411,7 @@ impl ConfigArgs {
             max_writes,
             timeout,
             heartbeat,
+            signing_key,
         )
         else {
             return Err(ConfigErrors(problems.0));
@@ -419,6 +433,26 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            signing_key,
+        })
+    }
+
+    fn signing_key(&self) -> Result<Option<SigningKey>, ConfigError> {
+        const SETTING: &str = "FORGE_SIGNING_KEY_FILE (--signing-key-file)";
+        let Some(path) = &self.signing_key_file else {
+            return Ok(None);
+        };
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+        // The parse error names what is wrong, never the key material.
+        SigningKey::parse(&raw).map(Some).map_err(|e| {
+            bad(
+                SETTING,
+                format!(
+                    "{}: {e}; create one with `forge-queue keygen NAME`",
+                    path.display()
+                ),
+            )
         })
     }
 
@@ -610,5 +644,25 @@ mod tests {
         assert_eq!(api_base, "http://h/api/v1");
         assert_eq!(token.expose(), "s3cret-value");
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn signing_key_file_is_read_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.skey");
+        let key = SigningKey::generate("bottle").unwrap();
+        std::fs::write(&path, format!("{}\n", key.expose_encoded())).unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap();
+        let got = c.signing_key.as_ref().unwrap();
+        assert_eq!(got.verifier(), key.verifier());
+        let secret = key.expose_encoded();
+        let seed = secret.rsplit('+').next().unwrap();
+        assert!(!format!("{c:?}").contains(seed));
+        std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
+        let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
+        assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");
+        assert!(!e.to_string().contains("AAAA"), "{e}");
+        assert!(parse(&["--forge", "memory"]).unwrap().signing_key.is_none());
     }
 }
