@@ -252,6 +252,14 @@ impl Tally {
             }
             EventBody::Op(op) => {
                 self.intents.remove(&op.op_id);
+                if let Some(by_op) = &op.coalesced {
+                    // One event for many calls over the audit rate: count each.
+                    for (name, n) in by_op {
+                        let counts = self.calls.entry(name.clone()).or_default();
+                        counts.add_many(op.outcome, *n);
+                    }
+                    return;
+                }
                 self.calls.entry(op.op.clone()).or_default().add(op.outcome);
                 let writes = Method::from_name(&op.op).is_some_and(Method::writes_forge);
                 if writes && op.outcome != Outcome::Ok {
@@ -476,6 +484,7 @@ mod tests {
             }),
             duration_ms: 1,
             peer: None,
+            coalesced: None,
         })
     }
 

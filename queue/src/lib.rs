@@ -27,6 +27,7 @@
 //! - [`export::export_dir`] makes one record per run.
 //! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
 //!   writes with unknown outcome, the done signal, how it ended.
+//! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
 //! - [`reader`] lists and parses queue files, for anything else.
 
 pub mod audit;
@@ -38,6 +39,7 @@ pub mod names;
 pub mod note;
 pub mod reader;
 pub mod render;
+pub mod run;
 pub mod state;
 pub mod trust;
 pub mod verify;

@@ -131,6 +131,10 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// The host's run: sessions of one run in one queue directory share the
+    /// write budget and the done signal.
+    #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
 }
 
 /// Where the forge is and how to authenticate.
@@ -178,6 +182,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Signs checkpoints of the queue; `Debug` prints `***`.
     pub signing_key: Option<SigningKey>,
+    /// The host's run (`None`: the run of every session without one).
+    pub run_id: Option<String>,
 }
 
 impl Config {
@@ -386,6 +392,7 @@ impl ConfigArgs {
             &self.heartbeat_secs,
         ));
         let signing_key = problems.take(self.signing_key());
+        let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
         let (
             Some(forge),
             Some(owner),
@@ -434,6 +441,7 @@ impl ConfigArgs {
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
             signing_key,
+            run_id: run_id.flatten(),
         })
     }
 
@@ -493,6 +501,29 @@ impl ConfigArgs {
         }
         Ok(token)
     }
+}
+
+/// `FORGE_RUN_ID`: absent or empty is no run id; otherwise 1 to 128 of
+/// letters, digits and `-_.:`.
+fn parse_run_id(id: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let id = match id.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(id) => id,
+    };
+    let ok = id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(bad(
+            "FORGE_RUN_ID (--run-id)",
+            format!(
+                "'{}' is not a run id: use 1 to 128 letters, digits, '-', '_', '.' or ':'",
+                forge_protocol::echo::quote(id)
+            ),
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 fn check_name(setting: &'static str, v: &str) -> Result<(), ConfigError> {
@@ -580,6 +611,15 @@ mod tests {
         assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
         let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
         assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn run_id_is_optional_and_checked() {
+        assert_eq!(parse(&["--forge", "memory"]).unwrap().run_id, None);
+        let c = parse(&["--forge", "memory", "--run-id", "job-42:try.1"]).unwrap();
+        assert_eq!(c.run_id.as_deref(), Some("job-42:try.1"));
+        let e = parse(&["--forge", "memory", "--run-id", "a b"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_RUN_ID (--run-id)"), "{e}");
     }
 
     #[test]

@@ -273,6 +273,7 @@ mod tests {
                     heartbeat_secs,
                 },
                 pid: 7,
+                run: None,
             }),
         )
     }
