@@ -167,6 +167,7 @@ fn start() -> EventBody {
         },
         text: Default::default(),
         pid: std::process::id(),
+        run: None,
     })
 }
 
@@ -182,6 +183,7 @@ fn read_op(i: u64) -> EventBody {
         peer: None,
         foreign_refs: None,
         mentions: None,
+        coalesced: None,
     })
 }
 

@@ -31,6 +31,7 @@ fn body() -> impl Strategy<Value = EventBody> {
                 peer: None,
                 foreign_refs: None,
                 mentions: None,
+                coalesced: None,
             })),
         "\\PC{0,200}".prop_map(|summary| EventBody::Done(Done {
             status: DoneStatus::Success,

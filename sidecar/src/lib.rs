@@ -9,6 +9,8 @@
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod fds;
+pub mod flood;
 pub mod forge;
 pub mod http;
 pub mod mcp;

@@ -38,6 +38,7 @@ pub fn session_start(heartbeat_secs: u64) -> EventBody {
         },
         text: Default::default(),
         pid: 4242,
+        run: None,
     })
 }
 
@@ -68,6 +69,7 @@ pub fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody 
         peer: None,
         foreign_refs: None,
         mentions: None,
+        coalesced: None,
     })
 }
 

@@ -11,7 +11,9 @@
 //!   is allowed, also none (Gitea: exactly one space), and so is the text of
 //!   a Markdown link whose destination is the reference
 //!   (`closes [this](https://host/o/r/issues/5)`);
-//! * a reference is `#N`, `!N`, `owner/repo#N`, `owner/repo!N`, or a URL
+//! * a reference is `#N`, `!N`, `owner/repo#N`, `owner/repo!N` (names no
+//!   longer than the forge allows: 40 characters for an owner, 100 for a
+//!   repository; longer ones name nothing), or a URL
 //!   of any host ending in `/owner/repo/issues/N` or `/pulls/N`; it ends
 //!   where no letter or digit follows (Gitea wants whitespace or some
 //!   punctuation there).
@@ -26,10 +28,9 @@ use regex::{Captures, Regex};
 /// Characters allowed between a keyword and its reference.
 const SEPARATOR: &str = r#"[ \t*_~`'"<>()\[\]\\]*"#;
 /// `#N`, `!N`, `owner/repo#N`, `owner/repo!N`.
-const SHORT_REF: &str =
-    r"(?:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+))?[#!](?P<number>[0-9]+)";
+const SHORT_REF: &str = r"(?:(?P<owner>[A-Za-z0-9_.-]{1,40})/(?P<repo>[A-Za-z0-9_.-]{1,100}))?[#!](?P<number>[0-9]{1,19})";
 /// An issue or pull request URL on any host.
-const URL_REF: &str = r#"[A-Za-z][A-Za-z0-9+.-]*://[^ \t\r\n<>()\[\]`"']*?/(?P<url_owner>[A-Za-z0-9_.-]+)/(?P<url_repo>[A-Za-z0-9_.-]+)/(?i:issues|pulls)/(?P<url_number>[0-9]+)"#;
+const URL_REF: &str = r#"[A-Za-z][A-Za-z0-9+.-]*://[^ \t\r\n<>()\[\]`"']*?/(?P<url_owner>[A-Za-z0-9_.-]{1,40})/(?P<url_repo>[A-Za-z0-9_.-]{1,100})/(?i:issues|pulls)/(?P<url_number>[0-9]{1,19})"#;
 /// A Markdown link's text before a URL reference, `[text](`.
 const LINK_TEXT: &str = r"(?:\[[^\]\n]*\]\([ \t]*<?)?";
 
@@ -102,10 +103,10 @@ impl Finder {
                 r"(?:^|[^A-Za-z0-9_./#!&@-])(?:{URL_REF}|{SHORT_REF})"
             )),
             mention: compile(
-                r"(?:^|[^A-Za-z0-9_@./-])@(?P<name>[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)?)",
+                r"(?:^|[^A-Za-z0-9_@./-])@(?P<name>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,39}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99})?)",
             ),
             link_ref: compile(&format!(
-                r"^{URL_REF}/?(?:[?#].*)?$|^/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)/(?i:issues|pulls)/(?P<number>[0-9]+)/?(?:[?#].*)?$"
+                r"^{URL_REF}/?(?:[?#].*)?$|^/(?P<owner>[A-Za-z0-9_.-]{{1,40}})/(?P<repo>[A-Za-z0-9_.-]{{1,100}})/(?i:issues|pulls)/(?P<number>[0-9]{{1,19}})/?(?:[?#].*)?$"
             )),
         }
     }
@@ -155,9 +156,19 @@ impl Finder {
 
     /// Every `@user` and `@org/team` in `text`, without the `@`, in order.
     pub fn mentions<'t>(&self, text: &'t str) -> Vec<&'t str> {
+        let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
         self.mention
             .captures_iter(text)
             .filter_map(|c| c.name("name"))
+            // A longer name than the forge allows is nobody.
+            .filter(|m| {
+                let mut after = text[m.end()..].chars();
+                match after.next() {
+                    Some(c) if name_char(c) => false,
+                    Some('.') => !after.next().is_some_and(name_char),
+                    _ => true,
+                }
+            })
             .map(|m| m.as_str().trim_end_matches(['.', '/']))
             .filter(|m| !m.is_empty())
             .collect()
@@ -273,5 +284,9 @@ mod tests {
         assert_eq!(f.link_reference("https://h/acme/widgets/wiki/3"), None);
         assert_eq!(f.keyword_at_end("see it, closes "), Some("closes"));
         assert_eq!(f.keyword_at_end("foreclose "), None);
+        let long = "a".repeat(41);
+        assert_eq!(f.references(&format!("{long}/r#5")), []);
+        assert!(f.mentions(&format!("@{long} @{long}.x")).is_empty());
+        assert_eq!(f.mentions(&format!("@{}.", &long[1..])), [&long[1..]]);
     }
 }

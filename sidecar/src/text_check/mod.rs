@@ -59,6 +59,8 @@ pub const DEFAULT_REOPEN_KEYWORDS: [&str; 3] = ["reopen", "reopens", "reopened"]
 pub const DEFAULT_MAX_FOREIGN_REFS: u32 = 10;
 /// Default most distinct `@` mentions per text.
 pub const DEFAULT_MAX_MENTIONS: u32 = 5;
+/// The highest either per-text limit may be set to.
+pub const MAX_TEXT_LIMIT: u32 = 50;
 
 /// The default rules: Gitea's default keywords and the default limits.
 pub fn default_rules() -> TextRules {
