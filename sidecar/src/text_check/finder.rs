@@ -29,8 +29,9 @@ use regex::{Captures, Regex};
 const SEPARATOR: &str = r#"[ \t*_~`'"<>()\[\]\\]*"#;
 /// `#N`, `!N`, `owner/repo#N`, `owner/repo!N`.
 const SHORT_REF: &str = r"(?:(?P<owner>[A-Za-z0-9_.-]{1,40})/(?P<repo>[A-Za-z0-9_.-]{1,100}))?[#!](?P<number>[0-9]{1,19})";
-/// An issue or pull request URL on any host.
-const URL_REF: &str = r#"[A-Za-z][A-Za-z0-9+.-]*://[^ \t\r\n<>()\[\]`"']*?/(?P<url_owner>[A-Za-z0-9_.-]{1,40})/(?P<url_repo>[A-Za-z0-9_.-]{1,100})/(?i:issues|pulls)/(?P<url_number>[0-9]{1,19})"#;
+/// An issue or pull request URL on any host, with a scheme or starting
+/// with `www.` (which Gitea's linkify turns into an `http://` link).
+const URL_REF: &str = r#"(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:www)\.)[^ \t\r\n<>()\[\]`"']*?/(?P<url_owner>[A-Za-z0-9_.-]{1,40})/(?P<url_repo>[A-Za-z0-9_.-]{1,100})/(?i:issues|pulls)/(?P<url_number>[0-9]{1,19})"#;
 /// A Markdown link's text before a URL reference, `[text](`.
 const LINK_TEXT: &str = r"(?:\[[^\]\n]*\]\([ \t]*<?)?";
 
@@ -249,6 +250,10 @@ mod tests {
         assert_eq!(
             actions("resolves <https://h.example/git/acme/other/pulls/9#x>"),
             ["resolves acme/other#9"]
+        );
+        assert_eq!(
+            actions("closes www.h.example/acme/other/issues/9."),
+            ["closes acme/other#9"]
         );
         assert_eq!(
             actions("closes [this one](http://host/acme/widgets/issues/500)"),

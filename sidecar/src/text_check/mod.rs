@@ -745,7 +745,7 @@ mod tests {
     /// A reference outside #17/#18 of acme/widgets, in any form.
     fn foreign_reference() -> impl Strategy<Value = String> {
         let n = (1u64..100_000).prop_filter("outside", |n| *n != 17 && *n != 18);
-        (n, 0u8..8).prop_map(|(n, form)| match form {
+        (n, 0u8..9).prop_map(|(n, form)| match form {
             0 => format!("#{n}"),
             1 => format!("!{n}"),
             2 => format!("other/repo#{}", n),
@@ -753,6 +753,7 @@ mod tests {
             4 => format!("https://h.example/acme/widgets/issues/{n}"),
             5 => format!("[t](http://h.example/acme/widgets/pulls/{n})"),
             6 => format!("<http://h.example/o/r/issues/{n}>"),
+            7 => format!("www.h.example/acme/widgets/issues/{n}"),
             _ => format!("&#35;{n}"),
         })
     }
