@@ -21,11 +21,16 @@
 //! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
 //!   writes with unknown outcome, the done signal, how it ended.
 //! - [`reader`] lists and parses queue files, for anything else.
+//! - `nats` (cargo feature, on by default; the sidecar leaves it off):
+//!   ships directories into a NATS JetStream stream and reads the stream
+//!   back with the same deliveries, audit and verification.
 
 pub mod audit;
 pub mod durable;
 pub mod error;
 pub mod names;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod reader;
 pub mod render;
 pub mod verify;

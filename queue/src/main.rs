@@ -7,6 +7,9 @@
 //!   severe wins in that order. 2: usage or I/O error.
 //! - `audit DIR...`: per-session summary (table, or `--json`). 0, or 2.
 //! - `verify DIR...`: chain check. 0 intact, 1 broken, 2 usage or I/O.
+//! - `ship DIR... --nats URL` (feature `nats`): publish every event to a
+//!   JetStream stream, then ack it; `watch`, `audit` and `verify` take
+//!   `--nats URL` instead of directories to read the stream.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -20,6 +23,10 @@ use forge_protocol::DoneStatus;
 use forge_protocol::event::EventBody;
 use forge_queue::watch::{Delivery, StopHandle, WatchOptions, Watcher};
 use forge_queue::{audit, render, verify};
+
+#[cfg(feature = "nats")]
+#[path = "cli/fleet.rs"]
+mod fleet;
 
 /// Exit code: usage or I/O error.
 const EXIT_ERROR: u8 = 2;
@@ -49,12 +56,23 @@ enum Command {
     Audit(AuditArgs),
     /// Check every session's hash chain: exit 0 intact, 1 broken.
     Verify(VerifyArgs),
+    /// Publish every event of each DIR in order to a NATS JetStream stream,
+    /// then ack it (move new/ -> cur/) once the server has acked it.
+    ///
+    /// Message id <session>-<seq> (a republish after a crash is dropped by
+    /// the stream's duplicate window); subject
+    /// <prefix>.<owner>.<repo>.<issue>.<session>.<kind>; body = the file's
+    /// bytes. Stale/recovered notices are published too. While the server
+    /// is unreachable events wait in new/ and publishing is retried.
+    #[cfg(feature = "nats")]
+    Ship(fleet::ShipArgs),
 }
 
 #[derive(Args)]
 struct WatchArgs {
     /// Queue directories.
-    #[arg(required = true)]
+    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
+    #[cfg_attr(not(feature = "nats"), arg(required = true))]
     dirs: Vec<PathBuf>,
     /// One JSON object per line: the event plus "dir".
     #[arg(long)]
@@ -74,26 +92,41 @@ struct WatchArgs {
     /// Do not use inotify; find new events by rescanning only.
     #[arg(long)]
     poll_only: bool,
+    /// Consume a JetStream stream (`--nats URL --durable NAME`) instead of
+    /// directories; --until-done then settles per session.
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    nats: fleet::WatchNatsArgs,
 }
 
 #[derive(Args)]
 struct AuditArgs {
     /// Queue directories.
-    #[arg(required = true)]
+    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
+    #[cfg_attr(not(feature = "nats"), arg(required = true))]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
     json: bool,
+    /// Audit a JetStream stream (`--nats URL [--session S]`) instead.
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    nats: fleet::ReadNatsArgs,
 }
 
 #[derive(Args)]
 struct VerifyArgs {
     /// Queue directories.
-    #[arg(required = true)]
+    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
+    #[cfg_attr(not(feature = "nats"), arg(required = true))]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
     json: bool,
+    /// Verify a JetStream stream (`--nats URL [--session S]`) instead.
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    nats: fleet::ReadNatsArgs,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +136,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch(args),
         Command::Audit(args) => audit_cmd(args),
         Command::Verify(args) => verify_cmd(args),
+        #[cfg(feature = "nats")]
+        Command::Ship(args) => fleet::ship(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -127,7 +162,37 @@ fn error_chain(e: &anyhow::Error) -> String {
     line
 }
 
+/// Print one delivery as `watch` does, flushed: an invalid file is a
+/// warning on stderr, anything else a line (human or `--json`) on stdout.
+fn print_delivery(out: &mut impl Write, d: &Delivery, json: bool) -> io::Result<()> {
+    match d {
+        // Not an event: a warning for the operator, not output.
+        Delivery::Invalid(_) => eprintln!("forge-queue: {}", render::human_line(d)),
+        _ => {
+            let line = if json {
+                render::json_line(d)
+            } else {
+                render::human_line(d)
+            };
+            writeln!(out, "{line}")?;
+            // Flushed before the ack: printed, then acked.
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
 fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    #[cfg(feature = "nats")]
+    if args.nats.nats.url.is_some() {
+        if !args.dirs.is_empty() || args.no_ack || args.poll_only {
+            anyhow::bail!("with --nats, give no directories, --no-ack or --poll-only");
+        }
+        let mut stdout = io::stdout().lock();
+        return fleet::watch(&args.nats, args.until_done, |d| {
+            print_delivery(&mut stdout, d, args.json)
+        });
+    }
     let options = WatchOptions {
         ack: !args.no_ack,
         rescan_interval: Duration::from_millis(args.rescan_ms),
@@ -150,20 +215,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     let mut stdout = io::stdout().lock();
     watcher
         .run(|d: &Delivery| -> io::Result<()> {
-            match d {
-                // Not an event: a warning for the operator, not output.
-                Delivery::Invalid(_) => eprintln!("forge-queue: {}", render::human_line(d)),
-                _ => {
-                    let line = if args.json {
-                        render::json_line(d)
-                    } else {
-                        render::human_line(d)
-                    };
-                    writeln!(stdout, "{line}")?;
-                    // Flushed before the watcher acks: printed, then moved.
-                    stdout.flush()?;
-                }
-            }
+            print_delivery(&mut stdout, d, args.json)?;
             if let Some(until) = &mut until {
                 until.observe(d);
             }
@@ -253,6 +305,13 @@ fn describe(s: Settled) -> &'static str {
 }
 
 fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
+    #[cfg(feature = "nats")]
+    if args.nats.nats.url.is_some() {
+        if !args.dirs.is_empty() {
+            anyhow::bail!("give directories or --nats, not both");
+        }
+        return fleet::audit(&args.nats, args.json);
+    }
     let now = chrono::Utc::now();
     let audits = args
         .dirs
@@ -275,6 +334,13 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
+    #[cfg(feature = "nats")]
+    if args.nats.nats.url.is_some() {
+        if !args.dirs.is_empty() {
+            anyhow::bail!("give directories or --nats, not both");
+        }
+        return fleet::verify(&args.nats, args.json);
+    }
     let reports = args
         .dirs
         .iter()

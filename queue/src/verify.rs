@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use forge_protocol::event::EVENT_VERSION;
+use forge_protocol::event::{EVENT_VERSION, Event};
 use serde::Serialize;
 
 use crate::error::QueueError;
-use crate::names::sha256_hex;
+use crate::names::{EventName, sha256_hex};
 use crate::reader::{self, LoadedFile, QueueDir, Stray};
 
 /// One thing wrong with a queue, and where.
@@ -213,6 +213,45 @@ pub fn verify_dir(dir: &Path) -> Result<DirVerification, QueueError> {
     Ok(verifier.finish(dir, &strays))
 }
 
+/// An event held in memory rather than in a queue directory (read back from
+/// a stream, say): what reports call it, its name, its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedEvent {
+    /// How reports refer to it.
+    pub label: String,
+    /// The session and seq it claims (in a directory: its file name).
+    pub name: EventName,
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl NamedEvent {
+    /// Sort `events` into event order (session, then seq; stable, so
+    /// copies keep their order) and parse each one, ready to feed.
+    pub(crate) fn in_order(
+        mut events: Vec<NamedEvent>,
+    ) -> Vec<(NamedEvent, Result<Event, String>)> {
+        events.sort_by(|a, b| a.name.cmp(&b.name));
+        events
+            .into_iter()
+            .map(|e| {
+                let parsed = serde_json::from_slice(&e.bytes).map_err(|err| err.to_string());
+                (e, parsed)
+            })
+            .collect()
+    }
+}
+
+/// Verify the chains of events held in memory, as [`verify_dir`] does for a
+/// directory; `label` stands for the directory in the report.
+pub fn verify_events(label: &str, events: Vec<NamedEvent>) -> DirVerification {
+    let mut verifier = Verifier::default();
+    for (e, parsed) in NamedEvent::in_order(events) {
+        verifier.feed_named(e.label, &e.name, &e.bytes, &parsed);
+    }
+    verifier.finish(Path::new(label), &[])
+}
+
 /// What the verifier remembers of the last file of a session.
 struct Last {
     seq: u64,
@@ -238,9 +277,21 @@ pub(crate) struct Verifier {
 impl Verifier {
     pub(crate) fn feed(&mut self, file: &LoadedFile) {
         let label = QueueDir::label(file.place, &file.file_name);
-        let hash = sha256_hex(&file.bytes);
-        let named = file.name.seq;
-        let state = self.sessions.entry(file.name.session.clone()).or_default();
+        self.feed_named(label, &file.name, &file.bytes, &file.event);
+    }
+
+    /// Feed one event known by `label` and `name` (events of one session in
+    /// seq order; sessions may interleave).
+    pub(crate) fn feed_named(
+        &mut self,
+        label: String,
+        name: &EventName,
+        bytes: &[u8],
+        event: &Result<Event, String>,
+    ) {
+        let hash = sha256_hex(bytes);
+        let named = name.seq;
+        let state = self.sessions.entry(name.session.clone()).or_default();
         let mut problem = |kind| {
             state.problems.push(Problem {
                 file: label.clone(),
@@ -266,7 +317,7 @@ impl Verifier {
                 last: named - 1,
             });
         }
-        match &file.event {
+        match event {
             Err(reason) => problem(ProblemKind::Unparseable {
                 reason: reason.clone(),
             }),
@@ -274,7 +325,7 @@ impl Verifier {
                 if event.v != EVENT_VERSION {
                     problem(ProblemKind::UnsupportedVersion { v: event.v });
                 }
-                if event.session != file.name.session {
+                if event.session != name.session {
                     problem(ProblemKind::SessionMismatch {
                         found: event.session.clone(),
                     });
@@ -390,7 +441,6 @@ mod tests {
 
     use super::*;
     use crate::QueueWriter;
-    use crate::names::EventName;
     use forge_protocol::DoneStatus;
     use forge_protocol::event::{Done, EventBody};
 
