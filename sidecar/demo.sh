@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --locked --bin forge-sidecar --bin forge-queue
-bin=target/debug
+# Cargo's own progress lines show on stderr; a cold build takes a few minutes.
+echo "Building forge-sidecar and forge-queue (debug; the first build takes a few minutes)..." >&2
+cargo build --locked --bin forge-sidecar --bin forge-queue
+bin=$PWD/target/debug
+echo "Built: $bin/forge-sidecar and $bin/forge-queue" >&2
 work=$(mktemp -d "${TMPDIR:-/tmp}/forge-demo.XXXXXX")
 sock=$work/forge.sock
 queue=$work/queue
@@ -48,3 +51,4 @@ printf '\n$ forge-queue audit %s\n' "$queue"
 printf '\n$ forge-queue verify %s\n' "$queue"
 "$bin/forge-queue" verify "$queue"
 printf '\nSidecar log: %s/sidecar.log; queue: %s\n' "$work" "$queue"
+printf 'The binaries are in %s; to put them on PATH: cargo install --locked --path sidecar && cargo install --locked --path queue\n' "$bin"

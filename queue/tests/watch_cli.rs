@@ -47,6 +47,26 @@ fn a_late_watcher_delivers_the_backlog_in_order() {
 }
 
 #[test]
+fn until_done_delivers_what_follows_the_done_before_it_settles() {
+    // As a sidecar leaves it: done, then the done call's op, a refused
+    // second done and session_end, all in new/ when the watcher starts.
+    let (_t, dir) = tempdir();
+    let w = QueueWriter::open(&dir).unwrap();
+    w.append(session_start(5)).unwrap();
+    w.append(done(DoneStatus::Success, "all green")).unwrap();
+    w.append(op(1, "signal_done", 0, Outcome::Ok)).unwrap();
+    w.append(op(2, "signal_done", 0, Outcome::Denied)).unwrap();
+    w.append(session_end(true)).unwrap();
+    let listed = names_in(&dir, "new").len();
+    let (code, out, err) = run(&["watch", "--json", "--until-done", path_str(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    let want: Vec<_> = (0..5).map(|s| (w.session().to_string(), s)).collect();
+    assert_eq!(seqs_of(&out), want, "every event that new/ held is printed");
+    assert_eq!(listed, 5);
+    assert!(names_in(&dir, "new").is_empty(), "and acked");
+}
+
+#[test]
 fn across_a_restart_every_event_arrives_exactly_once_in_order() {
     let (_t, dir) = tempdir();
     let first = QueueWriter::open(&dir).unwrap();

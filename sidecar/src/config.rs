@@ -1,8 +1,9 @@
 //! Configuration (DESIGN §4): flags and environment, validated into [`Config`].
 //!
 //! Every setting has an environment variable and a `serve` flag; flags win
-//! (clap reads both). Values arrive as strings and are validated here so a
-//! bad one yields one line naming the setting; the caller exits with 2.
+//! (clap reads both). Values arrive as strings and are validated here in one
+//! pass that collects every missing or bad setting ([`ConfigErrors`]), each
+//! as one line naming the variable and the flag; the caller exits with 2.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use forge_protocol::IssueNumber;
 use forge_protocol::event::Limits;
+use forge_queue::note::SigningKey;
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,6 +75,14 @@ pub struct ConfigArgs {
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// File holding the Ed25519 key that signs queue checkpoints
+    /// (`forge-queue keygen`); without it, no checkpoints are written.
+    #[arg(
+        long = "signing-key-file",
+        env = "FORGE_SIGNING_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub signing_key_file: Option<PathBuf>,
     /// Socket path.
     #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
     pub socket: PathBuf,
@@ -121,6 +131,10 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// The host's run: sessions of one run in one queue directory share the
+    /// write budget and the done signal.
+    #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
 }
 
 /// Where the forge is and how to authenticate.
@@ -166,6 +180,10 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Signs checkpoints of the queue; `Debug` prints `***`.
+    pub signing_key: Option<SigningKey>,
+    /// The host's run (`None`: the run of every session without one).
+    pub run_id: Option<String>,
 }
 
 impl Config {
@@ -206,6 +224,60 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Every problem found in one validation pass, in the order of the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The problems, one per setting.
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects the problems of a validation pass while the pass goes on.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// The value, or `None` after recording its problem.
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+}
+
+/// What `--help` adds for the settings read only from the environment.
+pub const ENV_HELP: &str = "\
+Also read from the environment (no flag):
+  FORGE_TOKEN  the forge token, when FORGE_TOKEN_FILE is not set; removed from
+               the process environment after reading (prefer the file: other
+               processes of the same user can read /proc/PID/environ)
+  FORGE_LOG    log filter in tracing's EnvFilter syntax [default: info], e.g.
+               debug or forge_sidecar=debug; logs go to stderr
+
+Every flag above can also be given by the environment variable shown beside
+it; a flag wins over its variable.";
+
 fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -221,101 +293,139 @@ pub struct TokenSource {
 }
 
 impl ConfigArgs {
-    /// Validate into a [`Config`].
-    pub fn validate(&self, tokens: &TokenSource) -> Result<Config, ConfigError> {
+    /// Validate into a [`Config`], reporting every missing or bad setting at once.
+    pub fn validate(&self, tokens: &TokenSource) -> Result<Config, ConfigErrors> {
+        let mut problems = Problems::default();
         let memory = self.forge == ForgeKind::Memory;
         // The in-memory forge has sample data for acme/widgets #17 with PRs #18 and #19.
         let default =
             |v: &Option<String>, d: &str| v.clone().or_else(|| memory.then(|| d.to_string()));
-        let owner = default(&self.owner, "acme")
-            .ok_or_else(|| bad("FORGE_OWNER (--owner)", "missing; set the repository owner"))?;
-        let repo = default(&self.repo, "widgets")
-            .ok_or_else(|| bad("FORGE_REPO (--repo)", "missing; set the repository name"))?;
-        check_name("FORGE_OWNER (--owner)", &owner)?;
-        check_name("FORGE_REPO (--repo)", &repo)?;
-        let issue = default(&self.issue, "17").ok_or_else(|| {
-            bad(
-                "FORGE_ISSUE_NUMBER (--issue)",
-                "missing; set the assigned issue number",
-            )
-        })?;
-        let issue = parse_number("FORGE_ISSUE_NUMBER (--issue)", &issue)?;
-        let prs = match default(&self.prs, "18,19") {
-            None => vec![],
+        let name = |setting: &'static str, v: Option<String>, what: &str| {
+            let v = v.ok_or_else(|| bad(setting, format!("missing; set the {what}")))?;
+            check_name(setting, &v).map(|()| v)
+        };
+        let owner = problems.take(name(
+            "FORGE_OWNER (--owner)",
+            default(&self.owner, "acme"),
+            "repository owner",
+        ));
+        let repo = problems.take(name(
+            "FORGE_REPO (--repo)",
+            default(&self.repo, "widgets"),
+            "repository name",
+        ));
+        let issue = problems.take(
+            default(&self.issue, "17")
+                .ok_or_else(|| {
+                    bad(
+                        "FORGE_ISSUE_NUMBER (--issue)",
+                        "missing; set the assigned issue number",
+                    )
+                })
+                .and_then(|v| parse_number("FORGE_ISSUE_NUMBER (--issue)", &v)),
+        );
+        let prs = problems.take(match default(&self.prs, "18,19") {
+            None => Ok(vec![]),
             Some(list) => list
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| parse_number("FORGE_PR_NUMBER (--pr)", s))
-                .collect::<Result<_, _>>()?,
-        };
+                .collect::<Result<_, _>>(),
+        });
         let forge = match self.forge {
-            ForgeKind::Memory => ForgeConfig::Memory,
+            ForgeKind::Memory => Some(ForgeConfig::Memory),
             ForgeKind::Gitea => {
-                let api = self.gitea_api.as_deref().map(str::trim).unwrap_or_default();
-                if api.is_empty() {
-                    return Err(bad(
-                        "FORGE_GITEA_API (--gitea-api)",
-                        "missing; set the API base such as https://gitea.example.com/api/v1 (or use --forge memory)",
-                    ));
-                }
-                if !(api.starts_with("http://") || api.starts_with("https://"))
-                    || api.contains(['?', '#', ' '])
-                {
-                    return Err(bad(
-                        "FORGE_GITEA_API (--gitea-api)",
-                        format!(
-                            "'{api}' is not an http(s) URL such as https://gitea.example.com/api/v1"
-                        ),
-                    ));
-                }
-                ForgeConfig::Gitea {
-                    api_base: api.trim_end_matches('/').to_string(),
-                    token: self.token(tokens)?,
-                }
+                let api_base = problems.take(self.api_base());
+                let token = problems.take(self.token(tokens));
+                api_base
+                    .zip(token)
+                    .map(|(api_base, token)| ForgeConfig::Gitea { api_base, token })
             }
         };
         let socket_len = self.socket.as_os_str().len();
-        if socket_len == 0 || socket_len > 107 {
-            return Err(bad(
+        problems.take(if socket_len == 0 || socket_len > 107 {
+            Err(bad(
                 "FORGE_SOCKET (--socket)",
                 format!("path must be 1 to 107 bytes long (it is {socket_len})"),
-            ));
-        }
-        let socket_mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                bad(
-                    "FORGE_SOCKET_MODE (--socket-mode)",
-                    format!("'{}' is not an octal mode such as 0660", self.socket_mode),
-                )
-            })?;
-        let max_request_bytes: u32 = parse_positive(
+            ))
+        } else {
+            Ok(())
+        });
+        let socket_mode = problems.take(
+            u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    bad(
+                        "FORGE_SOCKET_MODE (--socket-mode)",
+                        format!("'{}' is not an octal mode such as 0660", self.socket_mode),
+                    )
+                }),
+        );
+        let max_request_bytes: Option<u32> = problems.take(parse_positive(
             "FORGE_MAX_REQUEST_BYTES (--max-request-bytes)",
             &self.max_request_bytes,
-        )?;
-        let max_body_bytes: u32 = parse_positive(
+        ));
+        let max_body_bytes: Option<u32> = problems.take(parse_positive(
             "FORGE_MAX_BODY_BYTES (--max-body-bytes)",
             &self.max_body_bytes,
-        )?;
-        if max_body_bytes >= max_request_bytes {
-            return Err(bad(
+        ));
+        if let (Some(body), Some(request)) = (max_body_bytes, max_request_bytes)
+            && body >= request
+        {
+            problems.take::<()>(Err(bad(
                 "FORGE_MAX_BODY_BYTES (--max-body-bytes)",
-                format!(
-                    "{max_body_bytes} must be smaller than FORGE_MAX_REQUEST_BYTES ({max_request_bytes})"
-                ),
-            ));
+                format!("{body} must be smaller than FORGE_MAX_REQUEST_BYTES ({request})"),
+            )));
         }
-        let max_writes: u32 = parse_nonneg("FORGE_MAX_WRITES (--max-writes)", &self.max_writes)?;
-        let timeout: u32 = parse_positive(
+        let max_writes: Option<u32> = problems.take(parse_nonneg(
+            "FORGE_MAX_WRITES (--max-writes)",
+            &self.max_writes,
+        ));
+        let timeout: Option<u32> = problems.take(parse_positive(
             "FORGE_HTTP_TIMEOUT_SECS (--http-timeout-secs)",
             &self.http_timeout_secs,
-        )?;
-        let heartbeat: u32 = parse_positive(
+        ));
+        let heartbeat: Option<u32> = problems.take(parse_positive(
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
-        )?;
+        ));
+        let signing_key = problems.take(self.signing_key());
+        let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
+        let (
+            Some(forge),
+            Some(owner),
+            Some(repo),
+            Some(issue),
+            Some(prs),
+            Some(socket_mode),
+            Some(max_request_bytes),
+            Some(max_body_bytes),
+            Some(max_writes),
+            Some(timeout),
+            Some(heartbeat),
+            Some(signing_key),
+        ) = (
+            forge,
+            owner,
+            repo,
+            issue,
+            prs,
+            socket_mode,
+            max_request_bytes,
+            max_body_bytes,
+            max_writes,
+            timeout,
+            heartbeat,
+            signing_key,
+        )
+        else {
+            return Err(ConfigErrors(problems.0));
+        };
+        if !problems.0.is_empty() {
+            return Err(ConfigErrors(problems.0));
+        }
         Ok(Config {
             forge,
             owner,
@@ -330,7 +440,48 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            signing_key,
+            run_id: run_id.flatten(),
         })
+    }
+
+    fn signing_key(&self) -> Result<Option<SigningKey>, ConfigError> {
+        const SETTING: &str = "FORGE_SIGNING_KEY_FILE (--signing-key-file)";
+        let Some(path) = &self.signing_key_file else {
+            return Ok(None);
+        };
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+        // The parse error names what is wrong, never the key material.
+        SigningKey::parse(&raw).map(Some).map_err(|e| {
+            bad(
+                SETTING,
+                format!(
+                    "{}: {e}; create one with `forge-queue keygen NAME`",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    fn api_base(&self) -> Result<String, ConfigError> {
+        const SETTING: &str = "FORGE_GITEA_API (--gitea-api)";
+        let api = self.gitea_api.as_deref().map(str::trim).unwrap_or_default();
+        if api.is_empty() {
+            return Err(bad(
+                SETTING,
+                "missing; set the API base such as https://gitea.example.com/api/v1 (or use --forge memory)",
+            ));
+        }
+        if !(api.starts_with("http://") || api.starts_with("https://"))
+            || api.contains(['?', '#', ' '])
+        {
+            return Err(bad(
+                SETTING,
+                format!("'{api}' is not an http(s) URL such as https://gitea.example.com/api/v1"),
+            ));
+        }
+        Ok(api.trim_end_matches('/').to_string())
     }
 
     fn token(&self, tokens: &TokenSource) -> Result<Secret, ConfigError> {
@@ -350,6 +501,29 @@ impl ConfigArgs {
         }
         Ok(token)
     }
+}
+
+/// `FORGE_RUN_ID`: absent or empty is no run id; otherwise 1 to 128 of
+/// letters, digits and `-_.:`.
+fn parse_run_id(id: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let id = match id.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(id) => id,
+    };
+    let ok = id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(bad(
+            "FORGE_RUN_ID (--run-id)",
+            format!(
+                "'{}' is not a run id: use 1 to 128 letters, digits, '-', '_', '.' or ':'",
+                forge_protocol::echo::quote(id)
+            ),
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 fn check_name(setting: &'static str, v: &str) -> Result<(), ConfigError> {
@@ -405,7 +579,7 @@ mod tests {
         args: ConfigArgs,
     }
 
-    fn parse(argv: &[&str]) -> Result<Config, ConfigError> {
+    fn parse(argv: &[&str]) -> Result<Config, ConfigErrors> {
         let mut full = vec!["x"];
         full.extend_from_slice(argv);
         Cli::parse_from(full).args.validate(&TokenSource::default())
@@ -440,9 +614,18 @@ mod tests {
     }
 
     #[test]
+    fn run_id_is_optional_and_checked() {
+        assert_eq!(parse(&["--forge", "memory"]).unwrap().run_id, None);
+        let c = parse(&["--forge", "memory", "--run-id", "job-42:try.1"]).unwrap();
+        assert_eq!(c.run_id.as_deref(), Some("job-42:try.1"));
+        let e = parse(&["--forge", "memory", "--run-id", "a b"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_RUN_ID (--run-id)"), "{e}");
+    }
+
+    #[test]
     fn gitea_needs_api_and_token() {
         let e = parse(&["--owner", "o", "--repo", "r", "--issue", "1"]).unwrap_err();
-        assert!(e.setting.starts_with("FORGE_GITEA_API"), "{e}");
+        assert!(e.0[0].setting.starts_with("FORGE_GITEA_API"), "{e}");
         let e = parse(&[
             "--owner",
             "o",
@@ -454,7 +637,27 @@ mod tests {
             "http://h/api/v1",
         ])
         .unwrap_err();
-        assert!(e.setting.starts_with("FORGE_TOKEN_FILE"), "{e}");
+        assert!(e.0[0].setting.starts_with("FORGE_TOKEN_FILE"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_one_pass() {
+        // Nothing set for Gitea, and a bad value besides: all of them, in order.
+        let e = parse(&["--max-writes", "lots"]).unwrap_err();
+        let settings: Vec<&str> = e.iter().map(|p| p.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "FORGE_OWNER (--owner)",
+                "FORGE_REPO (--repo)",
+                "FORGE_ISSUE_NUMBER (--issue)",
+                "FORGE_GITEA_API (--gitea-api)",
+                "FORGE_TOKEN_FILE (--token-file)",
+                "FORGE_MAX_WRITES (--max-writes)",
+            ],
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 6, "{e}");
     }
 
     #[test]
@@ -481,5 +684,25 @@ mod tests {
         assert_eq!(api_base, "http://h/api/v1");
         assert_eq!(token.expose(), "s3cret-value");
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn signing_key_file_is_read_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.skey");
+        let key = SigningKey::generate("bottle").unwrap();
+        std::fs::write(&path, format!("{}\n", key.expose_encoded())).unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap();
+        let got = c.signing_key.as_ref().unwrap();
+        assert_eq!(got.verifier(), key.verifier());
+        let secret = key.expose_encoded();
+        let seed = secret.rsplit('+').next().unwrap();
+        assert!(!format!("{c:?}").contains(seed));
+        std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
+        let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
+        assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");
+        assert!(!e.to_string().contains("AAAA"), "{e}");
+        assert!(parse(&["--forge", "memory"]).unwrap().signing_key.is_none());
     }
 }

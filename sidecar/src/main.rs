@@ -24,11 +24,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the JSON-RPC API on the Unix socket until SIGTERM/SIGINT.
+    #[command(after_help = forge_sidecar::config::ENV_HELP)]
     Serve {
         #[command(flatten)]
         config: ConfigArgs,
     },
     /// Validate the configuration and the forge (token, repository, issue); exit 0 if usable.
+    #[command(after_help = forge_sidecar::config::ENV_HELP)]
     Check {
         #[command(flatten)]
         config: ConfigArgs,
@@ -140,11 +142,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The validated configuration, or `None` after printing every problem
+/// (one line each, naming the variable and the flag).
 fn validated(args: &ConfigArgs, tokens: &TokenSource) -> Option<Config> {
     match args.validate(tokens) {
         Ok(config) => Some(config),
-        Err(e) => {
-            eprintln!("forge-sidecar: {e}");
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("forge-sidecar: {e}");
+            }
             None
         }
     }
@@ -260,7 +266,7 @@ async fn check(config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {
-            println!("failed: {e}");
+            println!("failed: {}", e.message());
             ExitCode::from(1)
         }
         Err(e) => {

@@ -186,6 +186,11 @@ impl ScopedForge {
         })
     }
 
+    /// Count `writes` made by earlier sessions of the run against the budget.
+    pub fn spent_earlier(&self, writes: u32) {
+        self.writes_used.fetch_add(writes, Ordering::SeqCst);
+    }
+
     /// Return the budget unit of a permit that was not spent.
     pub fn release(&self, permit: WritePermit) {
         drop(permit);

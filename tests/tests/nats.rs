@@ -150,6 +150,7 @@ fn backlog(dir: &Path, n: u64) -> String {
             heartbeat_secs: 3600,
         },
         pid: 1,
+        run: None,
     })];
     bodies.extend((1..n - 2).map(|i| {
         EventBody::Intent(Intent {

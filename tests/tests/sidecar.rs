@@ -517,27 +517,35 @@ async fn socket_health_mode_and_a_single_server_per_path() {
 }
 
 #[test]
-fn bad_configuration_is_one_line_and_exit_2() {
-    for (env, needle) in [
+fn bad_configuration_is_one_line_per_setting_and_exit_2() {
+    for (env, needles) in [
         (
+            // Three settings missing: all three reported in one run.
+            vec![("FORGE_GITEA_API", "http://127.0.0.1:9/api/v1")],
             vec![
-                ("FORGE_OWNER", "acme"),
-                ("FORGE_REPO", "w"),
-                ("FORGE_GITEA_API", "http://127.0.0.1:9/api/v1"),
+                "FORGE_OWNER",
+                "FORGE_REPO",
+                "FORGE_ISSUE_NUMBER",
+                "FORGE_TOKEN_FILE",
             ],
-            "FORGE_ISSUE_NUMBER",
         ),
         (
             vec![("FORGE_KIND", "memory"), ("FORGE_MAX_WRITES", "-1")],
-            "FORGE_MAX_WRITES",
+            vec!["FORGE_MAX_WRITES"],
         ),
         (
+            // A bad value is reported beside an unrelated missing one.
             vec![
                 ("FORGE_OWNER", "acme"),
                 ("FORGE_REPO", "w"),
                 ("FORGE_ISSUE_NUMBER", "1"),
+                ("FORGE_HEARTBEAT_SECS", "soon"),
             ],
-            "FORGE_GITEA_API",
+            vec![
+                "FORGE_GITEA_API",
+                "FORGE_TOKEN_FILE",
+                "FORGE_HEARTBEAT_SECS",
+            ],
         ),
         (
             vec![
@@ -546,7 +554,7 @@ fn bad_configuration_is_one_line_and_exit_2() {
                 ("FORGE_ISSUE_NUMBER", "1"),
                 ("FORGE_GITEA_API", "http://h/api/v1"),
             ],
-            "FORGE_TOKEN_FILE",
+            vec!["FORGE_TOKEN_FILE"],
         ),
     ] {
         let out = std::process::Command::new(workspace_bin("forge-sidecar"))
@@ -557,45 +565,158 @@ fn bad_configuration_is_one_line_and_exit_2() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(needle), "{env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), needles.len(), "{env:?}: {stderr}");
+        for (line, needle) in lines.iter().zip(&needles) {
+            assert!(
+                line.starts_with("forge-sidecar: configuration error: ") && line.contains(needle),
+                "{env:?}: expected {needle} in {line:?}"
+            );
+        }
     }
 }
 
 #[test]
-fn check_validates_token_repository_and_issue() {
+fn help_lists_every_environment_variable() {
+    for sub in ["serve", "check"] {
+        let out = std::process::Command::new(workspace_bin("forge-sidecar"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{help}");
+        for var in [
+            "FORGE_KIND",
+            "FORGE_GITEA_API",
+            "FORGE_OWNER",
+            "FORGE_REPO",
+            "FORGE_ISSUE_NUMBER",
+            "FORGE_PR_NUMBER",
+            "FORGE_TOKEN_FILE",
+            "FORGE_TOKEN",
+            "FORGE_SOCKET",
+            "FORGE_SOCKET_MODE",
+            "FORGE_QUEUE_DIR",
+            "FORGE_LOG",
+            "FORGE_MAX_REQUEST_BYTES",
+            "FORGE_MAX_BODY_BYTES",
+            "FORGE_MAX_WRITES",
+            "FORGE_HTTP_TIMEOUT_SECS",
+            "FORGE_HEARTBEAT_SECS",
+        ] {
+            assert!(help.contains(var), "{sub} --help does not mention {var}");
+        }
+    }
+}
+
+/// A plain web server on 127.0.0.1 that answers every request with an HTML
+/// page (HTTP 200), as a site that is not a Gitea API would; its URL.
+fn plain_web_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let page = "<html><body>Welcome</body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn check_tells_each_problem_apart_naming_the_url_and_the_fix() {
     let gitea = FakeGitea::start();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    let run = |token_value: &str, issue: &str| {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/api/v1", l.local_addr().unwrap())
+    };
+    let web = plain_web_server();
+    let run = |api: &str, token_value: &str, repo: &str, issue: &str| {
         std::fs::write(&token, token_value).unwrap();
         let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
-        env.retain(|(k, _)| k != "FORGE_ISSUE_NUMBER");
-        std::process::Command::new(workspace_bin("forge-sidecar"))
+        env.retain(|(k, _)| {
+            !["FORGE_ISSUE_NUMBER", "FORGE_REPO", "FORGE_GITEA_API"].contains(&k.as_str())
+        });
+        let out = std::process::Command::new(workspace_bin("forge-sidecar"))
             .arg("check")
             .env_clear()
             .envs(env)
+            .env("FORGE_GITEA_API", api)
+            .env("FORGE_REPO", repo)
             .env("FORGE_ISSUE_NUMBER", issue)
+            .env("FORGE_HTTP_TIMEOUT_SECS", "5")
             .output()
-            .unwrap()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(line.trim_end().lines().count(), 1, "one line: {line}");
+        (out.status.code(), line)
     };
-    let good = run(TOKEN, "17");
-    let line = String::from_utf8_lossy(&good.stdout);
-    assert_eq!(good.status.code(), Some(0), "{line}");
+    let api = gitea.api_base();
+    let (code, line) = run(&api, TOKEN, "widgets", "17");
+    assert_eq!(code, Some(0), "{line}");
     assert!(
-        line.starts_with("ok: ") && line.contains("writable: #17, #18"),
+        line.starts_with("ok: ") && line.contains(&api) && line.contains("writable: #17, #18"),
         "{line}"
     );
-    let bad_token = run("wrong-token", "17");
-    let line = String::from_utf8_lossy(&bad_token.stdout);
-    assert_eq!(bad_token.status.code(), Some(1), "{line}");
-    assert!(
-        line.contains("token was not accepted") && !line.contains("wrong-token"),
-        "{line}"
-    );
-    let missing = run(TOKEN, "9999");
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stdout).contains("#9999 does not exist"));
+    let verdicts = [
+        (
+            run(&closed_port, TOKEN, "widgets", "17"),
+            vec![closed_port.as_str(), "cannot reach", "FORGE_GITEA_API"],
+        ),
+        (
+            run(&web, TOKEN, "widgets", "17"),
+            vec![web.as_str(), "is not a Gitea API base", "/api/v1"],
+        ),
+        (
+            run(&api, "wrong-token", "widgets", "17"),
+            vec![api.as_str(), "did not accept the token", "FORGE_TOKEN_FILE"],
+        ),
+        (
+            run(&api, TOKEN, "gadgets", "17"),
+            vec![
+                api.as_str(),
+                "repository acme/gadgets not found",
+                "FORGE_REPO",
+            ],
+        ),
+        (
+            run(&api, TOKEN, "widgets", "9999"),
+            vec![
+                api.as_str(),
+                "issue #9999 does not exist",
+                "FORGE_ISSUE_NUMBER",
+            ],
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for ((code, line), needles) in verdicts {
+        assert_eq!(code, Some(1), "{line}");
+        assert!(line.starts_with("failed: "), "{line}");
+        for needle in needles {
+            assert!(line.contains(needle), "expected {needle:?} in {line}");
+        }
+        assert!(
+            !line.contains("wrong-token") && !line.contains(TOKEN),
+            "{line}"
+        );
+        assert!(
+            !line.contains("try again later"),
+            "a configuration problem is not transient: {line}"
+        );
+        seen.insert(line);
+    }
+    assert_eq!(seen.len(), 5, "five different verdicts");
 }
 
 #[tokio::test]

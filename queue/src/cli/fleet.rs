@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use forge_queue::nats::consume::{ConsumeOptions, SessionsSettled, StreamWatcher};
 use forge_queue::nats::ship::{ShipOptions, Shipper};
 use forge_queue::nats::{Connection, StreamSpec, read, subject};
+use forge_queue::render;
 use forge_queue::watch::{Delivery, WatchOptions, Watcher};
 
 /// Where the stream is: shared by every subcommand that talks to NATS.
@@ -157,7 +158,7 @@ pub fn ship(args: ShipArgs) -> anyhow::Result<u8> {
     let mut watcher = Watcher::new(&args.dirs, watch)?;
     let handler = |d: &Delivery| {
         if let Delivery::Invalid(_) = d {
-            eprintln!("forge-queue: {}", forge_queue::render::human_line(d));
+            eprintln!("forge-queue: {}", render::human_line(d));
         }
         shipper.ship(d)
     };
@@ -174,12 +175,9 @@ pub fn ship(args: ShipArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `forge-queue watch --nats`; `print` writes and flushes one delivery's line.
-pub fn watch(
-    args: &WatchNatsArgs,
-    until_done: bool,
-    mut print: impl FnMut(&Delivery) -> io::Result<()>,
-) -> anyhow::Result<u8> {
+/// `forge-queue watch --nats`: the directory watcher's lines (an invalid
+/// message is a warning on stderr), each flushed before its ack.
+pub fn watch(args: &WatchNatsArgs, until_done: bool, json: bool) -> anyhow::Result<u8> {
     let url = args.nats.require_url("watch")?;
     let Some(durable) = &args.durable else {
         bail!("watch --nats needs --durable NAME: the consumer that remembers what was acked");
@@ -196,8 +194,23 @@ pub fn watch(
     };
     let mut watcher = StreamWatcher::connect(&options).with_context(|| format!("watch {url}"))?;
     let mut until = until_done.then(SessionsSettled::default);
+    let mut stdout = io::stdout().lock();
+    let print = |d: &Delivery| -> io::Result<()> {
+        if let Delivery::Invalid(_) = d {
+            eprintln!("forge-queue: {}", render::human_line(d));
+            return Ok(());
+        }
+        let line = if json {
+            render::json_line(d)
+        } else {
+            render::human_line(d)
+        };
+        writeln!(stdout, "{line}")?;
+        // Flushed before the ack: printed, then acked.
+        stdout.flush()
+    };
     watcher
-        .run(until.as_mut(), |d| print(d))
+        .run(until.as_mut(), print)
         .with_context(|| format!("watch {url}"))?;
     Ok(until.map_or(0, |u| {
         for (session, why) in u.report() {

@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 
 use super::ship::NoticeBody;
 use super::{Connection, NatsError, subject};
-use crate::names::EventName;
+use crate::names::{EventName, sha256_hex};
 use crate::watch::{Delivery, EventDelivery, InvalidFile};
 
 #[cfg(doc)]
@@ -243,6 +243,7 @@ fn to_delivery(message: &jetstream::Message) -> (Delivery, u64) {
                 file_name: EventName::format(&event.session, event.seq),
                 event,
                 backlog: pending as usize,
+                sha256: sha256_hex(&message.payload),
             }),
             Err(e) => invalid(dir, format!("not an event: {e}")),
         }
@@ -289,7 +290,7 @@ impl SessionsSettled {
                 .session
                 .clone()
                 .unwrap_or_else(|| n.dir.to_string_lossy().into_owned()),
-            Delivery::Invalid(_) => return,
+            _ => return,
         };
         let slot = self.sessions.entry(key).or_default();
         let open = matches!(slot, None | Some(Settled::Stale));
@@ -357,6 +358,7 @@ mod tests {
                 body,
             },
             backlog: 0,
+            sha256: String::new(),
         })
     }
 

@@ -109,6 +109,17 @@ pub enum NatsError {
         /// What is wrong.
         reason: String,
     },
+    /// An event file changed between the watcher reading it and the
+    /// shipper reading it again: files in `new/` are written once.
+    #[error(
+        "{} changed while being shipped: it is not the event the watcher read; \
+         find out what writes to the queue, then restart the shipper",
+        file.display()
+    )]
+    Changed {
+        /// The file.
+        file: PathBuf,
+    },
     /// Reading the queue directory failed.
     #[error(transparent)]
     Queue(#[from] crate::QueueError),

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::subject::{self, Scope};
 use super::{Connection, NatsError, StreamSpec};
-use crate::names::EventName;
+use crate::names::{EventName, sha256_hex};
 use crate::reader::{self, Place, QueueDir};
 use crate::watch::{Delivery, LivenessNotice};
 use crate::writer::{Heartbeat, rfc3339_ms};
@@ -177,6 +177,11 @@ impl Shipper {
         match d {
             Delivery::Event(e) => {
                 let bytes = read_event_bytes(&e.dir, &e.file_name)?;
+                if sha256_hex(&bytes) != e.sha256 {
+                    return Err(NatsError::Changed {
+                        file: QueueDir::new(&e.dir).path_of(Place::New, &e.file_name),
+                    });
+                }
                 let name = EventName::parse(&e.file_name).unwrap_or_else(|| EventName {
                     session: e.event.session.clone(),
                     seq: e.event.seq,
@@ -220,7 +225,9 @@ impl Shipper {
                 self.publish(subject, headers, Bytes::from(body), &id);
                 self.shipped.notices += 1;
             }
-            Delivery::Invalid(_) => {}
+            // Invalid files stay in new/ (the watcher reports them);
+            // checkpoints and the watchdog are not asked for.
+            _ => {}
         }
         Ok(())
     }

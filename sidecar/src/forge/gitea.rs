@@ -159,6 +159,64 @@ impl GiteaForge {
         }
         failure.into_forge_error(n, action)
     }
+
+    /// The operator-facing verdict for a failed step of [`Forge::preflight`]:
+    /// one line naming the URL and the setting to fix.
+    fn preflight_failure(&self, failure: HttpFailure, step: &str) -> ForgeError {
+        let api = &self.api_base;
+        match failure {
+            HttpFailure::Transport(cause) if cause.contains("timeout") => {
+                ForgeError::Unavailable(format!(
+                    "{api} did not answer {step} within {} s; check FORGE_GITEA_API (--gitea-api) \
+                     and that the forge is up, or raise FORGE_HTTP_TIMEOUT_SECS",
+                    self.timeout.as_secs()
+                ))
+            }
+            HttpFailure::Transport(cause) | HttpFailure::WriteTransport(cause) => {
+                ForgeError::Unavailable(format!(
+                    "cannot reach {api} ({cause}); check the scheme, host and port in \
+                     FORGE_GITEA_API (--gitea-api)"
+                ))
+            }
+            HttpFailure::Status {
+                status: status @ (401 | 403),
+                message,
+                ..
+            } => ForgeError::Rejected {
+                status,
+                message: format!(
+                    "the forge at {api} did not accept the token (HTTP {status}: {message}); \
+                     put a valid token in the file named by FORGE_TOKEN_FILE (--token-file) or in FORGE_TOKEN"
+                ),
+            },
+            HttpFailure::Status {
+                status, message, ..
+            } if status == 429 || status >= 500 => ForgeError::Unavailable(format!(
+                "the forge at {api} failed {step} (HTTP {status}: {message}); it may be down or \
+                 overloaded: try again later"
+            )),
+            HttpFailure::Status { status, .. } => {
+                not_a_gitea_api(api, status, &format!("{step} answered HTTP {status}"))
+            }
+            HttpFailure::BadResponse(_) => not_a_gitea_api(
+                api,
+                200,
+                &format!("{step} did not answer with Gitea's JSON"),
+            ),
+        }
+    }
+}
+
+/// The verdict for a server that does not speak Gitea's API at `api`
+/// (it answered `status`).
+fn not_a_gitea_api(api: &str, status: u16, why: &str) -> ForgeError {
+    ForgeError::Rejected {
+        status,
+        message: format!(
+            "{api} is not a Gitea API base ({why}); set FORGE_GITEA_API (--gitea-api) to the \
+             URL ending in /api/v1, e.g. https://gitea.example.com/api/v1"
+        ),
+    }
 }
 
 impl Forge for GiteaForge {
@@ -171,24 +229,34 @@ impl Forge for GiteaForge {
     }
 
     fn preflight(&self, issue: IssueNumber) -> Result<String, ForgeError> {
+        let api = &self.api_base;
+        let user_url = format!("{api}/user");
         let user: GUser = self
-            .get(&format!("{}/user", self.api_base))
-            .map_err(|f| match f {
-                HttpFailure::Status { status: 401, .. } => ForgeError::Rejected {
-                    status: 401,
-                    message: "the token was not accepted (check FORGE_TOKEN_FILE)".into(),
-                },
-                f => f.into_forge_error(issue, "check the token"),
-            })?;
+            .get(&user_url)
+            .map_err(|f| self.preflight_failure(f, "GET /user"))?;
+        let Some(login) = user.login.filter(|l| !l.is_empty()) else {
+            return Err(not_a_gitea_api(
+                api,
+                200,
+                "GET /user answered without a user login",
+            ));
+        };
+        let repo = self.repo_path.rsplit("/repos/").next().unwrap_or_default();
         let _: serde_json::Value = self.get(&self.repo_path).map_err(|f| match f {
             HttpFailure::Status { status: 404, .. } => ForgeError::NotFound(format!(
-                "repository {} not found or not readable with this token",
-                self.repo_path.rsplit("/repos/").next().unwrap_or_default()
+                "repository {repo} not found at {api} (or '{login}' may not read it); \
+                 check FORGE_OWNER (--owner) and FORGE_REPO (--repo)"
             )),
-            f => f.into_forge_error(issue, "read the repository"),
+            f => self.preflight_failure(f, "GET the repository"),
         })?;
-        self.read_issue(issue)?;
-        Ok(user.login.unwrap_or_default())
+        match self.get::<GIssue>(&self.issue_url(issue)) {
+            Ok(_) => Ok(login),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(ForgeError::NotFound(format!(
+                "issue #{} does not exist in {repo} at {api}; check FORGE_ISSUE_NUMBER (--issue)",
+                issue.get()
+            ))),
+            Err(f) => Err(self.preflight_failure(f, "GET the issue")),
+        }
     }
 
     fn read_issue(&self, n: IssueNumber) -> Result<Issue, ForgeError> {

@@ -22,7 +22,9 @@ pub trait Forge: Send + Sync {
     }
     /// The API base URL, for the audit (`None` for in-memory).
     fn api_base(&self) -> Option<&str>;
-    /// Check the credentials and the repository; returns who the token acts as.
+    /// Check the credentials, the repository and the assigned issue; returns
+    /// who the token acts as. An error's [`ForgeError::message`] is one line
+    /// for the operator naming what to fix.
     fn preflight(&self, issue: IssueNumber) -> Result<String, ForgeError>;
     /// Read an issue or the issue view of a PR.
     fn read_issue(&self, number: IssueNumber) -> Result<Issue, ForgeError>;
@@ -56,6 +58,15 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
+    /// The message alone, without the HTTP status prefix of `Display`: for
+    /// verdicts that already say everything (`forge-sidecar check`).
+    pub fn message(&self) -> &str {
+        match self {
+            ForgeError::NotFound(m) | ForgeError::Unavailable(m) => m,
+            ForgeError::Rejected { message, .. } => message,
+        }
+    }
+
     /// The agent-facing error.
     pub fn into_rpc(self) -> RpcError {
         match self {

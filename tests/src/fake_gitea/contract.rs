@@ -1,6 +1,6 @@
 //! The contract check: every request the fake receives is compared with
-//! Gitea's own Swagger 2.0 document (`shared/gitea/swagger.v1.json`,
-//! Gitea 1.25.4).
+//! Gitea's own Swagger 2.0 document (`tests/gitea/swagger.v1.json`,
+//! Gitea 1.25.4, vendored unchanged).
 //!
 //! This module owns loading the spec, matching a request path to a path
 //! template, and checking the method, the typed path and query parameters,
@@ -15,41 +15,29 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde_json::{Map, Value, json};
 
-/// Environment variable that overrides where the swagger file is read from.
+/// Environment variable that overrides where the swagger file is read from
+/// (to check the client against another Gitea version's spec).
 pub const SWAGGER_ENV: &str = "FORGE_GITEA_SWAGGER";
 
-/// Where the swagger file is: `$FORGE_GITEA_SWAGGER` if set, else
-/// `shared/gitea/swagger.v1.json` beside the workspace
-/// (`<tests crate>/../../shared`), else inside it (`<tests crate>/../shared`).
-/// The error names every place tried.
+/// Where the swagger file is: `$FORGE_GITEA_SWAGGER` if set, else the copy
+/// vendored in the repository, `tests/gitea/swagger.v1.json`.
 pub fn swagger_path() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(SWAGGER_ENV) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "{SWAGGER_ENV}={} does not name a readable file",
-                path.display()
-            ))
-        };
+    let (path, from) = match std::env::var_os(SWAGGER_ENV) {
+        Some(path) => (PathBuf::from(path), SWAGGER_ENV),
+        None => (
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("gitea/swagger.v1.json"),
+            "the repository",
+        ),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "the Gitea swagger spec is not a readable file at {} (from {from}); \
+             restore tests/gitea/swagger.v1.json or set {SWAGGER_ENV}",
+            path.display()
+        ))
     }
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        crate_dir.join("../../shared/gitea/swagger.v1.json"),
-        crate_dir.join("../shared/gitea/swagger.v1.json"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "the Gitea swagger spec was not found at {} or {}; set {SWAGGER_ENV}",
-                candidates[0].display(),
-                candidates[1].display()
-            )
-        })
 }
 
 /// The outcome of checking one request.

@@ -4,7 +4,7 @@
 //! ephemeral port) serving one repository, `acme/widgets`, seeded from the
 //! table in [`seed`]. It answers the endpoints the sidecar uses with the
 //! status codes, null fields and error bodies of the real server
-//! (`shared/gitea/README.md`), records every request, checks every request
+//! (as Gitea 1.25 behaves), records every request, checks every request
 //! against the official swagger spec ([`contract`]), and can be told to
 //! misbehave ([`Fault`]).
 //!

@@ -1,7 +1,7 @@
 //! The JSON the fake sends: Gitea 1.25.4's response shapes (`Issue`,
 //! `PullRequest`, `Comment`, `User`, `Repository`, `Label`, `PRBranchInfo`
 //! and the error bodies), with Gitea's real null-versus-missing behaviour
-//! (see `shared/gitea/README.md`): pointers are `null`, never left out;
+//! (Gitea 1.25): pointers are `null`, never left out;
 //! `omitempty` fields are left out when empty; timestamps are RFC 3339 in
 //! whole seconds with the server's offset (`+08:00`).
 
