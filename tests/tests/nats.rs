@@ -485,3 +485,56 @@ async fn verify_reports_an_event_published_by_hand_with_altered_bytes() {
     let dir = run(forge_queue().arg("verify").arg(q.path()));
     assert_eq!(dir.status.code(), Some(0), "{}", stdout(&dir));
 }
+
+#[test]
+fn a_stale_sidecar_is_published_and_settles_its_session() {
+    let server = NatsServer::start();
+    let q = queue_dir();
+    let w = QueueWriter::open(q.path()).unwrap();
+    w.append(EventBody::SessionStart(SessionStart {
+        version: "test".into(),
+        forge: "memory".into(),
+        api_base: None,
+        owner: "acme".into(),
+        repo: "widgets".into(),
+        issue: 17,
+        writable: vec![17],
+        limits: Limits {
+            max_request_bytes: 1 << 20,
+            max_body_bytes: 1 << 16,
+            max_writes: 100,
+            http_timeout_secs: 5,
+            heartbeat_secs: 1,
+        },
+        pid: 1,
+        run: None,
+    }))
+    .unwrap();
+    let session = w.session().to_string();
+    // The sidecar's last heartbeat, long ago: it is gone.
+    fs::write(
+        q.path().join("heartbeat"),
+        json!({"pid": 1, "session": session, "ts": "2026-01-01T00:00:00.000Z"}).to_string(),
+    )
+    .unwrap();
+    ship_once(&server, &[q.path()]);
+    let out = consume(&server, "liveness", &["--json"]);
+    assert_eq!(out.status.code(), Some(4), "no done: {}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "session_start");
+    assert_eq!(lines[1]["kind"], "stale");
+    assert_eq!(lines[1]["session"], session.as_str());
+    assert_eq!(lines[1]["heartbeat_ts"], "2026-01-01T00:00:00.000Z");
+    assert_eq!(lines[1]["dir"], q.path().display().to_string());
+    // Shipped under the session's subject, kind stale.
+    let audit = run(forge_queue().args(["audit", "--nats", &server.url(), "--session", &session]));
+    assert!(
+        stdout(&audit).contains("no fresh heartbeat (last 2026-01-01T00:00:00.000Z)"),
+        "{}",
+        stdout(&audit)
+    );
+}

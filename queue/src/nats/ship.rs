@@ -355,3 +355,27 @@ fn read_scope(dir: &Path, session: &str) -> Option<Scope> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_survives_the_trip_through_its_body() {
+        let n = LivenessNotice {
+            dir: "/q/a".into(),
+            at: reader::parse_ts("2026-11-25T12:00:20.000Z").unwrap(),
+            session: Some("20261125T120000.000Z-0a1b2c".into()),
+            heartbeat: Some(Heartbeat {
+                pid: 9,
+                session: "20261125T120000.000Z-0a1b2c".into(),
+                ts: "2026-11-25T12:00:00.000Z".into(),
+            }),
+            age: Duration::from_secs(20),
+            threshold: Duration::from_secs(15),
+        };
+        let body = serde_json::to_vec(&NoticeBody::from_notice(&n)).unwrap();
+        let back: NoticeBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back.to_notice("/q/a".into()), Some(n));
+    }
+}
