@@ -13,7 +13,7 @@ use std::fmt::Write;
 use forge_protocol::event::{Event, EventBody, Outcome};
 use serde::Serialize;
 
-use crate::watch::{Delivery, LivenessNotice};
+use crate::watch::{CheckpointNotice, Delivery, LivenessNotice, WatchdogNotice};
 use crate::writer::rfc3339_ms;
 
 /// Whether `c` must not reach a terminal as is: Unicode categories Cc
@@ -61,6 +61,12 @@ pub fn human_line(d: &Delivery) -> String {
             rfc3339_ms(chrono::Utc::now()),
             format!("new/{}: {} (left in place)", i.file_name, i.reason),
         ),
+        Delivery::Checkpoint(c) => (c.checkpoint.time.clone(), checkpoint_summary(c)),
+        Delivery::BadCheckpoint(i) => (
+            rfc3339_ms(chrono::Utc::now()),
+            format!("{}: {}", i.file_name, i.reason),
+        ),
+        Delivery::Watchdog(w) => (rfc3339_ms(w.at), watchdog_summary(w)),
     };
     format!(
         "{}  {}  {:<13}  {}",
@@ -128,6 +134,34 @@ fn stale_summary(n: &LivenessNotice) -> String {
     s
 }
 
+fn checkpoint_summary(c: &CheckpointNotice) -> String {
+    let cp = &c.checkpoint;
+    format!(
+        "signed by {}: {} events of session {} (through seq {}), {}#{}",
+        c.key,
+        cp.events,
+        cp.session,
+        cp.last_seq(),
+        cp.repository,
+        cp.issue
+    )
+}
+
+fn watchdog_summary(w: &WatchdogNotice) -> String {
+    let mut s = format!(
+        "watchdog fired: done without self-report; no event for {}s (limit {}s)",
+        w.idle.as_secs(),
+        w.limit.as_secs()
+    );
+    if let Some(ts) = &w.last_event_ts {
+        let _ = write!(s, " since {ts}");
+    }
+    if let Some(session) = &w.session {
+        let _ = write!(s, "; session {session}");
+    }
+    s
+}
+
 fn recovered_summary(n: &LivenessNotice) -> String {
     match &n.heartbeat {
         Some(h) => format!("heartbeat resumed: {} (pid {})", h.ts, h.pid),
@@ -138,7 +172,11 @@ fn recovered_summary(n: &LivenessNotice) -> String {
 /// One JSON object (no newline). An event is the event's own object plus
 /// `"dir"`; a liveness notice is
 /// `{"kind":"stale"|"recovered","dir","ts","session","pid","heartbeat_ts","age_ms","threshold_ms"}`;
-/// an invalid file is `{"kind":"invalid","dir","file","reason"}`.
+/// an invalid file is `{"kind":"invalid"|"bad_checkpoint","dir","file","reason"}`;
+/// a checkpoint is
+/// `{"kind":"checkpoint","dir","ts","key","repository","issue","session","events","last"}`;
+/// the watchdog is
+/// `{"kind":"watchdog","dir","ts","session","last_event_ts","idle_ms","limit_ms"}`.
 pub fn json_line(d: &Delivery) -> String {
     let dir = d.dir().to_string_lossy();
     let line = match d {
@@ -156,11 +194,31 @@ pub fn json_line(d: &Delivery) -> String {
             age_ms: n.age.as_millis() as u64,
             threshold_ms: n.threshold.as_millis() as u64,
         }),
-        Delivery::Invalid(i) => serde_json::to_string(&InvalidLine {
-            kind: "invalid",
+        Delivery::Invalid(i) | Delivery::BadCheckpoint(i) => serde_json::to_string(&InvalidLine {
+            kind: d.kind(),
             dir: &dir,
             file: &i.file_name,
             reason: &i.reason,
+        }),
+        Delivery::Checkpoint(c) => serde_json::to_string(&CheckpointLine {
+            kind: "checkpoint",
+            dir: &dir,
+            ts: &c.checkpoint.time,
+            key: &c.key,
+            repository: &c.checkpoint.repository,
+            issue: c.checkpoint.issue,
+            session: &c.checkpoint.session,
+            events: c.checkpoint.events,
+            last: &c.checkpoint.last,
+        }),
+        Delivery::Watchdog(w) => serde_json::to_string(&WatchdogLine {
+            kind: "watchdog",
+            dir: &dir,
+            ts: rfc3339_ms(w.at),
+            session: w.session.as_deref(),
+            last_event_ts: w.last_event_ts.as_deref(),
+            idle_ms: w.idle.as_millis() as u64,
+            limit_ms: w.limit.as_millis() as u64,
         }),
     };
     // These types always serialize (string keys, no non-finite floats).
@@ -184,6 +242,30 @@ struct NoticeLine<'a> {
     heartbeat_ts: Option<&'a str>,
     age_ms: u64,
     threshold_ms: u64,
+}
+
+#[derive(Serialize)]
+struct CheckpointLine<'a> {
+    kind: &'static str,
+    dir: &'a str,
+    ts: &'a str,
+    key: &'a str,
+    repository: &'a str,
+    issue: u64,
+    session: &'a str,
+    events: u64,
+    last: &'a str,
+}
+
+#[derive(Serialize)]
+struct WatchdogLine<'a> {
+    kind: &'static str,
+    dir: &'a str,
+    ts: String,
+    session: Option<&'a str>,
+    last_event_ts: Option<&'a str>,
+    idle_ms: u64,
+    limit_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -221,6 +303,7 @@ mod tests {
                 }),
             },
             backlog: 0,
+            sha256: String::new(),
         })
     }
 

@@ -10,8 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use forge_protocol::IssueNumber;
 use forge_protocol::event::Limits;
+use forge_protocol::{IssueNumber, TextRules};
+
+use crate::text_check;
+use forge_queue::note::SigningKey;
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,6 +77,14 @@ pub struct ConfigArgs {
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// File holding the Ed25519 key that signs queue checkpoints
+    /// (`forge-queue keygen`); without it, no checkpoints are written.
+    #[arg(
+        long = "signing-key-file",
+        env = "FORGE_SIGNING_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub signing_key_file: Option<PathBuf>,
     /// Socket path.
     #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
     pub socket: PathBuf,
@@ -122,6 +133,30 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// Closing keywords the forge accepts beyond Gitea's defaults, comma-separated (app.ini CLOSE_KEYWORDS).
+    #[arg(
+        long = "close-keywords",
+        env = "FORGE_CLOSE_KEYWORDS",
+        value_name = "WORD,WORD"
+    )]
+    pub close_keywords: Option<String>,
+    /// Reopening keywords beyond Gitea's defaults, comma-separated (app.ini REOPEN_KEYWORDS).
+    #[arg(
+        long = "reopen-keywords",
+        env = "FORGE_REOPEN_KEYWORDS",
+        value_name = "WORD,WORD"
+    )]
+    pub reopen_keywords: Option<String>,
+    /// Most distinct references to issues/PRs outside the writable set per text.
+    #[arg(
+        long = "max-foreign-refs",
+        env = "FORGE_MAX_FOREIGN_REFS",
+        default_value = "10"
+    )]
+    pub max_foreign_refs: String,
+    /// Most distinct @mentions per text.
+    #[arg(long = "max-mentions", env = "FORGE_MAX_MENTIONS", default_value = "5")]
+    pub max_mentions: String,
     /// The host's run: sessions of one run in one queue directory share the
     /// write budget and the done signal.
     #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
@@ -171,6 +206,10 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Keywords and per-text limits every written text is checked against.
+    pub text: TextRules,
+    /// Signs checkpoints of the queue; `Debug` prints `***`.
+    pub signing_key: Option<SigningKey>,
     /// The host's run (`None`: the run of every session without one).
     pub run_id: Option<String>,
 }
@@ -380,7 +419,30 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         ));
+        let signing_key = problems.take(self.signing_key());
         let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
+        let close_keywords = problems.take(
+            text_check::keyword_list(
+                &text_check::DEFAULT_CLOSE_KEYWORDS,
+                self.close_keywords.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad("FORGE_CLOSE_KEYWORDS (--close-keywords)", e)),
+        );
+        let reopen_keywords = problems.take(
+            text_check::keyword_list(
+                &text_check::DEFAULT_REOPEN_KEYWORDS,
+                self.reopen_keywords.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad("FORGE_REOPEN_KEYWORDS (--reopen-keywords)", e)),
+        );
+        let max_foreign_refs = problems.take(parse_text_limit(
+            "FORGE_MAX_FOREIGN_REFS (--max-foreign-refs)",
+            &self.max_foreign_refs,
+        ));
+        let max_mentions = problems.take(parse_text_limit(
+            "FORGE_MAX_MENTIONS (--max-mentions)",
+            &self.max_mentions,
+        ));
         let (
             Some(forge),
             Some(owner),
@@ -393,6 +455,11 @@ impl ConfigArgs {
             Some(max_writes),
             Some(timeout),
             Some(heartbeat),
+            Some(signing_key),
+            Some(close_keywords),
+            Some(reopen_keywords),
+            Some(max_foreign_refs),
+            Some(max_mentions),
         ) = (
             forge,
             owner,
@@ -405,6 +472,11 @@ impl ConfigArgs {
             max_writes,
             timeout,
             heartbeat,
+            signing_key,
+            close_keywords,
+            reopen_keywords,
+            max_foreign_refs,
+            max_mentions,
         )
         else {
             return Err(ConfigErrors(problems.0));
@@ -412,6 +484,12 @@ impl ConfigArgs {
         if !problems.0.is_empty() {
             return Err(ConfigErrors(problems.0));
         }
+        let text = TextRules {
+            close_keywords,
+            reopen_keywords,
+            max_foreign_refs,
+            max_mentions,
+        };
         Ok(Config {
             forge,
             owner,
@@ -426,7 +504,28 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            text,
+            signing_key,
             run_id: run_id.flatten(),
+        })
+    }
+
+    fn signing_key(&self) -> Result<Option<SigningKey>, ConfigError> {
+        const SETTING: &str = "FORGE_SIGNING_KEY_FILE (--signing-key-file)";
+        let Some(path) = &self.signing_key_file else {
+            return Ok(None);
+        };
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+        // The parse error names what is wrong, never the key material.
+        SigningKey::parse(&raw).map(Some).map_err(|e| {
+            bad(
+                SETTING,
+                format!(
+                    "{}: {e}; create one with `forge-queue keygen NAME`",
+                    path.display()
+                ),
+            )
         })
     }
 
@@ -517,6 +616,22 @@ fn parse_number(setting: &'static str, v: &str) -> Result<IssueNumber, ConfigErr
         .ok_or_else(|| bad(setting, format!("'{v}' is not a positive issue number")))
 }
 
+/// A per-text limit: 0 to [`text_check::MAX_TEXT_LIMIT`] (each one found is
+/// listed in the audit event, which stays bounded).
+fn parse_text_limit(setting: &'static str, v: &str) -> Result<u32, ConfigError> {
+    let n: u32 = parse_nonneg(setting, v)?;
+    if n > text_check::MAX_TEXT_LIMIT {
+        return Err(bad(
+            setting,
+            format!(
+                "{n} is over {}: every reference and mention of a text is listed in its audit event",
+                text_check::MAX_TEXT_LIMIT
+            ),
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_nonneg<T: std::str::FromStr>(setting: &'static str, v: &str) -> Result<T, ConfigError> {
     v.trim()
         .parse()
@@ -577,6 +692,43 @@ mod tests {
         assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
         let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
         assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn keywords_add_to_the_defaults_and_limits_parse() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.text, text_check::default_rules());
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--close-keywords",
+            " Schliesst, behebt ,fixes,",
+            "--reopen-keywords",
+            "öffnet",
+            "--max-foreign-refs",
+            "0",
+            "--max-mentions",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.text.close_keywords.len(), 11);
+        assert!(
+            c.text
+                .close_keywords
+                .ends_with(&["schliesst".into(), "behebt".into()])
+        );
+        assert_eq!(c.text.reopen_keywords.last().unwrap(), "öffnet");
+        assert_eq!((c.text.max_foreign_refs, c.text.max_mentions), (0, 2));
+        let e = parse(&["--forge", "memory", "--close-keywords", "fix-it"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("FORGE_CLOSE_KEYWORDS (--close-keywords): 'fix-it'"),
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--max-mentions=-1"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_MAX_MENTIONS"), "{e}");
+        let e = parse(&["--forge", "memory", "--max-foreign-refs", "51"]).unwrap_err();
+        assert!(e.to_string().contains("51 is over 50"), "{e}");
     }
 
     #[test]
@@ -650,5 +802,25 @@ mod tests {
         assert_eq!(api_base, "http://h/api/v1");
         assert_eq!(token.expose(), "s3cret-value");
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn signing_key_file_is_read_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.skey");
+        let key = SigningKey::generate("bottle").unwrap();
+        std::fs::write(&path, format!("{}\n", key.expose_encoded())).unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap();
+        let got = c.signing_key.as_ref().unwrap();
+        assert_eq!(got.verifier(), key.verifier());
+        let secret = key.expose_encoded();
+        let seed = secret.rsplit('+').next().unwrap();
+        assert!(!format!("{c:?}").contains(seed));
+        std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
+        let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
+        assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");
+        assert!(!e.to_string().contains("AAAA"), "{e}");
+        assert!(parse(&["--forge", "memory"]).unwrap().signing_key.is_none());
     }
 }

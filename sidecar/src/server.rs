@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use forge_protocol::event::Peer;
 use forge_protocol::{ErrorCode, ForgeApiServer, RpcError};
 use forge_queue::QueueWriter;
+use forge_queue::checkpoint::CheckpointSigner;
 use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
 use tokio::net::{UnixListener, UnixStream};
@@ -93,6 +94,14 @@ impl Server {
         let queue = tokio::task::spawn_blocking(move || QueueWriter::open(&queue_dir))
             .await?
             .with_context(|| format!("open queue directory {}", config.queue_dir.display()))?;
+        let queue = match &config.signing_key {
+            Some(key) => queue.with_checkpoints(CheckpointSigner {
+                key: key.clone(),
+                repository: format!("{}/{}", config.owner, config.repo),
+                issue: config.issue.get(),
+            }),
+            None => queue,
+        };
         let scope = Scope {
             owner: config.owner.clone(),
             repo: config.repo.clone(),
@@ -100,6 +109,7 @@ impl Server {
             writable: config.writable(),
             max_body_bytes: config.max_body_bytes,
             max_writes: config.max_writes,
+            text: config.text.clone(),
         };
         let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
         let earlier =
