@@ -25,7 +25,7 @@ pub enum ErrorCode {
     LimitExceeded,
     /// -32006: the audit event could not be durably queued; nothing was sent.
     AuditUnavailable,
-    /// -32007: `signal_done` was already called in this session.
+    /// -32007: `signal_done` was already called in this run.
     AlreadyDone,
     /// -32600: not a valid JSON-RPC request (standard JSON-RPC code).
     InvalidRequest,
