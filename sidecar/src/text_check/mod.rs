@@ -25,7 +25,6 @@
 //!   [`Findings`] for the audit.
 //!
 //! ```
-//! use forge_protocol::TextRules;
 //! use forge_sidecar::text_check::{check, default_rules, Policy};
 //!
 //! let policy = Policy::new("acme", "widgets", &[17, 18], &default_rules());
