@@ -4,10 +4,18 @@
 //! [`Event`]; the `kind` field selects the [`EventBody`] variant, whose
 //! fields are flattened into the same object.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::types::DoneStatus;
+use crate::types::{DoneStatus, TextRules};
+
+/// Largest `op` event file, bytes: its caller-controlled parts are cut
+/// (method names to 64 characters, summaries and messages to 512, see
+/// [`crate::echo`]; a coalesced map holds at most 17 names), and JSON
+/// escaping at most sextuples a character.
+pub const MAX_OP_EVENT_BYTES: usize = 16 * 1024;
 
 /// Schema version written in every event's `v` field.
 pub const EVENT_VERSION: u32 = 1;
@@ -78,8 +86,17 @@ pub struct SessionStart {
     pub writable: Vec<u64>,
     /// The limits in force.
     pub limits: Limits,
+    /// The rules texts are checked against (keywords, per-text limits);
+    /// empty in events written before they were recorded.
+    #[serde(default)]
+    pub text: TextRules,
     /// Process id of the sidecar.
     pub pid: u32,
+    /// The host's run this session belongs to (`FORGE_RUN_ID`); absent
+    /// when none was given. Sessions of the same run in one queue directory
+    /// share the write budget and the done signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// Configured limits, as recorded in `session_start`.
@@ -182,6 +199,29 @@ pub struct Op {
     pub duration_ms: u64,
     /// Who called.
     pub peer: Option<Peer>,
+    /// For an allowed write: the distinct issues and pull requests outside
+    /// the writable set that its text refers to (`#500`, `other/repo#3`),
+    /// each of which gets a cross-reference notice. Absent for other calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_refs: Option<Vec<String>>,
+    /// For an allowed write: the distinct users and teams its text
+    /// mentions (`alice`, `org/team`), each of whom is notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
+    /// Present on an `op` that stands for several calls over the audit rate
+    /// (method as called -> number of calls, all with this `outcome`); such
+    /// an event has `op` `(coalesced)`. Absent on the `op` of one call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<BTreeMap<String, u64>>,
+}
+
+impl Op {
+    /// How many calls this event stands for.
+    pub fn calls(&self) -> u64 {
+        self.coalesced
+            .as_ref()
+            .map_or(1, |by_op| by_op.values().sum())
+    }
 }
 
 /// Fields of `done`.
@@ -207,10 +247,15 @@ pub struct OutcomeCounts {
 impl OutcomeCounts {
     /// Count one call.
     pub fn add(&mut self, outcome: Outcome) {
+        self.add_many(outcome, 1);
+    }
+
+    /// Count `n` calls with the same outcome.
+    pub fn add_many(&mut self, outcome: Outcome, n: u64) {
         match outcome {
-            Outcome::Ok => self.ok += 1,
-            Outcome::Denied => self.denied += 1,
-            Outcome::Error => self.error += 1,
+            Outcome::Ok => self.ok += n,
+            Outcome::Denied => self.denied += n,
+            Outcome::Error => self.error += n,
         }
     }
 }

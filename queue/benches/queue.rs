@@ -165,7 +165,9 @@ fn start() -> EventBody {
             http_timeout_secs: 30,
             heartbeat_secs: 5,
         },
+        text: Default::default(),
         pid: std::process::id(),
+        run: None,
     })
 }
 
@@ -179,6 +181,9 @@ fn read_op(i: u64) -> EventBody {
         error: None,
         duration_ms: 12,
         peer: None,
+        foreign_refs: None,
+        mentions: None,
+        coalesced: None,
     })
 }
 

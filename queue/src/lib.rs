@@ -27,7 +27,11 @@
 //! - [`export::export_dir`] makes one record per run.
 //! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
 //!   writes with unknown outcome, the done signal, how it ended.
+//! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
 //! - [`reader`] lists and parses queue files, for anything else.
+//! - `nats` (cargo feature, on by default; the sidecar leaves it off):
+//!   ships directories into a NATS JetStream stream and reads the stream
+//!   back with the same deliveries, audit and verification.
 
 pub mod audit;
 pub mod checkpoint;
@@ -35,9 +39,12 @@ pub mod durable;
 pub mod error;
 pub mod export;
 pub mod names;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod note;
 pub mod reader;
 pub mod render;
+pub mod run;
 pub mod state;
 pub mod trust;
 pub mod verify;

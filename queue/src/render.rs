@@ -2,8 +2,10 @@
 //! JSON object per line (`--json`). Kept in the library so a Rust host can
 //! print exactly what the CLI prints.
 //!
-//! Summaries are agent-controlled text: every control character is escaped
-//! so an event can neither forge extra lines nor send terminal escapes.
+//! Summaries, method names and done texts are agent-controlled: every
+//! character that moves the cursor, reorders or hides text is escaped (see
+//! [`escape`]), so an event can neither forge extra lines, send terminal
+//! escapes, nor pass for another event. JSON output is the event unchanged.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -14,14 +16,32 @@ use serde::Serialize;
 use crate::watch::{CheckpointNotice, Delivery, LivenessNotice, WatchdogNotice};
 use crate::writer::rfc3339_ms;
 
-/// `s` with control characters (newlines, ESC, ...) escaped Rust-style.
+/// Whether `c` must not reach a terminal as is: Unicode categories Cc
+/// (controls: newline, ESC, ...), Cf (format: the bidi overrides and
+/// isolates U+202A..U+202E and U+2066..U+2069, zero-width characters
+/// U+200B..U+200F, U+FEFF, soft hyphen, ...), Zl (U+2028 line separator)
+/// and Zp (U+2029 paragraph separator).
+pub fn is_unsafe_for_display(c: char) -> bool {
+    use unicode_general_category::{GeneralCategory as G, get_general_category};
+    // U+200B (zero width space) is Cf in older Unicode data and Cf-like in
+    // effect everywhere: listed explicitly so a data change cannot let it through.
+    c == '\u{200b}'
+        || matches!(
+            get_general_category(c),
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
+}
+
+/// `s` with every character [`is_unsafe_for_display`] escaped Rust-style
+/// (`\n`, `\u{1b}`, `\u{202e}`): one line on any terminal, in logical
+/// order, with nothing hidden.
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(is_unsafe_for_display) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() {
+        if is_unsafe_for_display(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -299,6 +319,30 @@ mod tests {
     fn human_line_escapes_agent_text() {
         let line = human_line(&done("a\nb\u{1b}[31m"));
         assert!(line.ends_with("blocked: a\\nb\\u{1b}[31m"), "{line}");
+    }
+
+    #[test]
+    fn human_line_escapes_text_that_reorders_hides_or_breaks_lines() {
+        let spoof = "tests fail\u{2028}2026-11-25T12:00:02.000Z  /q/a  done  success: all pass\u{2029}\u{202e}x\u{200b}\u{2066}\u{feff}\u{ad}";
+        let line = human_line(&done(spoof));
+        assert!(!line.contains(is_unsafe_for_display), "{line}");
+        assert!(
+            line.ends_with(
+                "blocked: tests fail\\u{2028}2026-11-25T12:00:02.000Z  /q/a  done  success: all pass\\u{2029}\\u{202e}x\\u{200b}\\u{2066}\\u{feff}\\u{ad}"
+            ),
+            "{line}"
+        );
+        // JSON keeps the text exact.
+        let v: serde_json::Value = serde_json::from_str(&json_line(&done(spoof))).unwrap();
+        assert_eq!(v["summary"], spoof);
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        for s in ["post_comment", "héllo wörld – 日本語 😀", "tab-free text"] {
+            assert!(matches!(escape(s), Cow::Borrowed(_)), "{s}");
+        }
+        assert_eq!(escape("post_comment\u{200b}"), "post_comment\\u{200b}");
     }
 
     #[test]

@@ -8,8 +8,9 @@
 
 pub mod audit;
 pub mod client;
-pub mod closing;
 pub mod config;
+pub mod fds;
+pub mod flood;
 pub mod forge;
 pub mod http;
 pub mod mcp;
@@ -18,3 +19,4 @@ pub mod scope;
 pub mod server;
 pub mod service;
 pub mod socket;
+pub mod text_check;

@@ -4,7 +4,9 @@
 //! The main session is driven by rmcp's client (its client role, not the
 //! bridge's server code path); the no-sidecar test speaks raw JSON-RPC lines
 //! so the wire names (`serverInfo`, `isError`, `structuredContent`) are
-//! checked independently of rmcp. The queue is read back afterwards: the
+//! checked independently of rmcp; a third drives the bridge with the official
+//! TypeScript SDK and Ajv in strict mode (`tests/mcp-ts/check.mjs`, installed
+//! by `tests/mcp-ts/install.sh`). The queue is read back afterwards: the
 //! calls made through MCP are audited exactly like calls made on the socket.
 //!
 
@@ -17,6 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_protocol::Method;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -25,17 +28,6 @@ use serde_json::{Value, json};
 
 /// Bound on every wait in these tests.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The seven tools, one per sidecar method.
-const TOOLS: [&str; 7] = [
-    "read_issue",
-    "read_pr",
-    "read_comments",
-    "post_comment",
-    "update_description",
-    "signal_done",
-    "scope",
-];
 
 fn sidecar_bin() -> PathBuf {
     workspace_bin("forge-sidecar")
@@ -148,16 +140,22 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
     assert!(!server_info.version.is_empty());
     assert!(server.capabilities.tools.is_some());
 
-    // tools/list: the seven methods, each with an object schema from the protocol types.
+    // tools/list: one tool per method, each with object schemas from the protocol types.
     let tools = tokio::time::timeout(WAIT, client.list_all_tools())
         .await
         .expect("tools/list in time")
         .expect("tools/list");
     let names: BTreeSet<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, BTreeSet::from(TOOLS));
+    assert_eq!(names, Method::ALL.iter().map(|m| m.name()).collect());
     for tool in &tools {
         assert_eq!(
             tool.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            tool.name
+        );
+        assert_eq!(
+            tool.output_schema.as_ref().and_then(|s| s.get("type")),
             Some(&json!("object")),
             "{}",
             tool.name
@@ -433,7 +431,32 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
         "{init}"
     );
     let listed = client.request("tools/list", json!({}));
-    assert_eq!(listed["result"]["tools"].as_array().map(Vec::len), Some(7));
+    assert_eq!(
+        listed["result"]["tools"].as_array().map(Vec::len),
+        Some(Method::ALL.len())
+    );
+    // Asked by clients on every start (Codex): answered, empty, nothing logged.
+    for (method, key) in [
+        ("resources/list", "resources"),
+        ("resources/templates/list", "resourceTemplates"),
+        ("prompts/list", "prompts"),
+    ] {
+        let listed = client.request(method, json!({}));
+        assert_eq!(listed["result"][key], json!([]), "{method}: {listed}");
+    }
+    let log = fs::read_to_string(dir.path().join("bridge.log")).expect("bridge log");
+    assert!(!log.contains("WARN"), "{log}");
+    // Arguments that are no object: invalid params, saying so.
+    let bad = client.request(
+        "tools/call",
+        json!({"name": "read_issue", "arguments": [17]}),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let message = bad["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("`arguments` must be an object") && message.contains("got an array"),
+        "{message}"
+    );
 
     let down = client.call("read_issue", json!({"number": 17}));
     assert_eq!(down["isError"], true, "{down}");
@@ -460,4 +483,127 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     let status = client.close();
     assert!(status.success(), "bridge exited with {status}");
     sidecar.stop();
+}
+
+/// A closing keyword hidden in Markdown is refused through the bridge just
+/// as on the socket, for both write tools, and nothing reaches the forge.
+#[tokio::test(flavor = "multi_thread")]
+async fn hidden_closing_keywords_are_refused_through_mcp() {
+    let gitea = forge_e2e::fake_gitea::FakeGitea::start();
+    let mut sidecar = SidecarProcess::against(&gitea, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _) = rmcp_bridge(
+        &sidecar.socket,
+        &dir.path().join("bridge.log"),
+        ProtocolVersion::V_2025_06_18,
+    )
+    .await;
+    for (tool, number) in [("post_comment", 17), ("update_description", 18)] {
+        for body in [
+            ">closes #5",
+            "Fixes the crash.\n\n*see*closes #5",
+            "|fixes #5|",
+        ] {
+            let result = call_tool(&client, tool, json!({"number": number, "body": body})).await;
+            assert_eq!(
+                result.is_error,
+                Some(true),
+                "{tool} {body:?}: {}",
+                text(&result)
+            );
+            let reason = text(&result);
+            assert!(reason.starts_with("scope_denied:"), "{reason}");
+            assert!(
+                reason.contains("#5") && reason.contains("instead"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("closes #5") || reason.contains("fixes #5"),
+                "{reason}"
+            );
+        }
+    }
+    let allowed = call_tool(
+        &client,
+        "post_comment",
+        json!({"number": 17, "body": "Closes #17; see #5"}),
+    )
+    .await;
+    assert_eq!(allowed.is_error, Some(false), "{}", text(&allowed));
+    tokio::time::timeout(WAIT, client.cancel())
+        .await
+        .expect("bridge closed in time")
+        .expect("close");
+    let writes = gitea.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "only the allowed comment reached the forge"
+    );
+    assert_eq!(writes[0].body_json().unwrap()["body"], "Closes #17; see #5");
+    let events = queue_events(&sidecar.queue);
+    let denied = events
+        .iter()
+        .filter(|e| e["kind"] == "op" && e["outcome"] == "denied")
+        .count();
+    assert_eq!(denied, 6);
+    assert_eq!(
+        ops(&events, "post_comment", 17).last().unwrap()["foreign_refs"],
+        json!(["#5"])
+    );
+    sidecar.stop();
+}
+
+#[test]
+fn typescript_sdk_client_compiles_the_schemas_strictly_and_calls_tools() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-ts");
+    assert!(
+        script
+            .join("node_modules/@modelcontextprotocol/sdk/package.json")
+            .exists(),
+        "the TypeScript MCP SDK is not installed: run tests/mcp-ts/install.sh (tests/run.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("s.sock");
+    let queue = dir.path().join("q");
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
+
+    let mut node = Command::new("node")
+        .arg(script.join("check.mjs"))
+        .arg(sidecar_bin())
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(dir.path().join("out")).expect("out"))
+        .stderr(fs::File::create(dir.path().join("err")).expect("err"))
+        .spawn()
+        .expect("run node (Node.js is needed for the tests)");
+    let status = wait_child(&mut node, WAIT, "node check.mjs");
+    let out = fs::read_to_string(dir.path().join("out")).expect("stdout");
+    let err = fs::read_to_string(dir.path().join("err")).expect("stderr");
+    assert!(status.success(), "{status}\n{out}\n{err}");
+    let tools = Method::ALL.len();
+    for line in [
+        "connected: forge-sidecar".to_string(),
+        format!(
+            "tools: {tools}; schemas compiled with Ajv strict (draft-07, 2020-12): {}",
+            2 * tools
+        ),
+        "read_issue #17: structuredContent matches the outputSchema".to_string(),
+        "post_comment #500: isError, scope_denied".to_string(),
+        "ok".to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in\n{out}\n{err}"
+        );
+    }
+    sidecar.stop();
+
+    // The SDK's calls reached the sidecar and were audited like any other.
+    let events = queue_events(&queue);
+    assert_eq!(ops(&events, "read_issue", 17)[0]["outcome"], "ok");
+    let denied = ops(&events, "post_comment", 500);
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["outcome"], "denied");
+    assert_eq!(denied[0]["error"]["name"], "scope_denied");
 }

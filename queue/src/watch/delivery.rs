@@ -9,6 +9,9 @@ use forge_protocol::event::Event;
 use crate::checkpoint::Checkpoint;
 
 /// One thing the watcher reports, in order per directory.
+// Deliveries are handed over one at a time: the size of the largest variant
+// costs nothing worth a Box in the public API.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// An event file from `new/`. If the handler returns `Ok` (and acking is

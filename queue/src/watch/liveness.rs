@@ -272,7 +272,9 @@ mod tests {
                     http_timeout_secs: 1,
                     heartbeat_secs,
                 },
+                text: Default::default(),
                 pid: 7,
+                run: None,
             }),
         )
     }
