@@ -1463,6 +1463,9 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     let keys = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
     let key_file = keys.path().join("bench.skey");
     fs::write(&key_file, format!("{}\n", key.expose_encoded())).expect("key file");
+    // The sidecar refuses a key every user can read.
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
     let env = |signed: bool| {
         let mut env = vec![
             ("FORGE_LOG".to_string(), "info".to_string()),
