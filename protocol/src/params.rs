@@ -132,6 +132,66 @@ pub struct DoneParams {
     pub summary: Text,
 }
 
+/// A branch name (`main`, `release/2.0`): non-empty, no whitespace or
+/// control characters, and none of the characters git forbids in a ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct BranchName(#[schemars(length(min = 1, max = 255))] String);
+
+impl BranchName {
+    /// `Some` for a name git could have as a branch.
+    pub fn new(s: impl Into<String>) -> Option<Self> {
+        let s = s.into();
+        let bad_char = |c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c);
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && !s.chars().any(bad_char)
+            && !s.starts_with(['/', '-', '.'])
+            && !s.ends_with(['/', '.'])
+            && !s.ends_with(".lock")
+            && !s.contains("..")
+            && !s.contains("//")
+            && !s.contains("@{");
+        ok.then_some(BranchName(s))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BranchName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BranchName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BranchName::new(s.clone()).ok_or_else(|| {
+            de::Error::custom(format!(
+                "'{}' is not a branch name; send a name such as \"main\"",
+                s.escape_debug()
+            ))
+        })
+    }
+}
+
+/// Parameters of `open_pr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenPrParams {
+    /// Title of the pull request.
+    pub title: Text,
+    /// Markdown description of the pull request.
+    pub body: Text,
+    /// Branch to merge into; the repository's default branch when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BranchName>,
+}
+
 /// Parameters of `scope`: none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,16 +215,22 @@ pub enum Method {
     SignalDone,
     /// What this session may write.
     Scope,
+    /// Open the pull request of the configured branch.
+    OpenPr,
+    /// Read the reviews of a pull request, with their inline comments.
+    ReadReviews,
 }
 
 impl Method {
     /// All methods, in documentation order.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 9] = [
         Method::ReadIssue,
         Method::ReadPr,
         Method::ReadComments,
+        Method::ReadReviews,
         Method::PostComment,
         Method::UpdateDescription,
+        Method::OpenPr,
         Method::SignalDone,
         Method::Scope,
     ];
@@ -179,6 +245,8 @@ impl Method {
             Method::UpdateDescription => "update_description",
             Method::SignalDone => "signal_done",
             Method::Scope => "scope",
+            Method::OpenPr => "open_pr",
+            Method::ReadReviews => "read_reviews",
         }
     }
 
@@ -189,13 +257,19 @@ impl Method {
 
     /// True for methods that write to the forge (write-scoped).
     pub fn writes_forge(self) -> bool {
-        matches!(self, Method::PostComment | Method::UpdateDescription)
+        matches!(
+            self,
+            Method::PostComment | Method::UpdateDescription | Method::OpenPr
+        )
     }
 
     /// The parameter names, in positional order.
     pub fn param_names(self) -> &'static [&'static str] {
         match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments => &["number"],
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
+                &["number"]
+            }
+            Method::OpenPr => &["title", "body", "base"],
             Method::PostComment | Method::UpdateDescription => &["number", "body"],
             Method::SignalDone => &["status", "summary"],
             Method::Scope => &[],
@@ -231,9 +305,10 @@ impl Method {
             ));
         }
         let result = match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments => {
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
                 serde_json::from_str::<NumberParams>(raw).map(drop)
             }
+            Method::OpenPr => serde_json::from_str::<OpenPrParams>(raw).map(drop),
             Method::PostComment | Method::UpdateDescription => {
                 serde_json::from_str::<WriteParams>(raw).map(drop)
             }
@@ -254,7 +329,12 @@ impl Method {
     /// A valid by-name example of the params, for error messages.
     pub fn example(self) -> &'static str {
         match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments => r#"{"number": 17}"#,
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
+                r#"{"number": 17}"#
+            }
+            Method::OpenPr => {
+                r#"{"title": "Fix the export", "body": "Closes #17", "base": "main"}"#
+            }
             Method::PostComment | Method::UpdateDescription => r#"{"number": 17, "body": "text"}"#,
             Method::SignalDone => r#"{"status": "success", "summary": "what was done"}"#,
             Method::Scope => "no params",
@@ -334,6 +414,26 @@ mod tests {
         assert!(err.contains("empty"), "{err}");
         let err = check(Method::SignalDone, r#"{"status": "maybe", "summary": "x"}"#).unwrap_err();
         assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn open_pr_base_is_optional_and_checked() {
+        check(Method::OpenPr, r#"{"title": "t", "body": "b"}"#).unwrap();
+        check(Method::OpenPr, r#"["t", "b", "release/2.0"]"#).unwrap();
+        for bad in ["", "a b", "../x", "x..y", "-x", "x.lock", "a:b", "x/"] {
+            let err = check(
+                Method::OpenPr,
+                &format!(r#"{{"title": "t", "body": "b", "base": "{bad}"}}"#),
+            )
+            .unwrap_err();
+            assert!(err.contains("branch name"), "{bad}: {err}");
+        }
+        let err = check(
+            Method::OpenPr,
+            r#"{"title": "t", "body": "b", "head": "x"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `head`"), "{err}");
     }
 
     #[test]

@@ -335,6 +335,7 @@ mod tests {
                 body: EventBody::Done(forge_protocol::event::Done {
                     status,
                     summary: "s".into(),
+                    warnings: vec![],
                 }),
             },
             backlog: 0,

@@ -67,12 +67,28 @@ fn event_summary(event: &Event) -> String {
                 s.limits.heartbeat_secs
             )
         }
-        EventBody::Intent(i) => format!("about to {} #{} (op {})", i.op, i.target, i.op_id),
+        EventBody::Intent(i) => match i.target {
+            Some(target) => format!("about to {} #{target} (op {})", i.op, i.op_id),
+            None => format!("about to {} (op {})", i.op, i.op_id),
+        },
         EventBody::Op(op) if op.outcome == Outcome::Ok => op.summary.clone(),
         // The sidecar's summaries already say "denied ..." or "failed ...".
         EventBody::Op(op) if op.summary.starts_with(op.outcome.as_str()) => op.summary.clone(),
         EventBody::Op(op) => format!("[{}] {}", op.outcome.as_str(), op.summary),
-        EventBody::Done(d) => format!("{}: {}", d.status.as_str(), d.summary),
+        EventBody::Done(d) if d.warnings.is_empty() => {
+            format!("{}: {}", d.status.as_str(), d.summary)
+        }
+        EventBody::Done(d) => format!(
+            "{}: {} [warnings: {}]",
+            d.status.as_str(),
+            d.summary,
+            d.warnings.join("; ")
+        ),
+        EventBody::ScopeGrown(g) => format!(
+            "PR #{} joined the writable set: branch {}, {}",
+            g.number, g.branch, g.reason
+        ),
+        EventBody::Unknown => "(a kind this version does not know; skipped)".to_string(),
         EventBody::SessionEnd(e) => format!(
             "{}; calls ok {}, denied {}, error {}; {}",
             e.reason,
@@ -198,6 +214,7 @@ mod tests {
                 body: EventBody::Done(Done {
                     status: DoneStatus::Blocked,
                     summary: summary.into(),
+                    warnings: vec![],
                 }),
             },
             backlog: 0,

@@ -401,6 +401,7 @@ mod tests {
             w.append(EventBody::Done(Done {
                 status: DoneStatus::Success,
                 summary: format!("event {i}"),
+                warnings: vec![],
             }))
             .unwrap();
         }

@@ -236,6 +236,7 @@ mod tests {
         EventBody::Done(Done {
             status: DoneStatus::Success,
             summary: summary.into(),
+            warnings: vec![],
         })
     }
 

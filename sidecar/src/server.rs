@@ -61,6 +61,9 @@ impl Server {
             writable: config.writable(),
             max_body_bytes: config.max_body_bytes,
             max_writes: config.max_writes,
+            branch: config.branch.clone(),
+            base_branches: config.base_branches.clone(),
+            max_prs: config.max_prs,
         };
         let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
         let sidecar = Arc::new(Sidecar::new(
@@ -72,6 +75,10 @@ impl Server {
             .start(&config)
             .await
             .context("write session_start to the queue")?;
+        sidecar
+            .discover_own_prs()
+            .await
+            .context("write scope_grown to the queue")?;
         Ok(Server {
             listener,
             socket_path: config.socket.clone(),

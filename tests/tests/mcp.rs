@@ -27,12 +27,14 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The seven tools, one per sidecar method.
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 9] = [
     "read_issue",
     "read_pr",
     "read_comments",
+    "read_reviews",
     "post_comment",
     "update_description",
+    "open_pr",
     "signal_done",
     "scope",
 ];
@@ -148,7 +150,7 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
     assert!(!server_info.version.is_empty());
     assert!(server.capabilities.tools.is_some());
 
-    // tools/list: the seven methods, each with an object schema from the protocol types.
+    // tools/list: every method, each with an object schema from the protocol types.
     let tools = tokio::time::timeout(WAIT, client.list_all_tools())
         .await
         .expect("tools/list in time")
@@ -164,7 +166,10 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
         );
         assert!(tool.description.as_deref().is_some_and(|d| d.len() > 80));
         let hints = tool.annotations.as_ref().expect("annotations");
-        let writes = matches!(tool.name.as_ref(), "post_comment" | "update_description");
+        let writes = matches!(
+            tool.name.as_ref(),
+            "post_comment" | "update_description" | "open_pr"
+        );
         assert_eq!(
             hints.read_only_hint,
             Some(!writes && tool.name != "signal_done")
@@ -433,7 +438,10 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
         "{init}"
     );
     let listed = client.request("tools/list", json!({}));
-    assert_eq!(listed["result"]["tools"].as_array().map(Vec::len), Some(7));
+    assert_eq!(
+        listed["result"]["tools"].as_array().map(Vec::len),
+        Some(TOOLS.len())
+    );
 
     let down = client.call("read_issue", json!({"number": 17}));
     assert_eq!(down["isError"], true, "{down}");

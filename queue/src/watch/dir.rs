@@ -364,6 +364,7 @@ mod tests {
             w.append(EventBody::Done(Done {
                 status: DoneStatus::Success,
                 summary: format!("{i}"),
+                warnings: vec![],
             }))
             .unwrap();
         }
@@ -420,6 +421,7 @@ mod tests {
         w.append(EventBody::Done(Done {
             status: DoneStatus::Failure,
             summary: "late".into(),
+            warnings: vec![],
         }))
         .unwrap();
         assert!(

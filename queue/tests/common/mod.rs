@@ -72,7 +72,7 @@ pub fn intent(op_id: u64, method: &str, target: u64) -> EventBody {
     EventBody::Intent(Intent {
         op_id,
         op: method.into(),
-        target,
+        target: Some(target),
     })
 }
 
@@ -80,6 +80,7 @@ pub fn done(status: DoneStatus, summary: &str) -> EventBody {
     EventBody::Done(Done {
         status,
         summary: summary.into(),
+        warnings: vec![],
     })
 }
 
