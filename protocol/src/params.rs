@@ -3,16 +3,22 @@
 //! Parameters may come by name (`{"number": 17}`) or by position (`[17]`).
 //! [`Method::check_params`] is the strict reading used by the server before
 //! dispatch: unknown fields and surplus positions are refused, naming them.
+//!
+//! [`Method::with_types`] is the one table from a method to its parameter and
+//! result types; the strict check and the JSON Schemas ([`crate::schema`]) are
+//! both derived from it.
 
 use std::fmt;
 use std::num::NonZeroU64;
 
 use schemars::JsonSchema;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::types::DoneStatus;
+use crate::types::{
+    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ScopeInfo, Updated,
+};
 
 /// An issue or pull request number: a positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
@@ -304,18 +310,15 @@ impl Method {
                 names.join(", ")
             ));
         }
-        let result = match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
-                serde_json::from_str::<NumberParams>(raw).map(drop)
+        /// Parses the params into the method's params type.
+        struct Parse<'a>(&'a str);
+        impl MethodTypes for Parse<'_> {
+            type Output = serde_json::Result<()>;
+            fn visit<P: ParamsType, R: ResultType>(self) -> Self::Output {
+                serde_json::from_str::<P>(self.0).map(drop)
             }
-            Method::OpenPr => serde_json::from_str::<OpenPrParams>(raw).map(drop),
-            Method::PostComment | Method::UpdateDescription => {
-                serde_json::from_str::<WriteParams>(raw).map(drop)
-            }
-            Method::SignalDone => serde_json::from_str::<DoneParams>(raw).map(drop),
-            Method::Scope => serde_json::from_str::<NoParams>(raw).map(drop),
-        };
-        result.map_err(|e| {
+        }
+        self.with_types(Parse(raw)).map_err(|e| {
             let msg = e.to_string();
             let reason = strip_position(&msg);
             format!(
@@ -324,6 +327,23 @@ impl Method {
                 self.example()
             )
         })
+    }
+
+    /// Calls `visitor` with this method's parameter type (what the params
+    /// deserialize into) and result type (what the call returns). The one
+    /// place that pairs a method with its types.
+    pub fn with_types<V: MethodTypes>(self, visitor: V) -> V::Output {
+        match self {
+            Method::ReadIssue => visitor.visit::<NumberParams, Issue>(),
+            Method::ReadPr => visitor.visit::<NumberParams, PullRequest>(),
+            Method::ReadComments => visitor.visit::<NumberParams, Vec<Comment>>(),
+            Method::ReadReviews => visitor.visit::<NumberParams, Vec<Review>>(),
+            Method::OpenPr => visitor.visit::<OpenPrParams, PullRequest>(),
+            Method::PostComment => visitor.visit::<WriteParams, Comment>(),
+            Method::UpdateDescription => visitor.visit::<WriteParams, Updated>(),
+            Method::SignalDone => visitor.visit::<DoneParams, DoneReceipt>(),
+            Method::Scope => visitor.visit::<NoParams, ScopeInfo>(),
+        }
     }
 
     /// A valid by-name example of the params, for error messages.
@@ -340,6 +360,23 @@ impl Method {
             Method::Scope => "no params",
         }
     }
+}
+
+/// What a method's parameter type provides: strict by-name parsing and a schema.
+pub trait ParamsType: DeserializeOwned + JsonSchema {}
+impl<T: DeserializeOwned + JsonSchema> ParamsType for T {}
+
+/// What a method's result type provides: the wire form both ways and a schema.
+pub trait ResultType: Serialize + DeserializeOwned + JsonSchema {}
+impl<T: Serialize + DeserializeOwned + JsonSchema> ResultType for T {}
+
+/// Something computed from a method's types, through [`Method::with_types`]
+/// (a parser, a schema generator, ...).
+pub trait MethodTypes {
+    /// What [`MethodTypes::visit`] returns.
+    type Output;
+    /// Called with the method's parameter type `P` and result type `R`.
+    fn visit<P: ParamsType, R: ResultType>(self) -> Self::Output;
 }
 
 impl fmt::Display for Method {

@@ -88,8 +88,12 @@ pub struct Comment {
 }
 
 /// Result of `update_description`: the updated issue or pull request.
+///
+/// Either way an object: the schema says so at its root, as MCP requires of a
+/// tool's output schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(extend("type" = "object"))]
 pub enum Updated {
     /// The number was a pull request.
     PullRequest(PullRequest),

@@ -110,12 +110,30 @@ async fn a_late_watcher_delivers_the_backlog_and_until_done_reports_the_status()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+        // Everything in new/ is delivered, what follows the done included.
         assert_eq!(
             kinds,
-            ["session_start", "op", "intent", "op", "op", "done"],
+            [
+                "session_start",
+                "op",
+                "intent",
+                "op",
+                "op",
+                "done",
+                "op",
+                "session_end"
+            ],
             "{status}"
         );
         assert_eq!(lines[5]["status"], status);
+        assert_eq!(lines[6]["op"], "signal_done");
+        assert!(
+            std::fs::read_dir(s.queue.join("new"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "nothing left behind in new/"
+        );
         assert_eq!(lines[0]["dir"], s.queue.display().to_string());
     }
 }

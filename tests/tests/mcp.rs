@@ -4,7 +4,9 @@
 //! The main session is driven by rmcp's client (its client role, not the
 //! bridge's server code path); the no-sidecar test speaks raw JSON-RPC lines
 //! so the wire names (`serverInfo`, `isError`, `structuredContent`) are
-//! checked independently of rmcp. The queue is read back afterwards: the
+//! checked independently of rmcp; a third drives the bridge with the official
+//! TypeScript SDK and Ajv in strict mode (`tests/mcp-ts/check.mjs`, installed
+//! by `tests/mcp-ts/install.sh`). The queue is read back afterwards: the
 //! calls made through MCP are audited exactly like calls made on the socket.
 //!
 
@@ -17,6 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_protocol::Method;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
@@ -25,19 +28,6 @@ use serde_json::{Value, json};
 
 /// Bound on every wait in these tests.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The seven tools, one per sidecar method.
-const TOOLS: [&str; 9] = [
-    "read_issue",
-    "read_pr",
-    "read_comments",
-    "read_reviews",
-    "post_comment",
-    "update_description",
-    "open_pr",
-    "signal_done",
-    "scope",
-];
 
 fn sidecar_bin() -> PathBuf {
     workspace_bin("forge-sidecar")
@@ -150,16 +140,22 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
     assert!(!server_info.version.is_empty());
     assert!(server.capabilities.tools.is_some());
 
-    // tools/list: every method, each with an object schema from the protocol types.
+    // tools/list: one tool per method, each with object schemas from the protocol types.
     let tools = tokio::time::timeout(WAIT, client.list_all_tools())
         .await
         .expect("tools/list in time")
         .expect("tools/list");
     let names: BTreeSet<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, BTreeSet::from(TOOLS));
+    assert_eq!(names, Method::ALL.iter().map(|m| m.name()).collect());
     for tool in &tools {
         assert_eq!(
             tool.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            tool.name
+        );
+        assert_eq!(
+            tool.output_schema.as_ref().and_then(|s| s.get("type")),
             Some(&json!("object")),
             "{}",
             tool.name
@@ -440,7 +436,29 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     let listed = client.request("tools/list", json!({}));
     assert_eq!(
         listed["result"]["tools"].as_array().map(Vec::len),
-        Some(TOOLS.len())
+        Some(Method::ALL.len())
+    );
+    // Asked by clients on every start (Codex): answered, empty, nothing logged.
+    for (method, key) in [
+        ("resources/list", "resources"),
+        ("resources/templates/list", "resourceTemplates"),
+        ("prompts/list", "prompts"),
+    ] {
+        let listed = client.request(method, json!({}));
+        assert_eq!(listed["result"][key], json!([]), "{method}: {listed}");
+    }
+    let log = fs::read_to_string(dir.path().join("bridge.log")).expect("bridge log");
+    assert!(!log.contains("WARN"), "{log}");
+    // Arguments that are no object: invalid params, saying so.
+    let bad = client.request(
+        "tools/call",
+        json!({"name": "read_issue", "arguments": [17]}),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let message = bad["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("`arguments` must be an object") && message.contains("got an array"),
+        "{message}"
     );
 
     let down = client.call("read_issue", json!({"number": 17}));
@@ -468,4 +486,142 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     let status = client.close();
     assert!(status.success(), "bridge exited with {status}");
     sidecar.stop();
+}
+
+#[test]
+fn typescript_sdk_client_compiles_the_schemas_strictly_and_calls_tools() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-ts");
+    assert!(
+        script
+            .join("node_modules/@modelcontextprotocol/sdk/package.json")
+            .exists(),
+        "the TypeScript MCP SDK is not installed: run tests/mcp-ts/install.sh (tests/run.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("s.sock");
+    let queue = dir.path().join("q");
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
+
+    let mut node = Command::new("node")
+        .arg(script.join("check.mjs"))
+        .arg(sidecar_bin())
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(dir.path().join("out")).expect("out"))
+        .stderr(fs::File::create(dir.path().join("err")).expect("err"))
+        .spawn()
+        .expect("run node (Node.js is needed for the tests)");
+    let status = wait_child(&mut node, WAIT, "node check.mjs");
+    let out = fs::read_to_string(dir.path().join("out")).expect("stdout");
+    let err = fs::read_to_string(dir.path().join("err")).expect("stderr");
+    assert!(status.success(), "{status}\n{out}\n{err}");
+    let tools = Method::ALL.len();
+    for line in [
+        "connected: forge-sidecar".to_string(),
+        format!(
+            "tools: {tools}; schemas compiled with Ajv strict (draft-07, 2020-12): {}",
+            2 * tools
+        ),
+        "read_issue #17: structuredContent matches the outputSchema".to_string(),
+        "post_comment #500: isError, scope_denied".to_string(),
+        "ok".to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in\n{out}\n{err}"
+        );
+    }
+    sidecar.stop();
+
+    // The SDK's calls reached the sidecar and were audited like any other.
+    let events = queue_events(&queue);
+    assert_eq!(ops(&events, "read_issue", 17)[0]["outcome"], "ok");
+    let denied = ops(&events, "post_comment", 500);
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["outcome"], "denied");
+    assert_eq!(denied[0]["error"]["name"], "scope_denied");
+}
+
+/// The whole PR loop through the bridge, against the fake Gitea with no PR
+/// assigned: read the issue, open the PR, update it, read its review,
+/// signal done.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pr_loop_works_through_the_bridge() {
+    use forge_e2e::fake_gitea::{AGENT_BRANCH, FakeGitea};
+    let gitea = FakeGitea::start();
+    let sidecar = SidecarProcess::against(
+        &gitea,
+        &[("FORGE_PR_NUMBER", ""), ("FORGE_BRANCH", AGENT_BRANCH)],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _) = rmcp_bridge(
+        &sidecar.socket,
+        &dir.path().join("bridge.log"),
+        ProtocolVersion::V_2025_11_25,
+    )
+    .await;
+    let structured = |r: &CallToolResult| r.structured_content.clone().expect("structured");
+
+    let issue = call_tool(&client, "read_issue", json!({"number": 17})).await;
+    assert_eq!(issue.is_error, Some(false), "{}", text(&issue));
+    let opened = call_tool(
+        &client,
+        "open_pr",
+        json!({"title": "Render an empty widget", "body": "Closes #17"}),
+    )
+    .await;
+    assert_eq!(opened.is_error, Some(false), "{}", text(&opened));
+    let number = structured(&opened)["number"].as_u64().unwrap();
+    let updated = call_tool(
+        &client,
+        "update_description",
+        json!({"number": number, "body": "Closes #17.\n\nAlso handles whitespace."}),
+    )
+    .await;
+    assert_eq!(updated.is_error, Some(false), "{}", text(&updated));
+
+    gitea.add_review(
+        number,
+        "alice",
+        "REQUEST_CHANGES",
+        "One more case.",
+        &[("src/render.rs", 12, "And tabs?")],
+    );
+    let reviews = call_tool(&client, "read_reviews", json!({"number": number})).await;
+    assert_eq!(reviews.is_error, Some(false), "{}", text(&reviews));
+    let list = structured(&reviews)["reviews"].clone();
+    assert_eq!(list[0]["state"], "request_changes", "{list}");
+    assert_eq!(list[0]["comments"][0]["body"], "And tabs?");
+
+    let again = call_tool(&client, "open_pr", json!({"title": "Again", "body": "b"})).await;
+    assert_eq!(again.is_error, Some(true));
+    assert!(
+        text(&again).starts_with("limit_exceeded:"),
+        "{}",
+        text(&again)
+    );
+
+    let done = call_tool(
+        &client,
+        "signal_done",
+        json!({"status": "success", "summary": "PR opened and updated."}),
+    )
+    .await;
+    assert_eq!(done.is_error, Some(false), "{}", text(&done));
+    assert_eq!(structured(&done)["warnings"], json!([]));
+    let events = sidecar.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, _, v)| v["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"scope_grown") && kinds.contains(&"done"),
+        "{kinds:?}"
+    );
+    assert!(
+        gitea.contract_violations().is_empty(),
+        "{:?}",
+        gitea.contract_violations()
+    );
+    client.cancel().await.expect("close the session");
 }
