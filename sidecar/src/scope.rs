@@ -413,7 +413,7 @@ impl ScopedForge {
         for (what, text) in [("title", &title), ("body", &body)] {
             if let Some(e) = self.escape_in(text.as_str()) {
                 return Err(self.escape_error(
-                    format!("open_pr denied: its {what} carries {}", e.describe()),
+                    format!("open_pr denied: in its {what}, {}", e.describe()),
                     "mention it without a closing keyword (e.g. 'see #500')",
                     &e,
                 ));
