@@ -4,10 +4,18 @@
 //! [`Event`]; the `kind` field selects the [`EventBody`] variant, whose
 //! fields are flattened into the same object.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::types::DoneStatus;
+
+/// Largest `op` event file, bytes: its caller-controlled parts are cut
+/// (method names to 64 characters, summaries and messages to 512, see
+/// [`crate::echo`]; a coalesced map holds at most 17 names), and JSON
+/// escaping at most sextuples a character.
+pub const MAX_OP_EVENT_BYTES: usize = 16 * 1024;
 
 /// Schema version written in every event's `v` field.
 pub const EVENT_VERSION: u32 = 1;
@@ -88,6 +96,11 @@ pub struct SessionStart {
     pub limits: Limits,
     /// Process id of the sidecar.
     pub pid: u32,
+    /// The host's run this session belongs to (`FORGE_RUN_ID`); absent
+    /// when none was given. Sessions of the same run in one queue directory
+    /// share the write budget and the done signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// Configured limits, as recorded in `session_start`.
@@ -124,10 +137,23 @@ pub struct ScopeGrown {
     pub number: u64,
     /// Its head branch: the configured `FORGE_BRANCH`.
     pub branch: String,
-    /// How it was found: `opened` (by this session's `open_pr`), `found at
-    /// start`, or `found on write` (an existing PR of the branch, looked up
-    /// when a write targeted it).
+    /// How it was found: [`ScopeGrown::OPENED`] (by this session's
+    /// `open_pr`), [`ScopeGrown::AT_START`], [`ScopeGrown::ON_WRITE`] (an
+    /// existing PR of the branch, looked up when a write targeted it) or
+    /// [`ScopeGrown::ON_OPEN`].
     pub reason: String,
+}
+
+impl ScopeGrown {
+    /// The session's `open_pr` opened it (it counts against `FORGE_MAX_PRS`
+    /// for the whole run).
+    pub const OPENED: &str = "opened";
+    /// It existed when the session started.
+    pub const AT_START: &str = "found at start";
+    /// It was looked up when a write targeted its number.
+    pub const ON_WRITE: &str = "found on write";
+    /// `open_pr` found it already open for the branch.
+    pub const ON_OPEN: &str = "found by open_pr";
 }
 
 /// How a call ended.
@@ -204,6 +230,20 @@ pub struct Op {
     pub duration_ms: u64,
     /// Who called.
     pub peer: Option<Peer>,
+    /// Present on an `op` that stands for several calls over the audit rate
+    /// (method as called -> number of calls, all with this `outcome`); such
+    /// an event has `op` `(coalesced)`. Absent on the `op` of one call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<BTreeMap<String, u64>>,
+}
+
+impl Op {
+    /// How many calls this event stands for.
+    pub fn calls(&self) -> u64 {
+        self.coalesced
+            .as_ref()
+            .map_or(1, |by_op| by_op.values().sum())
+    }
 }
 
 /// Fields of `done`.
@@ -234,10 +274,15 @@ pub struct OutcomeCounts {
 impl OutcomeCounts {
     /// Count one call.
     pub fn add(&mut self, outcome: Outcome) {
+        self.add_many(outcome, 1);
+    }
+
+    /// Count `n` calls with the same outcome.
+    pub fn add_many(&mut self, outcome: Outcome, n: u64) {
         match outcome {
-            Outcome::Ok => self.ok += 1,
-            Outcome::Denied => self.denied += 1,
-            Outcome::Error => self.error += 1,
+            Outcome::Ok => self.ok += n,
+            Outcome::Denied => self.denied += n,
+            Outcome::Error => self.error += n,
         }
     }
 }

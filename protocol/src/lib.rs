@@ -7,6 +7,7 @@
 //! ([`ForgeApiServer`] / [`ForgeApiClient`]), the JSON Schemas of params and
 //! results ([`schema`]) and the queue event schema ([`event`]). The crate does no I/O.
 
+pub mod echo;
 pub mod error;
 pub mod event;
 pub mod params;

@@ -178,8 +178,8 @@ impl<'de> Deserialize<'de> for BranchName {
         let s = String::deserialize(d)?;
         BranchName::new(s.clone()).ok_or_else(|| {
             de::Error::custom(format!(
-                "'{}' is not a branch name; send a name such as \"main\"",
-                s.escape_debug()
+                "`{}` is not a branch name; send a name such as `main`",
+                crate::echo::quote(&s.escape_debug().to_string())
             ))
         })
     }
@@ -292,8 +292,12 @@ impl Method {
         let raw = if raw == "null" { "[]" } else { raw };
         let names = self.param_names();
         if raw.starts_with('[') {
-            let items: Vec<&RawValue> = serde_json::from_str(raw)
-                .map_err(|e| format!("params must be an array or an object: {e}"))?;
+            let items: Vec<&RawValue> = serde_json::from_str(raw).map_err(|e| {
+                format!(
+                    "params must be an array or an object: {}",
+                    crate::echo::quote_spans(&e.to_string())
+                )
+            })?;
             if items.len() > names.len() {
                 return Err(format!(
                     "{} takes {} positional param(s) ({}), got {}",
@@ -320,7 +324,8 @@ impl Method {
         }
         self.with_types(Parse(raw)).map_err(|e| {
             let msg = e.to_string();
-            let reason = strip_position(&msg);
+            // serde quotes the offending key or value: cut what it repeats.
+            let reason = crate::echo::quote_spans(strip_position(&msg));
             format!(
                 "invalid params for {}: {reason}; expected {}",
                 self.name(),
@@ -471,6 +476,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("unknown field `head`"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_bad_branch_is_cut() {
+        let err = check(
+            Method::OpenPr,
+            &format!(
+                r#"{{"title": "t", "body": "b", "base": "a b{}"}}"#,
+                "x".repeat(1 << 16)
+            ),
+        )
+        .unwrap_err();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(err.contains(crate::echo::CUT_MARK), "{err}");
+    }
+
+    #[test]
+    fn a_huge_unknown_key_is_named_but_cut() {
+        let key = "k".repeat(1 << 20);
+        let err = check(Method::Scope, &format!(r#"{{"{key}": 1}}"#)).unwrap_err();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(err.contains("unknown field `kkkk"), "{err}");
+        assert!(err.contains(crate::echo::CUT_MARK), "{err}");
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn start() -> EventBody {
             heartbeat_secs: 5,
         },
         pid: std::process::id(),
+        run: None,
     })
 }
 
@@ -179,6 +180,7 @@ fn read_op(i: u64) -> EventBody {
         error: None,
         duration_ms: 12,
         peer: None,
+        coalesced: None,
     })
 }
 

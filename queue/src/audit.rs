@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::QueueError;
 use crate::reader::{self, QueueDir};
 use crate::render::escape;
+use crate::state::{HostState, WatchdogVerdict};
 use crate::verify::{Problem, Verifier};
 use crate::watch::{DEFAULT_HEARTBEAT_SECS, STALE_INTERVALS};
 use crate::writer::Heartbeat;
@@ -59,6 +60,11 @@ pub struct SessionAudit {
     pub end: Lifecycle,
     /// Chain verification of the session.
     pub chain: ChainStatus,
+    /// The watchdog's verdict, from the host's state ([`apply_state`]).
+    pub watchdog: Option<WatchdogVerdict>,
+    /// Done was signalled and no watchdog fired: the run reported its own
+    /// end.
+    pub complete: bool,
 }
 
 /// The useful part of `session_start`.
@@ -214,6 +220,19 @@ pub fn audit_dir(dir: &Path, now: DateTime<Utc>) -> Result<DirAudit, QueueError>
     })
 }
 
+/// Add what the host's state says (`audit --state`): the watchdog's
+/// verdicts, which make a session incomplete.
+pub fn apply_state(audit: &mut DirAudit, state: &HostState) -> Result<(), QueueError> {
+    let mut verdicts = state.watchdogs()?;
+    for s in &mut audit.sessions {
+        if let Some(v) = verdicts.remove(&s.session) {
+            s.watchdog = Some(v);
+            s.complete = false;
+        }
+    }
+    Ok(())
+}
+
 /// What one session's events add up to so far.
 #[derive(Default)]
 struct Tally {
@@ -253,6 +272,14 @@ impl Tally {
             }
             EventBody::Op(op) => {
                 self.intents.remove(&op.op_id);
+                if let Some(by_op) = &op.coalesced {
+                    // One event for many calls over the audit rate: count each.
+                    for (name, n) in by_op {
+                        let counts = self.calls.entry(name.clone()).or_default();
+                        counts.add_many(op.outcome, *n);
+                    }
+                    return;
+                }
                 self.calls.entry(op.op.clone()).or_default().add(op.outcome);
                 let writes = Method::from_name(&op.op).is_some_and(Method::writes_forge);
                 if writes && op.outcome != Outcome::Ok {
@@ -328,6 +355,8 @@ impl Tally {
 
     fn into_audit(self, session: String, end: Lifecycle, problems: Vec<Problem>) -> SessionAudit {
         SessionAudit {
+            complete: self.done.is_some(),
+            watchdog: None,
             session,
             events: self.events,
             start: self.start,
@@ -459,6 +488,15 @@ impl fmt::Display for SessionAudit {
             ),
         };
         writeln!(f, "  end: {end}")?;
+        if let Some(w) = &self.watchdog {
+            writeln!(
+                f,
+                "  watchdog fired at {}: no event for {}s (limit {}s): done without self-report; run incomplete",
+                w.fired_at,
+                w.idle_ms / 1000,
+                w.limit_ms / 1000
+            )?;
+        }
         if self.chain.intact {
             writeln!(f, "  chain: intact")
         } else {
@@ -492,6 +530,7 @@ mod tests {
             }),
             duration_ms: 1,
             peer: None,
+            coalesced: None,
         })
     }
 

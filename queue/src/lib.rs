@@ -5,29 +5,43 @@
 //! <queue>/new/        complete events the host has not consumed yet
 //! <queue>/cur/        events the host has consumed (moved here = ack)
 //! <queue>/heartbeat   {"pid", "session", "ts"}, replaced every interval
+//! <queue>/checkpoint/<session>   the session's signed checkpoint
 //! ```
 //!
 //! The writer half ([`QueueWriter`]) is what the sidecar uses: every event is
 //! durable (fsynced and renamed into `new/`, directory fsynced) before
 //! [`QueueWriter::append`] returns, and each event carries the SHA-256 of the
-//! previous one so edits, deletions and reordering are detectable.
+//! previous one so edits, deletions and reordering are detectable. With a
+//! [`checkpoint::CheckpointSigner`] it also signs checkpoints of the chain
+//! ([`note`], [`checkpoint`]), which protect a session's last events.
 //!
 //! The host half reads the same directory:
 //! - [`watch::Watcher`] delivers every event in order to a handler and acks it
 //!   (moves it to `cur/`) when the handler succeeds; it also reports a stale
 //!   sidecar (heartbeat too old, no `session_end`). Delivery is
 //!   at-least-once; the idempotency key is `session` + `seq`.
-//! - [`verify::verify_dir`] checks every session's hash chain.
+//! - [`verify::verify_dir`] checks every session's hash chain;
+//!   [`verify::verify_dir_signed`] its signed checkpoints too.
+//! - [`trust::DoneTrust`] tells which `done` a signed checkpoint covers.
+//! - [`state::HostState`] is what the host keeps of what it saw.
+//! - [`export::export_dir`] makes one record per run.
 //! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
 //!   writes with unknown outcome, the done signal, how it ended.
+//! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
 //! - [`reader`] lists and parses queue files, for anything else.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod durable;
 pub mod error;
+pub mod export;
 pub mod names;
+pub mod note;
 pub mod reader;
 pub mod render;
+pub mod run;
+pub mod state;
+pub mod trust;
 pub mod verify;
 pub mod watch;
 pub mod writer;

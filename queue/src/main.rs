@@ -1,12 +1,16 @@
 //! `forge-queue`: the host's view of forge-sidecar queue directories.
 //!
 //! - `watch DIR...`: print every event in order and ack it (move it to
-//!   `cur/`); report stale sidecars. Exit codes with `--until-done`:
-//!   0 all done with success, 1 a failure, 4 a directory without done
-//!   (stale sidecar, or session ended without done), 3 blocked; the most
-//!   severe wins in that order. 2: usage or I/O error.
+//!   `cur/`); report stale sidecars, signed checkpoints (`--key`) and the
+//!   watchdog (`--watchdog`). Exit codes with `--until-done`: 0 all done
+//!   with success, 1 a failure, 4 a directory without done (stale sidecar,
+//!   or session ended without done), 5 the watchdog fired, 3 blocked; the
+//!   most severe wins in that order. 2: usage or I/O error.
 //! - `audit DIR...`: per-session summary (table, or `--json`). 0, or 2.
-//! - `verify DIR...`: chain check. 0 intact, 1 broken, 2 usage or I/O.
+//! - `verify DIR...`: chain check (and signed checkpoints with `--key`).
+//!   0 intact, 1 broken, 2 usage or I/O.
+//! - `export DIR`: one JSON record per session. 0, or 2.
+//! - `keygen NAME`: a signing key and its verifier key. 0, or 2.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -18,11 +22,95 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use forge_protocol::DoneStatus;
 use forge_protocol::event::EventBody;
+use forge_queue::state::{HostState, WatchdogVerdict};
+use forge_queue::trust::{DoneTrust, Verdict};
 use forge_queue::watch::{Delivery, StopHandle, WatchOptions, Watcher};
-use forge_queue::{audit, render, verify};
+use forge_queue::{audit, note, render, verify};
 
 /// Exit code: usage or I/O error.
 const EXIT_ERROR: u8 = 2;
+/// Exit code of `watch --until-done` when a watchdog fired (and nothing
+/// more severe happened).
+const EXIT_WATCHDOG: u8 = 5;
+
+/// With `watch --state`: what the host keeps of what it saw.
+struct Kept {
+    states: HashMap<PathBuf, HostState>,
+    key: Option<note::VerifierKey>,
+    /// Events of the newest checkpoint kept, per (dir, session).
+    newest: HashMap<(PathBuf, String), u64>,
+}
+
+impl Kept {
+    fn open<'a>(
+        root: &Path,
+        dirs: impl Iterator<Item = &'a Path>,
+        key: Option<note::VerifierKey>,
+    ) -> anyhow::Result<Kept> {
+        let mut states = HashMap::new();
+        for dir in dirs {
+            let state = HostState::open(root, dir)
+                .with_context(|| format!("state for {}", dir.display()))?;
+            states.insert(dir.to_path_buf(), state);
+        }
+        Ok(Kept {
+            states,
+            key,
+            newest: HashMap::new(),
+        })
+    }
+
+    /// Keep a verified checkpoint that covers more than the one kept; record
+    /// a watchdog verdict.
+    fn observe(&mut self, d: &Delivery) -> io::Result<()> {
+        let Some(state) = self.states.get(d.dir()) else {
+            return Ok(());
+        };
+        match d {
+            Delivery::Checkpoint(c) => {
+                let key = (c.dir.clone(), c.checkpoint.session.clone());
+                let kept = match self.newest.get(&key) {
+                    Some(n) => *n,
+                    // The first time: what an earlier run kept, if it still
+                    // verifies (any other is replaced).
+                    None => state
+                        .checkpoints()
+                        .map_err(io::Error::other)?
+                        .get(&c.checkpoint.session)
+                        .and_then(|note| {
+                            let key = self.key.as_ref()?;
+                            forge_queue::checkpoint::Checkpoint::open(note, key).ok()
+                        })
+                        .map_or(0, |k| k.events),
+                };
+                if c.checkpoint.events > kept {
+                    state
+                        .keep_checkpoint(&c.checkpoint.session, &c.note)
+                        .map_err(io::Error::other)?;
+                    self.newest.insert(key, c.checkpoint.events);
+                } else {
+                    self.newest.insert(key, kept);
+                }
+            }
+            Delivery::Watchdog(w) => {
+                let Some(session) = &w.session else {
+                    return Ok(());
+                };
+                state
+                    .record_watchdog(&WatchdogVerdict {
+                        session: session.clone(),
+                        fired_at: forge_queue::writer::rfc3339_ms(w.at),
+                        last_event_ts: w.last_event_ts.clone(),
+                        idle_ms: w.idle.as_millis() as u64,
+                        limit_ms: w.limit.as_millis() as u64,
+                    })
+                    .map_err(io::Error::other)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +137,39 @@ enum Command {
     Audit(AuditArgs),
     /// Check every session's hash chain: exit 0 intact, 1 broken.
     Verify(VerifyArgs),
+    /// Generate an Ed25519 key pair for signed checkpoints: NAME.skey (the
+    /// sidecar's signing key, mode 0600) and NAME.vkey (the verifier key the
+    /// host passes to --key); prints the verifier key.
+    Keygen(KeygenArgs),
+    /// Print one JSON document per session (one per line): repository,
+    /// issue, writable set, times, done, calls, refused and unknown writes,
+    /// watchdog verdict, every event, and what was verified.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The queue directory.
+    dir: PathBuf,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Verify the signed checkpoints with this verifier key (or a file
+    /// holding it).
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// The host's state directory (see watch --state).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The key's name (no spaces, no '+'), e.g. forge-sidecar.example.
+    name: String,
+    /// Directory to write the two files to.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -63,11 +184,28 @@ struct WatchArgs {
     #[arg(long)]
     no_ack: bool,
     /// Exit once every DIR has delivered its first done event (or has
-    /// none coming: stale sidecar, session ended without done).
-    /// Exit 0 all success, 1 any failure, 4 any without done, 3 any blocked
-    /// (the first that applies).
+    /// none coming: stale sidecar, session ended without done, watchdog).
+    /// Exit 0 all success, 1 any failure, 4 any without done, 5 any
+    /// watchdog, 3 any blocked (the first that applies).
     #[arg(long)]
     until_done: bool,
+    /// Verifier key (name+hash+key, or a file holding it): read the signed
+    /// checkpoints, print each that covers more events, and with
+    /// --until-done act only on a done a checkpoint signed by this key
+    /// covers; any other done is reported as unverified.
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// The host's own state directory (never the queue): keeps the newest
+    /// verified checkpoint of each session (with --key) and the watchdog's
+    /// verdicts, for verify --state and audit --state.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Report a directory whose latest session is alive but has written no
+    /// event for this long (e.g. 30m, 90s): "watchdog fired: done without
+    /// self-report". Heartbeats do not reset it. With --until-done it
+    /// settles the directory (exit 5).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    watchdog: Option<Duration>,
     /// Safety-net rescan interval in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     rescan_ms: u64,
@@ -84,6 +222,10 @@ struct AuditArgs {
     /// A JSON array with one object per DIR.
     #[arg(long)]
     json: bool,
+    /// The host's state directory (see watch --state): shows the watchdog's
+    /// verdicts, which make a run incomplete.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -94,6 +236,45 @@ struct VerifyArgs {
     /// A JSON array with one object per DIR.
     #[arg(long)]
     json: bool,
+    /// Also check the signed checkpoints against this verifier key (the
+    /// key itself, name+hash+key, or a file holding it).
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
+    /// The host's state directory (see watch --state): checkpoints kept
+    /// there must not be newer than the queue's.
+    #[arg(long, value_name = "DIR", requires = "key")]
+    state: Option<PathBuf>,
+}
+
+/// `500ms`, `90s`, `30m`, `2h`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 30m, 90s or 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("'{s}': the unit must be ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d)
+}
+
+/// A verifier key given as the key string or as a file holding it.
+fn load_verifier(arg: &str) -> anyhow::Result<note::VerifierKey> {
+    if let Ok(key) = note::VerifierKey::parse(arg) {
+        return Ok(key);
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| {
+        format!("--key {arg}: neither a verifier key (name+hash+key) nor a readable file")
+    })?;
+    note::VerifierKey::parse(&text).with_context(|| format!("--key {arg}"))
 }
 
 fn main() -> ExitCode {
@@ -103,6 +284,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch(args),
         Command::Audit(args) => audit_cmd(args),
         Command::Verify(args) => verify_cmd(args),
+        Command::Keygen(args) => keygen(args),
+        Command::Export(args) => export_cmd(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -128,13 +311,20 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    let key = args.key.as_deref().map(load_verifier).transpose()?;
     let options = WatchOptions {
         ack: !args.no_ack,
         rescan_interval: Duration::from_millis(args.rescan_ms),
         notify: !args.poll_only,
+        checkpoint_key: key.clone(),
+        watchdog: args.watchdog,
         ..WatchOptions::default()
     };
     let mut watcher = Watcher::new(&args.dirs, options)?;
+    let mut kept = match &args.state {
+        Some(root) => Some(Kept::open(root, watcher.dirs(), key.clone())?),
+        None => None,
+    };
     if !args.poll_only {
         for dir in watcher.unwatched() {
             eprintln!(
@@ -144,27 +334,79 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    let mut until = args
-        .until_done
-        .then(|| UntilDone::new(watcher.dirs(), watcher.stop_handle()));
+    let mut until = args.until_done.then(|| {
+        UntilDone::new(
+            watcher.dirs(),
+            watcher.stop_handle(),
+            key.is_some().then(DoneTrust::new),
+        )
+    });
     let mut stdout = io::stdout().lock();
+    let mut newest_printed: HashMap<(PathBuf, String), u64> = HashMap::new();
     let mut deliver = |d: &Delivery| -> io::Result<()> {
-        match d {
+        let print = match d {
             // Not an event: a warning for the operator, not output.
-            Delivery::Invalid(_) => eprintln!("forge-queue: {}", render::human_line(d)),
-            _ => {
-                let line = if args.json {
-                    render::json_line(d)
-                } else {
-                    render::human_line(d)
-                };
-                writeln!(stdout, "{line}")?;
-                // Flushed before the watcher acks: printed, then moved.
-                stdout.flush()?;
+            Delivery::Invalid(_) => {
+                eprintln!("forge-queue: {}", render::human_line(d));
+                false
             }
+            // A checkpoint is re-signed every heartbeat: print the ones
+            // that cover more.
+            Delivery::Checkpoint(c) => {
+                let key = (c.dir.clone(), c.checkpoint.session.clone());
+                let newer = newest_printed
+                    .get(&key)
+                    .is_none_or(|n| c.checkpoint.events > *n);
+                if newer {
+                    newest_printed.insert(key, c.checkpoint.events);
+                }
+                newer
+            }
+            _ => true,
+        };
+        if print {
+            let line = if args.json {
+                render::json_line(d)
+            } else {
+                render::human_line(d)
+            };
+            writeln!(stdout, "{line}")?;
+            // Flushed before the watcher acks: printed, then moved.
+            stdout.flush()?;
+        }
+        if let Some(kept) = &mut kept {
+            kept.observe(d)?;
         }
         if let Some(until) = &mut until {
-            until.observe(d);
+            for verdict in until.observe(d) {
+                if let Verdict::Unverified {
+                    dir,
+                    session,
+                    seq,
+                    reason,
+                } = &verdict
+                {
+                    let line = if args.json {
+                        serde_json::json!({
+                            "kind": "unverified_done",
+                            "dir": dir.to_string_lossy(),
+                            "session": session,
+                            "seq": seq,
+                            "reason": reason,
+                        })
+                        .to_string()
+                    } else {
+                        format!(
+                            "{}  {}  {:<13}  done at seq {seq} of session {session} not acted on: {reason}",
+                            forge_queue::writer::rfc3339_ms(chrono::Utc::now()),
+                            render::escape(&dir.to_string_lossy()),
+                            "unverified_done"
+                        )
+                    };
+                    writeln!(stdout, "{line}")?;
+                    stdout.flush()?;
+                }
+            }
         }
         Ok(())
     };
@@ -185,6 +427,8 @@ enum Settled {
     Stale,
     /// Session ended without done.
     Abandoned,
+    /// Alive, but no event for the watchdog's limit.
+    Watchdog,
 }
 
 /// `--until-done` bookkeeping: stops the watcher once every directory is
@@ -192,24 +436,39 @@ enum Settled {
 struct UntilDone {
     settled: HashMap<PathBuf, Option<Settled>>,
     stop: StopHandle,
+    /// With a key: a done settles only once a signed checkpoint covers it.
+    trust: Option<DoneTrust>,
 }
 
 impl UntilDone {
-    fn new<'a>(dirs: impl Iterator<Item = &'a Path>, stop: StopHandle) -> UntilDone {
+    fn new<'a>(
+        dirs: impl Iterator<Item = &'a Path>,
+        stop: StopHandle,
+        trust: Option<DoneTrust>,
+    ) -> UntilDone {
         UntilDone {
             settled: dirs.map(|d| (d.to_path_buf(), None)).collect(),
             stop,
+            trust,
         }
     }
 
-    fn observe(&mut self, d: &Delivery) {
+    /// Follow a delivery; returns the verdicts on dones (with a key).
+    fn observe(&mut self, d: &Delivery) -> Vec<Verdict> {
+        let mut verdicts = match &mut self.trust {
+            Some(trust) => trust.observe(d),
+            None => Vec::new(),
+        };
         let Some(slot) = self.settled.get_mut(d.dir()) else {
-            return;
+            return verdicts;
         };
         let open = matches!(slot, None | Some(Settled::Stale));
+        let before = *slot;
         match d {
             Delivery::Event(e) => match &e.event.body {
-                EventBody::Done(done) if open => *slot = Some(Settled::Done(done.status)),
+                EventBody::Done(done) if open && self.trust.is_none() => {
+                    *slot = Some(Settled::Done(done.status))
+                }
                 // Only if nothing newer is waiting: a later session in the
                 // backlog may still signal done.
                 EventBody::SessionEnd(end) if open && !end.done && e.backlog == 0 => {
@@ -219,14 +478,33 @@ impl UntilDone {
             },
             Delivery::Stale(_) if slot.is_none() => *slot = Some(Settled::Stale),
             Delivery::Recovered(_) if *slot == Some(Settled::Stale) => *slot = None,
+            Delivery::Watchdog(_) if slot.is_none() => *slot = Some(Settled::Watchdog),
             _ => {}
+        }
+        for v in &verdicts {
+            if let Verdict::Trusted { dir, status, .. } = v
+                && let Some(slot) = self.settled.get_mut(dir)
+                && matches!(slot, None | Some(Settled::Stale))
+            {
+                *slot = Some(Settled::Done(*status));
+            }
+        }
+        // Settled another way: a done still waiting is not acted on.
+        let slot = self.settled.get(d.dir()).copied().flatten();
+        if before != slot
+            && matches!(slot, Some(Settled::Abandoned | Settled::Watchdog))
+            && let Some(trust) = &mut self.trust
+        {
+            verdicts.extend(trust.abandon(d.dir()));
         }
         if self.settled.values().all(Option::is_some) {
             self.stop.stop();
         }
+        verdicts
     }
 
-    /// 1 failure > 4 no done (stale/abandoned) > 3 blocked > 0 success.
+    /// 1 failure > 4 no done (stale/abandoned) > 5 watchdog > 3 blocked >
+    /// 0 success.
     fn exit_code(&self) -> u8 {
         let any = |f: fn(&Settled) -> bool| self.settled.values().flatten().any(f);
         for (dir, s) in &self.settled {
@@ -240,6 +518,8 @@ impl UntilDone {
             1
         } else if any(|s| matches!(s, Settled::Stale | Settled::Abandoned)) {
             4
+        } else if any(|s| *s == Settled::Watchdog) {
+            EXIT_WATCHDOG
         } else if any(|s| *s == Settled::Done(DoneStatus::Blocked)) {
             3
         } else {
@@ -253,6 +533,7 @@ fn describe(s: Settled) -> &'static str {
         Settled::Done(status) => status.as_str(),
         Settled::Stale => "no done: sidecar stale",
         Settled::Abandoned => "no done: session ended without done (abandoned)",
+        Settled::Watchdog => "watchdog fired: done without self-report",
     }
 }
 
@@ -261,8 +542,15 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
     let audits = args
         .dirs
         .iter()
-        .map(|d| audit::audit_dir(d, now).with_context(|| format!("audit {}", d.display())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|d| {
+            let mut a = audit::audit_dir(d, now)?;
+            if let Some(root) = &args.state {
+                audit::apply_state(&mut a, &HostState::open(root, d)?)?;
+            }
+            Ok(a)
+        })
+        .collect::<Result<Vec<_>, forge_queue::QueueError>>()
+        .context("audit")?;
     let mut out = io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &audits)?;
@@ -279,10 +567,11 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
+    let key = args.key.as_deref().map(load_verifier).transpose()?;
     let reports = args
         .dirs
         .iter()
-        .map(|d| verify_one(d))
+        .map(|d| verify_one(d, key.as_ref(), args.state.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -300,8 +589,89 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn verify_one(dir: &Path) -> anyhow::Result<verify::DirVerification> {
-    verify::verify_dir(dir).with_context(|| format!("verify {}", dir.display()))
+fn export_cmd(args: ExportArgs) -> anyhow::Result<u8> {
+    let key = args.key.as_deref().map(load_verifier).transpose()?;
+    let context = || format!("export {}", args.dir.display());
+    let state = args
+        .state
+        .as_deref()
+        .map(|root| HostState::open(root, &args.dir))
+        .transpose()
+        .with_context(context)?;
+    let records = forge_queue::export::export_dir(
+        &args.dir,
+        chrono::Utc::now(),
+        args.session.as_deref(),
+        key.as_ref(),
+        state.as_ref(),
+    )
+    .with_context(context)?;
+    if let Some(session) = &args.session
+        && records.is_empty()
+    {
+        anyhow::bail!("{}: no session {session}", args.dir.display());
+    }
+    let mut out = io::stdout().lock();
+    for record in &records {
+        serde_json::to_writer(&mut out, record)?;
+        writeln!(out)?;
+    }
+    Ok(0)
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if args.name.contains('/') || args.name.starts_with('.') {
+        anyhow::bail!(
+            "key name {:?} must not contain '/' or start with '.': it names the key files",
+            args.name
+        );
+    }
+    let key = note::SigningKey::generate(&args.name)?;
+    let verifier = key.verifier().to_string();
+    let write = |path: &Path, mode: u32, text: &str| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "create {} (an existing key is never replaced)",
+                    path.display()
+                )
+            })?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("write {}", path.display()))
+    };
+    let skey = args.dir.join(format!("{}.skey", args.name));
+    let vkey = args.dir.join(format!("{}.vkey", args.name));
+    write(&skey, 0o600, &format!("{}\n", key.expose_encoded()))?;
+    write(&vkey, 0o644, &format!("{verifier}\n"))?;
+    eprintln!(
+        "forge-queue: wrote {} (signing key: give it to the sidecar as FORGE_SIGNING_KEY_FILE) and {} (verifier key: --key)",
+        skey.display(),
+        vkey.display()
+    );
+    println!("{verifier}");
+    Ok(0)
+}
+
+fn verify_one(
+    dir: &Path,
+    key: Option<&note::VerifierKey>,
+    state: Option<&Path>,
+) -> anyhow::Result<verify::DirVerification> {
+    let context = || format!("verify {}", dir.display());
+    let Some(key) = key else {
+        return verify::verify_dir(dir).with_context(context);
+    };
+    let state = state
+        .map(|s| forge_queue::state::HostState::open(s, dir))
+        .transpose()
+        .with_context(context)?;
+    verify::verify_dir_signed(dir, key, state.as_ref()).with_context(context)
 }
 
 #[cfg(test)]
@@ -339,6 +709,7 @@ mod tests {
                 }),
             },
             backlog: 0,
+            sha256: String::new(),
         })
     }
 
@@ -346,7 +717,7 @@ mod tests {
     fn a_recovered_directory_is_waited_for_again_and_failure_wins() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let watcher = Watcher::new([a.path(), b.path()], WatchOptions::default()).unwrap();
-        let mut until = UntilDone::new(watcher.dirs(), watcher.stop_handle());
+        let mut until = UntilDone::new(watcher.dirs(), watcher.stop_handle(), None);
         until.observe(&Delivery::Stale(notice(a.path())));
         assert_eq!(until.settled[a.path()], Some(Settled::Stale));
         until.observe(&Delivery::Recovered(notice(a.path())));

@@ -2,8 +2,10 @@
 //! JSON object per line (`--json`). Kept in the library so a Rust host can
 //! print exactly what the CLI prints.
 //!
-//! Summaries are agent-controlled text: every control character is escaped
-//! so an event can neither forge extra lines nor send terminal escapes.
+//! Summaries, method names and done texts are agent-controlled: every
+//! character that moves the cursor, reorders or hides text is escaped (see
+//! [`escape`]), so an event can neither forge extra lines, send terminal
+//! escapes, nor pass for another event. JSON output is the event unchanged.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -11,17 +13,35 @@ use std::fmt::Write;
 use forge_protocol::event::{Event, EventBody, Outcome};
 use serde::Serialize;
 
-use crate::watch::{Delivery, LivenessNotice};
+use crate::watch::{CheckpointNotice, Delivery, LivenessNotice, WatchdogNotice};
 use crate::writer::rfc3339_ms;
 
-/// `s` with control characters (newlines, ESC, ...) escaped Rust-style.
+/// Whether `c` must not reach a terminal as is: Unicode categories Cc
+/// (controls: newline, ESC, ...), Cf (format: the bidi overrides and
+/// isolates U+202A..U+202E and U+2066..U+2069, zero-width characters
+/// U+200B..U+200F, U+FEFF, soft hyphen, ...), Zl (U+2028 line separator)
+/// and Zp (U+2029 paragraph separator).
+pub fn is_unsafe_for_display(c: char) -> bool {
+    use unicode_general_category::{GeneralCategory as G, get_general_category};
+    // U+200B (zero width space) is Cf in older Unicode data and Cf-like in
+    // effect everywhere: listed explicitly so a data change cannot let it through.
+    c == '\u{200b}'
+        || matches!(
+            get_general_category(c),
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
+}
+
+/// `s` with every character [`is_unsafe_for_display`] escaped Rust-style
+/// (`\n`, `\u{1b}`, `\u{202e}`): one line on any terminal, in logical
+/// order, with nothing hidden.
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(is_unsafe_for_display) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() {
+        if is_unsafe_for_display(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -41,6 +61,12 @@ pub fn human_line(d: &Delivery) -> String {
             rfc3339_ms(chrono::Utc::now()),
             format!("new/{}: {} (left in place)", i.file_name, i.reason),
         ),
+        Delivery::Checkpoint(c) => (c.checkpoint.time.clone(), checkpoint_summary(c)),
+        Delivery::BadCheckpoint(i) => (
+            rfc3339_ms(chrono::Utc::now()),
+            format!("{}: {}", i.file_name, i.reason),
+        ),
+        Delivery::Watchdog(w) => (rfc3339_ms(w.at), watchdog_summary(w)),
     };
     format!(
         "{}  {}  {:<13}  {}",
@@ -124,6 +150,34 @@ fn stale_summary(n: &LivenessNotice) -> String {
     s
 }
 
+fn checkpoint_summary(c: &CheckpointNotice) -> String {
+    let cp = &c.checkpoint;
+    format!(
+        "signed by {}: {} events of session {} (through seq {}), {}#{}",
+        c.key,
+        cp.events,
+        cp.session,
+        cp.last_seq(),
+        cp.repository,
+        cp.issue
+    )
+}
+
+fn watchdog_summary(w: &WatchdogNotice) -> String {
+    let mut s = format!(
+        "watchdog fired: done without self-report; no event for {}s (limit {}s)",
+        w.idle.as_secs(),
+        w.limit.as_secs()
+    );
+    if let Some(ts) = &w.last_event_ts {
+        let _ = write!(s, " since {ts}");
+    }
+    if let Some(session) = &w.session {
+        let _ = write!(s, "; session {session}");
+    }
+    s
+}
+
 fn recovered_summary(n: &LivenessNotice) -> String {
     match &n.heartbeat {
         Some(h) => format!("heartbeat resumed: {} (pid {})", h.ts, h.pid),
@@ -134,7 +188,11 @@ fn recovered_summary(n: &LivenessNotice) -> String {
 /// One JSON object (no newline). An event is the event's own object plus
 /// `"dir"`; a liveness notice is
 /// `{"kind":"stale"|"recovered","dir","ts","session","pid","heartbeat_ts","age_ms","threshold_ms"}`;
-/// an invalid file is `{"kind":"invalid","dir","file","reason"}`.
+/// an invalid file is `{"kind":"invalid"|"bad_checkpoint","dir","file","reason"}`;
+/// a checkpoint is
+/// `{"kind":"checkpoint","dir","ts","key","repository","issue","session","events","last"}`;
+/// the watchdog is
+/// `{"kind":"watchdog","dir","ts","session","last_event_ts","idle_ms","limit_ms"}`.
 pub fn json_line(d: &Delivery) -> String {
     let dir = d.dir().to_string_lossy();
     let line = match d {
@@ -152,11 +210,31 @@ pub fn json_line(d: &Delivery) -> String {
             age_ms: n.age.as_millis() as u64,
             threshold_ms: n.threshold.as_millis() as u64,
         }),
-        Delivery::Invalid(i) => serde_json::to_string(&InvalidLine {
-            kind: "invalid",
+        Delivery::Invalid(i) | Delivery::BadCheckpoint(i) => serde_json::to_string(&InvalidLine {
+            kind: d.kind(),
             dir: &dir,
             file: &i.file_name,
             reason: &i.reason,
+        }),
+        Delivery::Checkpoint(c) => serde_json::to_string(&CheckpointLine {
+            kind: "checkpoint",
+            dir: &dir,
+            ts: &c.checkpoint.time,
+            key: &c.key,
+            repository: &c.checkpoint.repository,
+            issue: c.checkpoint.issue,
+            session: &c.checkpoint.session,
+            events: c.checkpoint.events,
+            last: &c.checkpoint.last,
+        }),
+        Delivery::Watchdog(w) => serde_json::to_string(&WatchdogLine {
+            kind: "watchdog",
+            dir: &dir,
+            ts: rfc3339_ms(w.at),
+            session: w.session.as_deref(),
+            last_event_ts: w.last_event_ts.as_deref(),
+            idle_ms: w.idle.as_millis() as u64,
+            limit_ms: w.limit.as_millis() as u64,
         }),
     };
     // These types always serialize (string keys, no non-finite floats).
@@ -180,6 +258,30 @@ struct NoticeLine<'a> {
     heartbeat_ts: Option<&'a str>,
     age_ms: u64,
     threshold_ms: u64,
+}
+
+#[derive(Serialize)]
+struct CheckpointLine<'a> {
+    kind: &'static str,
+    dir: &'a str,
+    ts: &'a str,
+    key: &'a str,
+    repository: &'a str,
+    issue: u64,
+    session: &'a str,
+    events: u64,
+    last: &'a str,
+}
+
+#[derive(Serialize)]
+struct WatchdogLine<'a> {
+    kind: &'static str,
+    dir: &'a str,
+    ts: String,
+    session: Option<&'a str>,
+    last_event_ts: Option<&'a str>,
+    idle_ms: u64,
+    limit_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -218,6 +320,7 @@ mod tests {
                 }),
             },
             backlog: 0,
+            sha256: String::new(),
         })
     }
 
@@ -233,6 +336,30 @@ mod tests {
     fn human_line_escapes_agent_text() {
         let line = human_line(&done("a\nb\u{1b}[31m"));
         assert!(line.ends_with("blocked: a\\nb\\u{1b}[31m"), "{line}");
+    }
+
+    #[test]
+    fn human_line_escapes_text_that_reorders_hides_or_breaks_lines() {
+        let spoof = "tests fail\u{2028}2026-11-25T12:00:02.000Z  /q/a  done  success: all pass\u{2029}\u{202e}x\u{200b}\u{2066}\u{feff}\u{ad}";
+        let line = human_line(&done(spoof));
+        assert!(!line.contains(is_unsafe_for_display), "{line}");
+        assert!(
+            line.ends_with(
+                "blocked: tests fail\\u{2028}2026-11-25T12:00:02.000Z  /q/a  done  success: all pass\\u{2029}\\u{202e}x\\u{200b}\\u{2066}\\u{feff}\\u{ad}"
+            ),
+            "{line}"
+        );
+        // JSON keeps the text exact.
+        let v: serde_json::Value = serde_json::from_str(&json_line(&done(spoof))).unwrap();
+        assert_eq!(v["summary"], spoof);
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        for s in ["post_comment", "héllo wörld – 日本語 😀", "tab-free text"] {
+            assert!(matches!(escape(s), Cow::Borrowed(_)), "{s}");
+        }
+        assert_eq!(escape("post_comment\u{200b}"), "post_comment\\u{200b}");
     }
 
     #[test]

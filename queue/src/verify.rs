@@ -8,19 +8,26 @@
 //!
 //! What a backward chain cannot show: an edit to, or the removal of, the
 //! *last* event(s) of a session (nothing after them records their hash), and
-//! the removal of a whole session. Everything before the last event is
-//! covered.
+//! the removal of a whole session. [`verify_dir_signed`] closes that gap with
+//! the sidecar's signed checkpoints ([`crate::checkpoint`]): every event up
+//! to the newest checkpoint is fixed by the signature and the chain; events
+//! after it (at most one heartbeat interval) are covered by the chain only.
+//! With the host's state ([`HostState`]) a checkpoint the host once saw
+//! still counts after the queue's copy is rolled back or the session removed.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use forge_protocol::event::EVENT_VERSION;
+use forge_protocol::event::{EVENT_VERSION, EventBody};
 use serde::Serialize;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::QueueError;
-use crate::names::sha256_hex;
+use crate::names::{is_session_id, sha256_hex};
+use crate::note::VerifierKey;
 use crate::reader::{self, LoadedFile, QueueDir, Stray};
+use crate::state::HostState;
 
 /// One thing wrong with a queue, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +92,49 @@ pub enum ProblemKind {
         /// The other copy.
         other: String,
     },
+    /// A checkpoint file that is not a checkpoint signed by the key.
+    BadCheckpoint {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A session with events but no checkpoint signed by the key.
+    Unsigned,
+    /// The queue's checkpoint is older than one the host kept: it was
+    /// replaced by an older one, or removed.
+    RolledBack {
+        /// Events the host's checkpoint covers.
+        kept: u64,
+        /// Events the queue's checkpoint covers (none: no checkpoint).
+        found: Option<u64>,
+    },
+    /// Events a signed checkpoint counts are gone: the tail was cut.
+    SignedMissing {
+        /// First missing seq.
+        first: u64,
+        /// Events the checkpoint counts.
+        events: u64,
+    },
+    /// The last event a checkpoint signed has other bytes now.
+    SignedChanged {
+        /// Events the checkpoint counts.
+        events: u64,
+    },
+    /// The checkpoint names another repository or issue than `session_start`.
+    Foreign {
+        /// What the checkpoint names: `owner/repo#issue`.
+        checkpoint: String,
+        /// What `session_start` names.
+        start: String,
+    },
+    /// A `session_end` no checkpoint covers, though the sidecar signs one
+    /// right after it: the final checkpoint was removed or rolled back.
+    EndUnsigned,
+    /// A signed checkpoint (the queue's or the host's) of a session that
+    /// has no events in the queue.
+    SessionMissing {
+        /// Events the checkpoint covers.
+        events: u64,
+    },
 }
 
 impl fmt::Display for ProblemKind {
@@ -123,6 +173,45 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Conflict { other } => {
                 write!(f, "differs from {other}, which has the same name")
             }
+            ProblemKind::BadCheckpoint { reason } => {
+                write!(f, "checkpoint refused: {reason}")
+            }
+            ProblemKind::Unsigned => write!(
+                f,
+                "no checkpoint signed by the key: its checkpoint was removed, or its sidecar had no signing key"
+            ),
+            ProblemKind::RolledBack {
+                kept,
+                found: Some(found),
+            } => write!(
+                f,
+                "the checkpoint covers {found} events but the host kept one covering {kept}: it was replaced by an older one"
+            ),
+            ProblemKind::RolledBack { kept, found: None } => write!(
+                f,
+                "the checkpoint is gone but the host kept one covering {kept} events: it was removed"
+            ),
+            ProblemKind::SignedMissing { first, events } => write!(
+                f,
+                "a signed checkpoint counts {events} events but seq {first}..={} are missing: the tail was cut after signing",
+                events - 1
+            ),
+            ProblemKind::SignedChanged { events } => write!(
+                f,
+                "differs from the event the checkpoint of {events} events signed: it, or an event before it, was rewritten after signing"
+            ),
+            ProblemKind::Foreign { checkpoint, start } => write!(
+                f,
+                "the checkpoint is for {checkpoint} but the session is {start}"
+            ),
+            ProblemKind::EndUnsigned => write!(
+                f,
+                "session_end is covered by no checkpoint, though one is signed right after it: the final checkpoint was removed or rolled back"
+            ),
+            ProblemKind::SessionMissing { events } => write!(
+                f,
+                "a signed checkpoint counts {events} events of this session, which is gone from the queue"
+            ),
         }
     }
 }
@@ -144,6 +233,22 @@ pub struct SessionChain {
     pub last_seq: u64,
     /// What is wrong with it; empty when intact.
     pub problems: Vec<Problem>,
+    /// With a key: what signed checkpoints cover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Coverage>,
+}
+
+/// How much of a session signed checkpoints cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    /// The newest valid checkpoint (the queue's or the host's), if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// Whether that checkpoint came from the host's state.
+    pub from_state: bool,
+    /// Events the checkpoint covers (seq 0 to `covered - 1`).
+    pub covered: u64,
+    /// Events after it: covered by the chain only, not yet by a signature.
+    pub uncovered: u64,
 }
 
 impl SessionChain {
@@ -162,6 +267,9 @@ pub struct DirVerification {
     pub sessions: Vec<SessionChain>,
     /// Problems that belong to no session (stray files).
     pub problems: Vec<Problem>,
+    /// With a key: the verifier key's `name+hash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl DirVerification {
@@ -190,16 +298,52 @@ impl fmt::Display for DirVerification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dir = self.dir.display();
         let (sessions, events) = (self.sessions.len(), self.event_count());
+        let signed = match &self.key {
+            Some(key) => format!("; checkpoints signed by {key}"),
+            None => String::new(),
+        };
         if self.is_intact() {
-            return write!(f, "{dir}: intact ({sessions} sessions, {events} events)");
+            write!(
+                f,
+                "{dir}: intact ({sessions} sessions, {events} events{signed})"
+            )?;
+            return self.fmt_coverage(f);
         }
         let n = self.all_problems().count();
         write!(
             f,
-            "{dir}: BROKEN ({n} problems; {sessions} sessions, {events} events)"
+            "{dir}: BROKEN ({n} problems; {sessions} sessions, {events} events{signed})"
         )?;
         for p in self.all_problems() {
             write!(f, "\n  {p}")?;
+        }
+        self.fmt_coverage(f)
+    }
+}
+
+impl DirVerification {
+    /// One line per session on what signatures cover (with a key).
+    fn fmt_coverage(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.sessions {
+            let Some(c) = &s.signature else { continue };
+            write!(f, "\n  session {}: ", s.session)?;
+            match &c.checkpoint {
+                Some(cp) => write!(
+                    f,
+                    "{} events signed (checkpoint of {}{})",
+                    c.covered,
+                    cp.time,
+                    if c.from_state {
+                        ", kept by the host"
+                    } else {
+                        ""
+                    }
+                )?,
+                None => write!(f, "no signed checkpoint")?,
+            }
+            if c.uncovered > 0 {
+                write!(f, "; {} events not yet covered by a signature", c.uncovered)?;
+            }
         }
         Ok(())
     }
@@ -211,6 +355,215 @@ pub fn verify_dir(dir: &Path) -> Result<DirVerification, QueueError> {
     let mut verifier = Verifier::default();
     let strays = reader::for_each_file(&queue, |file| verifier.feed(file))?;
     Ok(verifier.finish(dir, &strays))
+}
+
+/// Verify every chain of the queue at `dir` and its signed checkpoints:
+/// each checkpoint must be signed by `key`, and the events it counts must
+/// all be there, unchanged; a session with events must have one; with the
+/// host's `state`, a checkpoint the host kept must not be newer than the
+/// queue's, nor its session gone. Events after a session's newest
+/// checkpoint are counted in [`Coverage::uncovered`], not problems.
+pub fn verify_dir_signed(
+    dir: &Path,
+    key: &VerifierKey,
+    state: Option<&HostState>,
+) -> Result<DirVerification, QueueError> {
+    let queue = QueueDir::new(dir);
+    let mut dir_problems = Vec::new();
+    let newest = newest_checkpoints(&queue, key, state, &mut dir_problems)?;
+    let mut verifier = Verifier {
+        signed_seq: newest
+            .iter()
+            .map(|(s, n)| (s.clone(), n.checkpoint.last_seq()))
+            .collect(),
+        ..Verifier::default()
+    };
+    let strays = reader::for_each_file(&queue, |file| verifier.feed(file))?;
+    let mut signed = std::mem::take(&mut verifier.signed);
+    let mut v = verifier.finish(dir, &strays);
+    v.key = Some(key.label());
+    let mut newest = newest;
+    for chain in &mut v.sessions {
+        let found = signed.remove(&chain.session).unwrap_or_default();
+        let label = format!("{}/{}", checkpoint::DIR, chain.session);
+        let refused = dir_problems.iter().any(|p| p.file == label);
+        let newest = newest.remove(&chain.session);
+        let mut problem = |file: String, kind| chain.problems.push(Problem { file, kind });
+        if let Some(n) = &newest {
+            problem_for_tail(n, &found, &label, &mut problem);
+        } else if chain.events > 0 && !refused {
+            // A refused checkpoint file is reported as such already.
+            problem(label.clone(), ProblemKind::Unsigned);
+        }
+        let covered = newest.as_ref().map_or(0, |n| n.checkpoint.events);
+        if let Some((end_seq, end_label)) = &found.end
+            && covered <= *end_seq
+            && newest.is_some()
+        {
+            problem(end_label.clone(), ProblemKind::EndUnsigned);
+        }
+        chain.signature = Some(Coverage {
+            uncovered: chain.events.saturating_sub(covered),
+            covered,
+            from_state: newest.as_ref().is_some_and(|n| n.from_state),
+            checkpoint: newest.map(|n| n.checkpoint),
+        });
+    }
+    v.problems.append(&mut dir_problems);
+    // Checkpoints of sessions that have no events left.
+    for (session, n) in newest {
+        v.problems.push(Problem {
+            file: format!("{}/{session}", checkpoint::DIR),
+            kind: ProblemKind::SessionMissing {
+                events: n.checkpoint.events,
+            },
+        });
+    }
+    Ok(v)
+}
+
+/// Check what a session's newest checkpoint says against the files found.
+fn problem_for_tail(
+    n: &Newest,
+    found: &Signed,
+    label: &str,
+    problem: &mut impl FnMut(String, ProblemKind),
+) {
+    let cp = &n.checkpoint;
+    if let Some(kept) = n.rolled_back_from {
+        problem(
+            label.to_string(),
+            ProblemKind::RolledBack {
+                kept,
+                found: n.queue_events,
+            },
+        );
+    }
+    match &found.last {
+        None => problem(
+            label.to_string(),
+            ProblemKind::SignedMissing {
+                first: found.max_seq.map_or(0, |s| s + 1),
+                events: cp.events,
+            },
+        ),
+        Some((hash, file)) if *hash != cp.last => problem(
+            file.clone(),
+            ProblemKind::SignedChanged { events: cp.events },
+        ),
+        Some(_) => {}
+    }
+    if let Some((repository, issue)) = &found.start
+        && (*repository != cp.repository || *issue != cp.issue)
+    {
+        problem(
+            label.to_string(),
+            ProblemKind::Foreign {
+                checkpoint: format!("{}#{}", cp.repository, cp.issue),
+                start: format!("{repository}#{issue}"),
+            },
+        );
+    }
+}
+
+/// The newest valid checkpoint of a session.
+struct Newest {
+    checkpoint: Checkpoint,
+    from_state: bool,
+    /// Set when the host kept a newer one than the queue holds: its events.
+    rolled_back_from: Option<u64>,
+    /// Events of the queue's own checkpoint, if it has a valid one.
+    queue_events: Option<u64>,
+}
+
+/// Read and verify the queue's checkpoint files and the host's kept ones;
+/// the newest valid one per session.
+fn newest_checkpoints(
+    queue: &QueueDir,
+    key: &VerifierKey,
+    state: Option<&HostState>,
+    problems: &mut Vec<Problem>,
+) -> Result<BTreeMap<String, Newest>, QueueError> {
+    let mut newest: BTreeMap<String, Newest> = BTreeMap::new();
+    let dir = queue.root().join(checkpoint::DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(QueueError::io("list", &dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(QueueError::io("list", &dir)(e)),
+    };
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let label = format!("{}/{name}", checkpoint::DIR);
+        let mut refuse = |reason: String| {
+            problems.push(Problem {
+                file: label.clone(),
+                kind: ProblemKind::BadCheckpoint { reason },
+            })
+        };
+        if !is_session_id(&name) {
+            refuse("not named after a session".into());
+            continue;
+        }
+        let path = entry.path();
+        let bytes = std::fs::read(&path).map_err(QueueError::io("read", &path))?;
+        match Checkpoint::open(&bytes, key) {
+            Err(e) => refuse(e.to_string()),
+            Ok(c) if c.session != name => {
+                refuse(format!("it is the checkpoint of session {}", c.session))
+            }
+            Ok(c) => {
+                newest.insert(
+                    name,
+                    Newest {
+                        queue_events: Some(c.events),
+                        checkpoint: c,
+                        from_state: false,
+                        rolled_back_from: None,
+                    },
+                );
+            }
+        }
+    }
+    let Some(state) = state else {
+        return Ok(newest);
+    };
+    for (session, bytes) in state.checkpoints()? {
+        let label = format!("state {}/{session}", state.dir().display());
+        let kept = match Checkpoint::open(&bytes, key) {
+            Ok(c) if c.session == session => c,
+            Ok(_) | Err(_) => {
+                problems.push(Problem {
+                    file: label,
+                    kind: ProblemKind::BadCheckpoint {
+                        reason: "the host's kept checkpoint does not verify with this key".into(),
+                    },
+                });
+                continue;
+            }
+        };
+        match newest.get_mut(&session) {
+            Some(n) if n.checkpoint.events >= kept.events => {}
+            Some(n) => {
+                n.rolled_back_from = Some(kept.events);
+                n.checkpoint = kept;
+                n.from_state = true;
+            }
+            None => {
+                newest.insert(
+                    session,
+                    Newest {
+                        rolled_back_from: Some(kept.events),
+                        checkpoint: kept,
+                        from_state: true,
+                        queue_events: None,
+                    },
+                );
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// What the verifier remembers of the last file of a session.
@@ -233,6 +586,23 @@ struct SessionState {
 #[derive(Default)]
 pub(crate) struct Verifier {
     sessions: BTreeMap<String, SessionState>,
+    /// Per session, the seq whose hash a checkpoint signed.
+    signed_seq: BTreeMap<String, u64>,
+    /// What the signature check needs from each session's files.
+    signed: BTreeMap<String, Signed>,
+}
+
+/// What a session's files say, for the signature check.
+#[derive(Default)]
+struct Signed {
+    /// Hash and label of the file at the signed seq, if found.
+    last: Option<(String, String)>,
+    /// Highest seq found.
+    max_seq: Option<u64>,
+    /// `owner/repo` and issue of `session_start`.
+    start: Option<(String, u64)>,
+    /// Seq and label of `session_end`.
+    end: Option<(u64, String)>,
 }
 
 impl Verifier {
@@ -240,6 +610,7 @@ impl Verifier {
         let label = QueueDir::label(file.place, &file.file_name);
         let hash = sha256_hex(&file.bytes);
         let named = file.name.seq;
+        self.note_signed(file, named, &hash, &label);
         let state = self.sessions.entry(file.name.session.clone()).or_default();
         let mut problem = |kind| {
             state.problems.push(Problem {
@@ -308,6 +679,21 @@ impl Verifier {
         });
     }
 
+    fn note_signed(&mut self, file: &LoadedFile, seq: u64, hash: &str, label: &str) {
+        let signed = self.signed.entry(file.name.session.clone()).or_default();
+        signed.max_seq = signed.max_seq.max(Some(seq));
+        if self.signed_seq.get(&file.name.session) == Some(&seq) && signed.last.is_none() {
+            signed.last = Some((hash.to_string(), label.to_string()));
+        }
+        match file.event.as_ref().map(|e| &e.body) {
+            Ok(EventBody::SessionStart(s)) => {
+                signed.start = Some((format!("{}/{}", s.owner, s.repo), s.issue))
+            }
+            Ok(EventBody::SessionEnd(_)) => signed.end = Some((seq, label.to_string())),
+            _ => {}
+        }
+    }
+
     pub(crate) fn finish(self, dir: &Path, strays: &[Stray]) -> DirVerification {
         let sessions = self
             .sessions
@@ -317,6 +703,7 @@ impl Verifier {
                 events: state.events,
                 last_seq: state.last.map_or(0, |l| l.seq),
                 problems: explain_swaps(state.problems),
+                signature: None,
             })
             .collect();
         let problems = strays
@@ -330,6 +717,7 @@ impl Verifier {
             dir: dir.to_path_buf(),
             sessions,
             problems,
+            key: None,
         }
     }
 }
@@ -534,5 +922,221 @@ mod tests {
             kinds(&v)[0].contains(&format!("session field is {session}")),
             "{v}"
         );
+    }
+
+    mod signed {
+        use super::*;
+        use crate::checkpoint::CheckpointSigner;
+        use crate::note::SigningKey;
+        use forge_protocol::event::{Event, OutcomeCounts, SessionEnd};
+
+        /// A finished session: three dones and a session_end, signed.
+        fn finished() -> (tempfile::TempDir, String, SigningKey) {
+            let root = tempfile::tempdir().unwrap();
+            let key = SigningKey::generate("test").unwrap();
+            let w = QueueWriter::open(root.path())
+                .unwrap()
+                .with_checkpoints(CheckpointSigner {
+                    key: key.clone(),
+                    repository: "acme/widgets".into(),
+                    issue: 17,
+                });
+            for i in 0..3 {
+                w.append(EventBody::Done(Done {
+                    status: DoneStatus::Success,
+                    summary: format!("event {i}"),
+                    warnings: vec![],
+                }))
+                .unwrap();
+            }
+            w.append(EventBody::SessionEnd(SessionEnd {
+                reason: "SIGTERM".into(),
+                counts: OutcomeCounts::default(),
+                done: true,
+            }))
+            .unwrap();
+            (root, w.session().to_string(), key)
+        }
+
+        fn check(root: &Path, key: &SigningKey, state: Option<&HostState>) -> DirVerification {
+            verify_dir_signed(root, &key.verifier(), state).unwrap()
+        }
+
+        /// Rewrite event `seq` with `edit` and fix up every `prev` after it,
+        /// as someone without the key would.
+        fn rewrite(root: &Path, session: &str, seq: u64, edit: impl Fn(&mut Event)) {
+            let mut prev: Option<String> = None;
+            for n in 0.. {
+                let p = path(root, session, n);
+                let Ok(bytes) = fs::read(&p) else { break };
+                let mut event: Event = serde_json::from_slice(&bytes).unwrap();
+                if n > seq {
+                    event.prev = prev.clone();
+                } else if n == seq {
+                    edit(&mut event);
+                }
+                let mut out = serde_json::to_vec(&event).unwrap();
+                out.push(b'\n');
+                fs::write(&p, &out).unwrap();
+                prev = Some(sha256_hex(&out));
+            }
+        }
+
+        #[test]
+        fn a_signed_session_is_intact_and_covered() {
+            let (root, session, key) = finished();
+            let v = check(root.path(), &key, None);
+            assert!(v.is_intact(), "{v}");
+            let c = v.sessions[0].signature.as_ref().unwrap();
+            assert_eq!((c.covered, c.uncovered), (4, 0));
+            assert!(
+                v.to_string()
+                    .contains(&format!("session {session}: 4 events signed"))
+            );
+        }
+
+        #[test]
+        fn a_cut_tail_is_caught() {
+            let (root, session, key) = finished();
+            for seq in [2, 3] {
+                fs::remove_file(path(root.path(), &session, seq)).unwrap();
+            }
+            assert!(
+                verify_dir(root.path()).unwrap().is_intact(),
+                "the chain alone cannot tell"
+            );
+            let v = check(root.path(), &key, None);
+            assert_eq!(
+                v.sessions[0].problems[0].kind,
+                ProblemKind::SignedMissing {
+                    first: 2,
+                    events: 4
+                },
+                "{v}"
+            );
+        }
+
+        #[test]
+        fn a_rewritten_done_with_fixed_hashes_is_caught() {
+            let (root, session, key) = finished();
+            rewrite(root.path(), &session, 2, |e| {
+                e.body = EventBody::Done(Done {
+                    status: DoneStatus::Success,
+                    summary: "all good, nothing to see".into(),
+                    warnings: vec![],
+                })
+            });
+            assert!(
+                verify_dir(root.path()).unwrap().is_intact(),
+                "the chain alone cannot tell"
+            );
+            let v = check(root.path(), &key, None);
+            assert_eq!(
+                v.sessions[0].problems,
+                vec![Problem {
+                    file: format!("new/{session}-00000003.json"),
+                    kind: ProblemKind::SignedChanged { events: 4 }
+                }],
+                "{v}"
+            );
+        }
+
+        #[test]
+        fn a_checkpoint_by_another_key_or_none_at_all_fails() {
+            let (root, session, key) = finished();
+            let cp = root.path().join("checkpoint").join(&session);
+            let text = key
+                .verifier()
+                .open(&fs::read(&cp).unwrap())
+                .unwrap()
+                .to_string();
+            let forger = SigningKey::generate("test").unwrap();
+            fs::write(&cp, forger.sign(&text).unwrap()).unwrap();
+            let v = check(root.path(), &key, None);
+            assert!(
+                matches!(v.problems[0].kind, ProblemKind::BadCheckpoint { .. }),
+                "{v}"
+            );
+            fs::remove_file(&cp).unwrap();
+            let v = check(root.path(), &key, None);
+            assert_eq!(v.sessions[0].problems[0].kind, ProblemKind::Unsigned, "{v}");
+        }
+
+        #[test]
+        fn events_after_the_checkpoint_are_counted_not_failed() {
+            let (root, session, key) = finished();
+            let cp = root.path().join("checkpoint").join(&session);
+            // An older checkpoint: the two last events are uncovered, and
+            // one of them is the session_end, which is signed right after.
+            let w_text = key
+                .verifier()
+                .open(&fs::read(&cp).unwrap())
+                .unwrap()
+                .to_string();
+            let mut older = Checkpoint::parse(&w_text).unwrap();
+            older.events = 2;
+            older.last = sha256_hex(&fs::read(path(root.path(), &session, 1)).unwrap());
+            fs::write(&cp, older.sign(&key).unwrap()).unwrap();
+            let v = check(root.path(), &key, None);
+            let c = v.sessions[0].signature.as_ref().unwrap();
+            assert_eq!((c.covered, c.uncovered), (2, 2));
+            assert_eq!(v.sessions[0].problems.len(), 1, "{v}");
+            assert_eq!(v.sessions[0].problems[0].kind, ProblemKind::EndUnsigned);
+            assert!(
+                v.to_string()
+                    .contains("2 events not yet covered by a signature"),
+                "{v}"
+            );
+        }
+
+        #[test]
+        fn the_hosts_state_defeats_rollback_and_removal() {
+            let (root, session, key) = finished();
+            let state_root = tempfile::tempdir().unwrap();
+            let state = HostState::open(state_root.path(), root.path()).unwrap();
+            let cp = root.path().join("checkpoint").join(&session);
+            let final_note = fs::read(&cp).unwrap();
+            state.keep_checkpoint(&session, &final_note).unwrap();
+            assert!(check(root.path(), &key, Some(&state)).is_intact());
+            // Cut the last two events and put back an older checkpoint
+            // signed by the same sidecar (as saved earlier by the attacker).
+            let text = key.verifier().open(&final_note).unwrap().to_string();
+            let mut older = Checkpoint::parse(&text).unwrap();
+            older.events = 2;
+            older.last = sha256_hex(&fs::read(path(root.path(), &session, 1)).unwrap());
+            fs::write(&cp, older.sign(&key).unwrap()).unwrap();
+            for seq in [2, 3] {
+                fs::remove_file(path(root.path(), &session, seq)).unwrap();
+            }
+            assert!(
+                check(root.path(), &key, None).is_intact(),
+                "looks like a killed sidecar"
+            );
+            let v = check(root.path(), &key, Some(&state));
+            let kinds: Vec<_> = v.sessions[0].problems.iter().map(|p| &p.kind).collect();
+            assert_eq!(
+                kinds,
+                [
+                    &ProblemKind::RolledBack {
+                        kept: 4,
+                        found: Some(2)
+                    },
+                    &ProblemKind::SignedMissing {
+                        first: 2,
+                        events: 4
+                    }
+                ],
+                "{v}"
+            );
+            // Remove the whole session.
+            fs::remove_dir_all(root.path().join("new")).unwrap();
+            fs::remove_file(&cp).unwrap();
+            let v = check(root.path(), &key, Some(&state));
+            assert_eq!(
+                v.problems[0].kind,
+                ProblemKind::SessionMissing { events: 4 },
+                "{v}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use forge_protocol::event::{EVENT_VERSION, Event, EventBody};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{self, Checkpoint, CheckpointSigner};
 use crate::durable;
 use crate::error::QueueError;
 use crate::names::{EventName, sha256_hex};
@@ -54,6 +55,9 @@ pub struct QueueWriter {
     new: PathBuf,
     session: String,
     chain: Mutex<Chain>,
+    /// Signs checkpoints when set; the lock orders checkpoint writes, so a
+    /// newer checkpoint is never replaced by an older one.
+    signer: Option<Mutex<CheckpointSigner>>,
 }
 
 impl QueueWriter {
@@ -82,7 +86,20 @@ impl QueueWriter {
                 next_seq: 0,
                 prev: None,
             }),
+            signer: None,
         })
+    }
+
+    /// Sign checkpoints with `signer`: at every [`QueueWriter::heartbeat`],
+    /// and right after a batch that holds a `done` or `session_end`.
+    pub fn with_checkpoints(mut self, signer: CheckpointSigner) -> QueueWriter {
+        self.signer = Some(Mutex::new(signer));
+        self
+    }
+
+    /// `<queue>/checkpoint/<session>`: this session's checkpoint file.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.root.join(checkpoint::DIR).join(&self.session)
     }
 
     /// The session id.
@@ -117,6 +134,9 @@ impl QueueWriter {
     pub fn append_batch(&self, bodies: Vec<EventBody>) -> Vec<Result<Written, QueueError>> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let mut results: Vec<Result<Written, QueueError>> = Vec::with_capacity(bodies.len());
+        let milestone = bodies
+            .iter()
+            .any(|b| matches!(b, EventBody::Done(_) | EventBody::SessionEnd(_)));
         for body in bodies {
             let seq = chain.next_seq;
             let event = Event {
@@ -151,11 +171,55 @@ impl QueueWriter {
                 )));
             }
         }
+        drop(chain);
+        if milestone && self.signer.is_some() {
+            // The done (or end) stands whether or not this works; the next
+            // heartbeat publishes a checkpoint again.
+            let _ = self.publish_checkpoint();
+        }
         results
     }
 
-    /// Atomically replace `<queue>/heartbeat`.
+    /// Sign the chain as it stands and atomically replace this session's
+    /// checkpoint file; nothing without a signer or before the first event.
+    pub fn publish_checkpoint(&self) -> Result<(), QueueError> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        let signer = signer.lock().unwrap_or_else(|p| p.into_inner());
+        let (events, last) = {
+            let chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+            match &chain.prev {
+                Some(last) => (chain.next_seq, last.clone()),
+                None => return Ok(()),
+            }
+        };
+        let note = Checkpoint {
+            repository: signer.repository.clone(),
+            issue: signer.issue,
+            session: self.session.clone(),
+            events,
+            last,
+            time: rfc3339_ms(Utc::now()),
+        }
+        .sign(&signer.key)
+        .map_err(|e| {
+            QueueError::io("sign checkpoint", self.checkpoint_path())(std::io::Error::other(e))
+        })?;
+        let dir = self.root.join(checkpoint::DIR);
+        fs::create_dir_all(&dir).map_err(QueueError::io("create directory", &dir))?;
+        durable::replace(
+            &self.tmp.join(format!("checkpoint-{}", self.session)),
+            &self.checkpoint_path(),
+            note.as_bytes(),
+        )
+    }
+
+    /// Atomically replace `<queue>/heartbeat`; with a signer, first publish
+    /// a fresh checkpoint, so the host holds a signed view of the chain at
+    /// most one heartbeat old.
     pub fn heartbeat(&self) -> Result<(), QueueError> {
+        self.publish_checkpoint()?;
         let beat = Heartbeat {
             pid: std::process::id(),
             session: self.session.clone(),
@@ -301,6 +365,42 @@ mod tests {
         fs::rename(root.path().join("moved"), &new).unwrap();
         let c = w.append(done("c")).unwrap();
         assert_eq!(c.seq, 1, "a failed append must not consume a seq");
+    }
+
+    #[test]
+    fn checkpoints_follow_done_and_heartbeats() {
+        let root = tempfile::tempdir().unwrap();
+        let key = crate::note::SigningKey::generate("test").unwrap();
+        let w = QueueWriter::open(root.path())
+            .unwrap()
+            .with_checkpoints(CheckpointSigner {
+                key: key.clone(),
+                repository: "acme/widgets".into(),
+                issue: 17,
+            });
+        w.heartbeat().unwrap();
+        assert!(!w.checkpoint_path().exists(), "nothing to sign yet");
+        let open = |w: &QueueWriter| {
+            Checkpoint::open(&fs::read(w.checkpoint_path()).unwrap(), &key.verifier()).unwrap()
+        };
+        let first = w.append(done("a")).unwrap();
+        let c = open(&w);
+        let bytes = fs::read(root.path().join("new").join(&first.name)).unwrap();
+        assert_eq!(
+            (c.events, c.last.as_str()),
+            (1, sha256_hex(&bytes).as_str())
+        );
+        assert_eq!((c.repository.as_str(), c.issue), ("acme/widgets", 17));
+        let op = EventBody::Intent(forge_protocol::event::Intent {
+            op_id: 1,
+            op: "post_comment".into(),
+            target: Some(17),
+        });
+        w.append(op).unwrap();
+        assert_eq!(open(&w).events, 1, "other kinds wait for the heartbeat");
+        w.heartbeat().unwrap();
+        assert_eq!(open(&w).events, 2);
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

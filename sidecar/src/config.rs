@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use forge_protocol::event::Limits;
 use forge_protocol::{BranchName, IssueNumber};
+use forge_queue::note::SigningKey;
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -87,6 +88,14 @@ pub struct ConfigArgs {
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// File holding the Ed25519 key that signs queue checkpoints
+    /// (`forge-queue keygen`); without it, no checkpoints are written.
+    #[arg(
+        long = "signing-key-file",
+        env = "FORGE_SIGNING_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub signing_key_file: Option<PathBuf>,
     /// Socket path.
     #[arg(long, env = "FORGE_SOCKET", default_value = "/run/forge/forge.sock")]
     pub socket: PathBuf,
@@ -135,6 +144,10 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// The host's run: sessions of one run in one queue directory share the
+    /// write budget and the done signal.
+    #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
 }
 
 /// Where the forge is and how to authenticate.
@@ -186,6 +199,10 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Signs checkpoints of the queue; `Debug` prints `***`.
+    pub signing_key: Option<SigningKey>,
+    /// The host's run (`None`: the run of every session without one).
+    pub run_id: Option<String>,
 }
 
 impl Config {
@@ -421,6 +438,8 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         ));
+        let signing_key = problems.take(self.signing_key());
+        let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
         let (
             Some(forge),
             Some(owner),
@@ -436,6 +455,7 @@ impl ConfigArgs {
             Some(branch),
             Some(base_branches),
             Some(max_prs),
+            Some(signing_key),
         ) = (
             forge,
             owner,
@@ -451,6 +471,7 @@ impl ConfigArgs {
             branch,
             base_branches,
             max_prs,
+            signing_key,
         )
         else {
             return Err(ConfigErrors(problems.0));
@@ -475,6 +496,27 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            signing_key,
+            run_id: run_id.flatten(),
+        })
+    }
+
+    fn signing_key(&self) -> Result<Option<SigningKey>, ConfigError> {
+        const SETTING: &str = "FORGE_SIGNING_KEY_FILE (--signing-key-file)";
+        let Some(path) = &self.signing_key_file else {
+            return Ok(None);
+        };
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+        // The parse error names what is wrong, never the key material.
+        SigningKey::parse(&raw).map(Some).map_err(|e| {
+            bad(
+                SETTING,
+                format!(
+                    "{}: {e}; create one with `forge-queue keygen NAME`",
+                    path.display()
+                ),
+            )
         })
     }
 
@@ -515,6 +557,29 @@ impl ConfigArgs {
         }
         Ok(token)
     }
+}
+
+/// `FORGE_RUN_ID`: absent or empty is no run id; otherwise 1 to 128 of
+/// letters, digits and `-_.:`.
+fn parse_run_id(id: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let id = match id.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(id) => id,
+    };
+    let ok = id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(bad(
+            "FORGE_RUN_ID (--run-id)",
+            format!(
+                "'{}' is not a run id: use 1 to 128 letters, digits, '-', '_', '.' or ':'",
+                forge_protocol::echo::quote(id)
+            ),
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 fn check_name(setting: &'static str, v: &str) -> Result<(), ConfigError> {
@@ -611,6 +676,15 @@ mod tests {
         assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
         let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
         assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn run_id_is_optional_and_checked() {
+        assert_eq!(parse(&["--forge", "memory"]).unwrap().run_id, None);
+        let c = parse(&["--forge", "memory", "--run-id", "job-42:try.1"]).unwrap();
+        assert_eq!(c.run_id.as_deref(), Some("job-42:try.1"));
+        let e = parse(&["--forge", "memory", "--run-id", "a b"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_RUN_ID (--run-id)"), "{e}");
     }
 
     #[test]
@@ -718,5 +792,25 @@ mod tests {
         assert_eq!(api_base, "http://h/api/v1");
         assert_eq!(token.expose(), "s3cret-value");
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn signing_key_file_is_read_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.skey");
+        let key = SigningKey::generate("bottle").unwrap();
+        std::fs::write(&path, format!("{}\n", key.expose_encoded())).unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap();
+        let got = c.signing_key.as_ref().unwrap();
+        assert_eq!(got.verifier(), key.verifier());
+        let secret = key.expose_encoded();
+        let seed = secret.rsplit('+').next().unwrap();
+        assert!(!format!("{c:?}").contains(seed));
+        std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
+        let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
+        assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");
+        assert!(!e.to_string().contains("AAAA"), "{e}");
+        assert!(parse(&["--forge", "memory"]).unwrap().signing_key.is_none());
     }
 }

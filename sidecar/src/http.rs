@@ -6,12 +6,20 @@
 //!   audited) and in time (a client that trickles its body is cut off).
 //! - Every request is tagged with the caller's `SO_PEERCRED` for the audit.
 //! - Slow headers are cut off by hyper's header read timeout.
+//! - Each connection reports whether it is busy with a request, and since
+//!   when it has been idle ([`Activity`]), so the accept loop can close the
+//!   oldest idle connection when it is at its cap.
+//! - A connection over the cap is answered at once by [`refuse_now`] and
+//!   closed, holding no descriptor or task.
 
 use std::future::Future;
+use std::io::{Read as _, Write as _};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use std::time::Instant;
 
 use forge_protocol::event::Peer;
 use forge_protocol::{ErrorCode, RpcError};
@@ -31,6 +39,52 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's body.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Milliseconds since the first call, the clock of [`Activity`].
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Whether a connection is busy with a request, and since when it is idle.
+#[derive(Debug)]
+pub struct Activity {
+    requests: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms()),
+        }
+    }
+}
+
+impl Activity {
+    /// Since when the connection has been idle (ms on a private clock), or
+    /// `None` while it is handling a request.
+    pub fn idle_since(&self) -> Option<u64> {
+        (self.requests.load(Ordering::SeqCst) == 0)
+            .then(|| self.idle_since_ms.load(Ordering::SeqCst))
+    }
+
+    fn busy(self: &Arc<Self>) -> Busy {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(self))
+    }
+}
+
+/// A request in progress on a connection; dropping it marks the end.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(now_ms(), Ordering::SeqCst);
+        self.0.requests.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The HTTP service of one connection.
 #[derive(Clone)]
 pub struct Connection<S> {
@@ -38,16 +92,25 @@ pub struct Connection<S> {
     peer: Option<Peer>,
     sidecar: Arc<Sidecar>,
     max_request_bytes: usize,
+    activity: Arc<Activity>,
 }
 
 impl<S> Connection<S> {
-    /// Wrap jsonrpsee's service `rpc` for a caller `peer`.
-    pub fn new(rpc: S, peer: Option<Peer>, sidecar: Arc<Sidecar>, max_request_bytes: u32) -> Self {
+    /// Wrap jsonrpsee's service `rpc` for a caller `peer`; requests are
+    /// reported to `activity`.
+    pub fn new(
+        rpc: S,
+        peer: Option<Peer>,
+        sidecar: Arc<Sidecar>,
+        max_request_bytes: u32,
+        activity: Arc<Activity>,
+    ) -> Self {
         Connection {
             rpc,
             peer,
             sidecar,
             max_request_bytes: max_request_bytes as usize,
+            activity,
         }
     }
 }
@@ -98,7 +161,9 @@ where
         }
         let mut rpc = self.rpc.clone();
         let (peer, sidecar, limit) = (self.peer, Arc::clone(&self.sidecar), self.max_request_bytes);
+        let busy = self.activity.busy();
         Box::pin(async move {
+            let _busy = busy;
             let (mut parts, body) = req.into_parts();
             let read =
                 tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
@@ -137,19 +202,62 @@ where
     }
 }
 
-/// Answer every request on `stream` with HTTP 503 and `err`, then close:
-/// for connections over the limit.
-pub async fn refuse(stream: UnixStream, err: RpcError) {
-    let service = tower::service_fn(move |_: hyper::Request<Incoming>| {
-        let resp = error_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &err);
-        async move { Ok::<_, std::convert::Infallible>(resp) }
-    });
-    let conn = http1()
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-    if let Err(e) = conn.await {
-        tracing::debug!(cause = %e, "refused connection ended with an error");
+/// Whether the peer has already sent something on `stream` (without
+/// consuming it).
+pub fn has_sent(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most 1 byte into `byte`, which outlives the call;
+    // the descriptor is owned by `stream`, open for the whole call.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
+/// Answer a connection over the cap at once and close it: `GET /health`
+/// (when the request is already readable) gets 200 `ok`, anything else
+/// HTTP 503 with `err`. Never waits: nothing is held once this returns.
+pub fn refuse_now(stream: UnixStream, err: &RpcError) {
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
+    // Non-blocking (as tokio left it): read what has already arrived.
+    let mut head = [0u8; 64];
+    let got = stream.read(&mut head).unwrap_or(0);
+    let (status, content_type, body) = if head[..got].starts_with(b"GET /health ") {
+        ("200 OK", "text/plain", "ok\n".to_string())
+    } else {
+        let body =
+            serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": err.to_error_object() });
+        (
+            "503 Service Unavailable",
+            "application/json",
+            body.to_string(),
+        )
+    };
+    // Drain what else has arrived (bounded): closing a Unix socket with
+    // unread data makes the client's read fail instead of seeing the answer.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
     }
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A few hundred bytes fit in any socket buffer; a client that is gone
+    // gets nothing, which is all it can get.
+    let _ = stream.write_all(response.as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// HTTP/1.1 with slow headers cut off, as every connection is served.

@@ -10,6 +10,8 @@ pub mod audit;
 pub mod client;
 pub mod closing;
 pub mod config;
+pub mod fds;
+pub mod flood;
 pub mod forge;
 pub mod http;
 pub mod mcp;

@@ -809,6 +809,8 @@ mod tests {
             max_writes: 100,
             http_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(60),
+            signing_key: None,
+            run_id: None,
         };
         let forge = Arc::new(MemoryForge::seeded("acme", "widgets"));
         let server = Server::start(config, forge).await.unwrap();

@@ -33,14 +33,33 @@ fn peer(ext: &Extensions) -> Option<Peer> {
     ext.get::<Peer>().copied()
 }
 
+impl RpcHandler {
+    /// Run one method on its own task ([`Sidecar::detached`]): a caller that
+    /// hangs up cannot cancel it half-way and lose its audit.
+    async fn call<T, F, Fut>(&self, ext: &Extensions, method: F) -> RpcResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Sidecar>, Option<Peer>) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>> + Send + 'static,
+    {
+        let call = method(Arc::clone(&self.sidecar), peer(ext));
+        Ok(self.sidecar.detached(call).await?)
+    }
+}
+
 #[async_trait]
 impl ForgeApiServer for RpcHandler {
     async fn read_issue(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<Issue> {
-        Ok(self.sidecar.read_issue(number, peer(ext)).await?)
+        self.call(
+            ext,
+            move |s, p| async move { s.read_issue(number, p).await },
+        )
+        .await
     }
 
     async fn read_pr(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<PullRequest> {
-        Ok(self.sidecar.read_pr(number, peer(ext)).await?)
+        self.call(ext, move |s, p| async move { s.read_pr(number, p).await })
+            .await
     }
 
     async fn read_comments(
@@ -48,7 +67,11 @@ impl ForgeApiServer for RpcHandler {
         ext: &Extensions,
         number: IssueNumber,
     ) -> RpcResult<Vec<Comment>> {
-        Ok(self.sidecar.read_comments(number, peer(ext)).await?)
+        self.call(
+            ext,
+            move |s, p| async move { s.read_comments(number, p).await },
+        )
+        .await
     }
 
     async fn read_reviews(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<Vec<Review>> {
@@ -71,7 +94,10 @@ impl ForgeApiServer for RpcHandler {
         number: IssueNumber,
         body: Text,
     ) -> RpcResult<Comment> {
-        Ok(self.sidecar.post_comment(number, body, peer(ext)).await?)
+        self.call(ext, move |s, p| async move {
+            s.post_comment(number, body, p).await
+        })
+        .await
     }
 
     async fn update_description(
@@ -80,10 +106,10 @@ impl ForgeApiServer for RpcHandler {
         number: IssueNumber,
         body: Text,
     ) -> RpcResult<Updated> {
-        Ok(self
-            .sidecar
-            .update_description(number, body, peer(ext))
-            .await?)
+        self.call(ext, move |s, p| async move {
+            s.update_description(number, body, p).await
+        })
+        .await
     }
 
     async fn signal_done(
@@ -92,11 +118,15 @@ impl ForgeApiServer for RpcHandler {
         status: DoneStatus,
         summary: Text,
     ) -> RpcResult<DoneReceipt> {
-        Ok(self.sidecar.signal_done(status, summary, peer(ext)).await?)
+        self.call(ext, move |s, p| async move {
+            s.signal_done(status, summary, p).await
+        })
+        .await
     }
 
     async fn scope(&self, ext: &Extensions) -> RpcResult<ScopeInfo> {
-        Ok(self.sidecar.scope(peer(ext)).await?)
+        self.call(ext, move |s, p| async move { s.scope(p).await })
+            .await
     }
 }
 
@@ -125,7 +155,8 @@ fn check(req: &Request<'_>) -> Result<(), RpcError> {
         return Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!(
-                "unknown method '{name}'; the methods are: {}",
+                "unknown method '{}'; the methods are: {}",
+                forge_protocol::echo::quote(name),
                 known.join(", ")
             ),
         ));

@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use forge_protocol::echo::quote;
 use forge_protocol::error::number_list;
 use forge_protocol::event::ScopeGrown;
 use forge_protocol::{
@@ -110,15 +111,12 @@ impl Growth {
 }
 
 /// Why a pull request joins the scope (the `reason` of `scope_grown`).
-pub mod reason {
-    /// This session's `open_pr` opened it.
-    pub const OPENED: &str = "opened";
-    /// It existed when the session started.
-    pub const AT_START: &str = "found at start";
-    /// It was looked up when a write targeted it.
-    pub const ON_WRITE: &str = "found on write";
-    /// `open_pr` found it already open for the branch.
-    pub const ON_OPEN: &str = "found by open_pr";
+mod reason {
+    use forge_protocol::event::ScopeGrown;
+    pub const OPENED: &str = ScopeGrown::OPENED;
+    pub const AT_START: &str = ScopeGrown::AT_START;
+    pub const ON_WRITE: &str = ScopeGrown::ON_WRITE;
+    pub const ON_OPEN: &str = ScopeGrown::ON_OPEN;
 }
 
 /// Permission to open one pull request, from [`ScopedForge::authorize_pr`].
@@ -157,10 +155,11 @@ impl Escape {
         } else {
             "close"
         };
+        // The repository part of a reference is the agent's text: cut it.
         format!(
             "'{}' would {verb} {}",
-            self.reference,
-            self.reference.target()
+            quote(&self.reference.to_string()),
+            quote(&self.reference.target())
         )
     }
 }
@@ -553,7 +552,7 @@ impl ScopedForge {
     }
 
     fn escape_error(&self, what: String, fix: &str, e: &Escape) -> RpcError {
-        let target = e.reference.target();
+        let target = quote(&e.reference.target()).into_owned();
         RpcError::new(
             ErrorCode::ScopeDenied,
             format!(
@@ -607,12 +606,12 @@ impl ScopedForge {
         }
         let closing = if method == Method::UpdateDescription {
             if let Some(e) = self.escape_in(body.as_str()) {
-                let target = e.reference.target();
+                let target = quote(&e.reference.target()).into_owned();
                 return Err(self.escape_error(
                     format!(
                         "description of #{} denied: '{}' would act on {target}",
                         number.get(),
-                        e.reference
+                        quote(&e.reference.to_string())
                     ),
                     &format!("mention it without a closing keyword (e.g. 'see {target}')"),
                     &e,
@@ -629,6 +628,13 @@ impl ScopedForge {
             body,
             closing,
         })
+    }
+
+    /// Count `writes` made and pull requests opened by earlier sessions of
+    /// the run against the budget and `max_prs`.
+    pub fn spent_earlier(&self, writes: u32, prs_opened: u32) {
+        self.writes_used.fetch_add(writes, Ordering::SeqCst);
+        self.prs_opened.fetch_add(prs_opened, Ordering::SeqCst);
     }
 
     /// Return the budget unit of a permit that was not spent.

@@ -2,25 +2,39 @@
 //!
 //! JSON-RPC 2.0 over HTTP/1.1 on a Unix socket: jsonrpsee's tower service
 //! served by hyper on each accepted stream (see [`crate::http`]).
+//!
+//! Connections are capped ([`connection_cap`]): at the cap a new connection
+//! that sends a request within [`ADMISSION_WAIT`] is served by closing the
+//! longest idle connection; one that sends nothing, or finds every
+//! connection busy, is answered at once and closed ([`http::refuse_now`]). So the
+//! descriptors in use stay below the soft limit, which is raised to the hard
+//! limit at start ([`crate::fds`]). The heartbeat runs on its own thread, so
+//! no load on the async thread or the blocking pool can delay it.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use forge_protocol::event::Peer;
 use forge_protocol::{ErrorCode, ForgeApiServer, RpcError};
 use forge_queue::QueueWriter;
+use forge_queue::checkpoint::CheckpointSigner;
 use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
-use tokio::net::UnixListener;
-use tokio::task::JoinSet;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::audit::AuditWriter;
 use crate::config::Config;
+use crate::fds;
+use crate::flood::FLUSH_INTERVAL;
 use crate::forge::Forge;
-use crate::http;
+use crate::http::{self, Activity};
 use crate::rpc::{RpcHandler, StrictParams};
 use crate::scope::{Scope, ScopedForge};
 use crate::service::Sidecar;
@@ -28,10 +42,35 @@ use crate::socket;
 
 /// How long in-flight calls may run after a stop signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Most connections served at once; beyond, a connection gets HTTP 503
-/// with `limit_exceeded`. HTTP/1.1 runs one request at a time per
-/// connection, so this also bounds the requests in flight.
+/// Most connections served at once (fewer if the descriptor limit is low,
+/// see [`connection_cap`]); beyond, the oldest idle connection is closed, or
+/// when none is idle the new one gets HTTP 503 with `limit_exceeded`.
+/// HTTP/1.1 runs one request at a time per connection, so this also bounds
+/// the requests in flight.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Descriptors kept free of connections: the listener, the queue and its
+/// files, the forge connections, the log, the runtime.
+pub const RESERVED_FDS: u64 = 64;
+/// Connections over the cap that may wait for their request to arrive
+/// ([`ADMISSION_WAIT`]); beyond, the one waiting longest is refused (so up
+/// to twice this many are open for a moment).
+pub const MAX_WAITING: usize = 128;
+/// How long a connection over the cap may take to send its request before
+/// it is refused. Only one that sends a request makes room for itself by
+/// closing the longest idle connection, so a caller that opens connections
+/// and sends nothing cannot push out the others.
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
+
+/// The connection cap under a soft descriptor limit of `soft`:
+/// [`MAX_CONNECTIONS`], or fewer so that connections, those waiting for
+/// admission (up to 2 × [`MAX_WAITING`]) and [`RESERVED_FDS`] stay within
+/// the limit.
+pub fn connection_cap(soft: u64) -> usize {
+    let room = soft
+        .saturating_sub(RESERVED_FDS + 2 * MAX_WAITING as u64)
+        .max(1);
+    MAX_CONNECTIONS.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
 /// Largest response sent, bytes (above the forge response cap).
 const MAX_RESPONSE_BYTES: u32 = 32 * 1024 * 1024;
 
@@ -41,6 +80,7 @@ pub struct Server {
     socket_path: PathBuf,
     sidecar: Arc<Sidecar>,
     config: Config,
+    max_connections: usize,
 }
 
 impl Server {
@@ -54,6 +94,14 @@ impl Server {
         let queue = tokio::task::spawn_blocking(move || QueueWriter::open(&queue_dir))
             .await?
             .with_context(|| format!("open queue directory {}", config.queue_dir.display()))?;
+        let queue = match &config.signing_key {
+            Some(key) => queue.with_checkpoints(CheckpointSigner {
+                key: key.clone(),
+                repository: format!("{}/{}", config.owner, config.repo),
+                issue: config.issue.get(),
+            }),
+            None => queue,
+        };
         let scope = Scope {
             owner: config.owner.clone(),
             repo: config.repo.clone(),
@@ -65,12 +113,36 @@ impl Server {
             base_branches: config.base_branches.clone(),
             max_prs: config.max_prs,
         };
+        let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
+        let earlier =
+            tokio::task::spawn_blocking(move || forge_queue::run::scan(&queue_dir, run.as_deref()))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "read the earlier sessions of the run in {}",
+                        config.queue_dir.display()
+                    )
+                })?;
         let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
         let sidecar = Arc::new(Sidecar::new(
             ScopedForge::new(forge, scope),
             audit,
             config.max_body_bytes,
+            config.run_id.clone(),
         ));
+        sidecar.continue_run(&earlier);
+        if earlier.sessions > 0 {
+            tracing::info!(
+                run = config.run_id.as_deref().unwrap_or("(none)"),
+                sessions = earlier.sessions,
+                writes = earlier.writes,
+                done = earlier.done.as_deref().unwrap_or("no"),
+                "continuing the run of earlier sessions in this queue"
+            );
+        }
+        let soft = fds::raise_nofile_limit();
+        let max_connections = connection_cap(soft);
+        tracing::info!(soft_limit = soft, max_connections, "descriptor limit");
         sidecar
             .start(&config)
             .await
@@ -84,6 +156,7 @@ impl Server {
             socket_path: config.socket.clone(),
             sidecar,
             config,
+            max_connections,
         })
     }
 
@@ -96,8 +169,11 @@ impl Server {
             socket_path,
             sidecar,
             config,
+            max_connections,
         } = self;
-        let heartbeat = tokio::spawn(heartbeat(Arc::clone(sidecar.queue()), config.heartbeat));
+        let heartbeat = Heartbeat::start(Arc::clone(sidecar.queue()), config.heartbeat)
+            .context("start the heartbeat thread")?;
+        let flusher = tokio::spawn(flush_coalesced(Arc::clone(&sidecar)));
         let (stop_handle, server_handle) = stop_channel();
         let methods = RpcHandler::new(Arc::clone(&sidecar)).into_rpc();
         let rpc_config = ServerConfig::builder()
@@ -115,33 +191,86 @@ impl Server {
                     .layer_fn(move |s| StrictParams::new(s, Arc::clone(&strict))),
             )
             .to_service_builder()
-            .max_connections(MAX_CONNECTIONS as u32);
+            .max_connections(max_connections as u32);
         tracing::info!(socket = %socket_path.display(), session = sidecar.session(), "serving");
 
         let mut connections = JoinSet::new();
+        let mut live: Live = HashMap::new();
+        let mut waiting: JoinSet<(UnixStream, bool)> = JoinSet::new();
+        let mut waiters: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+        let serve = |stream: UnixStream, connections: &mut JoinSet<()>, live: &mut Live| {
+            let peer = peer_of(&stream);
+            let activity = Arc::new(Activity::default());
+            let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
+            let service = http::Connection::new(
+                rpc,
+                peer,
+                Arc::clone(&sidecar),
+                config.max_request_bytes,
+                Arc::clone(&activity),
+            );
+            let handle =
+                connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
+            live.insert(handle.id(), (handle, activity));
+        };
+        let refuse = |stream: UnixStream| {
+            let peer = peer_of(&stream);
+            let err = RpcError::new(
+                ErrorCode::LimitExceeded,
+                format!("the sidecar is busy with its maximum of {max_connections} connections; retry shortly"),
+            )
+            .with_data(serde_json::json!({ "limit": "max_connections", "max": max_connections, "left": 0 }));
+            http::refuse_now(stream, &err);
+            let sidecar = Arc::clone(&sidecar);
+            tokio::spawn(async move {
+                sidecar.refuse("(connection)", err, peer).await;
+            });
+        };
         tokio::pin!(shutdown);
         let reason = loop {
             tokio::select! {
                 reason = &mut shutdown => break reason,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) if connections.len() >= MAX_CONNECTIONS => {
-                        let peer = peer_of(&stream);
-                        let err = RpcError::new(
-                            ErrorCode::LimitExceeded,
-                            format!("the sidecar is serving its maximum of {MAX_CONNECTIONS} connections; retry shortly"),
-                        )
-                        .with_data(serde_json::json!({ "limit": "max_connections", "max": MAX_CONNECTIONS, "left": 0 }));
-                        let sidecar = Arc::clone(&sidecar);
-                        tokio::spawn(async move {
-                            let err = sidecar.refuse("(connection)", err, peer).await;
-                            http::refuse(stream, err).await;
-                        });
+                    Ok((stream, _)) if live.len() < max_connections => {
+                        serve(stream, &mut connections, &mut live);
+                    }
+                    // At the cap, room is made only for a caller that sends a
+                    // request: one that has, or (briefly, a bounded number)
+                    // one that does so soon.
+                    Ok((stream, _)) if http::has_sent(&stream) => {
+                        if close_oldest_idle(&mut live) {
+                            serve(stream, &mut connections, &mut live);
+                        } else {
+                            refuse(stream);
+                        }
                     }
                     Ok((stream, _)) => {
-                        let peer = peer_of(&stream);
-                        let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
-                        let service = http::Connection::new(rpc, peer, Arc::clone(&sidecar), config.max_request_bytes);
-                        connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
+                        // The longest waiter gives way to the newest: a caller
+                        // that keeps opening silent connections cannot keep
+                        // another's out of the wait.
+                        if waiting.len() >= MAX_WAITING {
+                            while let Some(kick) = waiters.pop_front() {
+                                if kick.send(()).is_ok() {
+                                    break;
+                                }
+                            }
+                        }
+                        // Kicked waiters end at their next poll; this bounds
+                        // the moment in between.
+                        if waiting.len() >= 2 * MAX_WAITING {
+                            refuse(stream);
+                            continue;
+                        }
+                        let (kick, kicked) = oneshot::channel::<()>();
+                        waiters.push_back(kick);
+                        waiters.retain(|w| !w.is_closed());
+                        waiting.spawn(async move {
+                            let sent = tokio::select! {
+                                ready = tokio::time::timeout(ADMISSION_WAIT, stream.readable()) => matches!(ready, Ok(Ok(()))),
+                                _ = kicked => false,
+                            };
+                            (stream, sent)
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -149,10 +278,27 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(admitted) = waiting.join_next(), if !waiting.is_empty() => {
+                    if let Ok((stream, sent)) = admitted {
+                        if sent && (live.len() < max_connections || close_oldest_idle(&mut live)) {
+                            serve(stream, &mut connections, &mut live);
+                        } else {
+                            refuse(stream);
+                        }
+                    }
+                }
+                Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    let id = match ended {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    live.remove(&id);
+                }
             }
         };
+        waiting.abort_all();
         tracing::info!(%reason, in_flight = connections.len(), "stopping");
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         drop(listener);
         if let Err(e) = std::fs::remove_file(&socket_path) {
             tracing::warn!(cause = %e, socket = %socket_path.display(), "could not remove the socket");
@@ -165,11 +311,19 @@ impl Server {
         if drained.is_err() {
             tracing::warn!(
                 left = connections.len(),
-                "calls still running after the grace period; abandoning them"
+                "connections still open after the grace period; closing them"
             );
             connections.abort_all();
         }
-        heartbeat.abort();
+        // Calls whose callers hung up run on their own: let them finish too.
+        if !sidecar
+            .wait_idle(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            tracing::warn!("calls still running after the grace period; abandoning them");
+        }
+        flusher.abort();
+        heartbeat.stop();
         sidecar
             .end(&reason)
             .await
@@ -177,6 +331,28 @@ impl Server {
         tracing::info!(session = sidecar.session(), "stopped");
         Ok(())
     }
+}
+
+/// The connections being served, by task id.
+type Live = HashMap<tokio::task::Id, (AbortHandle, Arc<Activity>)>;
+
+/// Close the connection that has been idle longest to make room for a new
+/// one; false if every connection is busy with a request. A caller's
+/// connection is idle only between accept and its request being read, and
+/// it is then the youngest: every idle connection held longer goes first.
+fn close_oldest_idle(live: &mut Live) -> bool {
+    let oldest = live
+        .iter()
+        .filter_map(|(id, (_, activity))| Some((activity.idle_since()?, *id)))
+        .min();
+    let Some((_, id)) = oldest else {
+        return false;
+    };
+    if let Some((handle, _)) = live.remove(&id) {
+        handle.abort();
+    }
+    tracing::debug!("closed the longest idle connection to serve a new one");
+    true
 }
 
 /// The caller's pid/uid/gid from the socket (`SO_PEERCRED`), for the audit.
@@ -189,17 +365,64 @@ fn peer_of(stream: &tokio::net::UnixStream) -> Option<Peer> {
     })
 }
 
-/// Replace the heartbeat file every `every` until aborted.
-async fn heartbeat(queue: Arc<QueueWriter>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// Write the calls counted over the audit rate every [`FLUSH_INTERVAL`].
+async fn flush_coalesced(sidecar: Arc<Sidecar>) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let queue = Arc::clone(&queue);
-        match tokio::task::spawn_blocking(move || queue.heartbeat()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(cause = %e, "heartbeat not written"),
-            Err(e) => tracing::warn!(cause = %e, "heartbeat task failed"),
-        }
+        sidecar.flush_coalesced().await;
+    }
+}
+
+/// The heartbeat thread: replaces the heartbeat file every interval, on a
+/// thread of its own.
+struct Heartbeat {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(queue: Arc<QueueWriter>, every: Duration) -> std::io::Result<Heartbeat> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                loop {
+                    let started = Instant::now();
+                    if let Err(e) = queue.heartbeat() {
+                        tracing::warn!(cause = %e, "heartbeat not written");
+                    }
+                    let wait = every.saturating_sub(started.elapsed());
+                    match stopped.recv_timeout(wait) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })?;
+        Ok(Heartbeat { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_room_below_the_descriptor_limit() {
+        assert_eq!(connection_cap(1 << 20), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(1024), MAX_CONNECTIONS);
+        let low = 400;
+        let cap = connection_cap(low);
+        assert!(
+            cap as u64 + 2 * MAX_WAITING as u64 + RESERVED_FDS <= low,
+            "{cap}"
+        );
+        assert_eq!(connection_cap(10), 1);
     }
 }

@@ -5,11 +5,20 @@
 //! and writes the `op` event before returning. If an event cannot be durably
 //! queued the call fails with `audit_unavailable` and, when that happens
 //! before the forge write, nothing reaches the forge.
+//!
+//! A call runs to completion once accepted, whether or not its caller is
+//! still connected: the entry points run it on its own task
+//! ([`Sidecar::detached`]), so a caller that hangs up cannot cancel the
+//! `op` event of a forge call that was made. Calls that reach nothing are
+//! audited at a bounded rate ([`crate::flood`]); every message and summary
+//! is bounded ([`forge_protocol::echo`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use forge_protocol::echo::{MAX_MESSAGE_CHARS, cut, quote};
 use forge_protocol::event::{
     Done, EventBody, Intent, Op, OpError, Outcome, OutcomeCounts, Peer, SessionEnd, SessionStart,
 };
@@ -17,12 +26,19 @@ use forge_protocol::{
     BranchName, Comment, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber, Method,
     PullRequest, Review, RpcError, ScopeInfo, Text, Updated,
 };
+use forge_queue::run::RunState;
 use forge_queue::{QueueError, QueueWriter, Written};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::audit::AuditWriter;
 use crate::config::Config;
+use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
 use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
+
+/// Most forge calls in flight at once; further calls wait for a slot. With
+/// the forge response cap this bounds the memory forge answers can take.
+pub const MAX_FORGE_CALLS: usize = 2;
 
 /// The sidecar's state for one session.
 pub struct Sidecar {
@@ -31,7 +47,13 @@ pub struct Sidecar {
     max_summary_bytes: usize,
     next_op: AtomicU64,
     done: AtomicBool,
+    /// The run's done event, when an earlier session of the run signalled it.
+    done_earlier: Mutex<Option<String>>,
+    run: Option<String>,
     counts: Mutex<OutcomeCounts>,
+    forge_slots: Semaphore,
+    in_flight: Arc<InFlight>,
+    rate: AuditRate,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -43,16 +65,71 @@ struct CallInfo {
     started: Instant,
 }
 
+/// Whether a call's `op` event may be coalesced with others.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// The call reached the forge or changed the session: always its own event.
+    Always,
+    /// The call reached nothing: its own event within the audit rate, else counted.
+    WithinRate,
+}
+
+/// Calls running on their own tasks, so a stop can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running call; dropping it ends the call.
+struct CallGuard(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> CallGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        CallGuard(Arc::clone(self))
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 impl Sidecar {
-    /// A sidecar over `forge`, auditing into `queue`.
-    pub fn new(forge: ScopedForge, audit: AuditWriter, max_summary_bytes: usize) -> Self {
+    /// A sidecar over `forge`, auditing into `queue`, for the run `run`.
+    pub fn new(
+        forge: ScopedForge,
+        audit: AuditWriter,
+        max_summary_bytes: usize,
+        run: Option<String>,
+    ) -> Self {
         Sidecar {
             forge: Arc::new(forge),
             audit,
             max_summary_bytes,
             next_op: AtomicU64::new(1),
             done: AtomicBool::new(false),
+            done_earlier: Mutex::new(None),
+            run,
             counts: Mutex::new(OutcomeCounts::default()),
+            forge_slots: Semaphore::new(MAX_FORGE_CALLS),
+            in_flight: Arc::default(),
+            rate: AuditRate::default(),
+        }
+    }
+
+    /// Continue the run from what its earlier sessions spent: their forge
+    /// writes and opened pull requests count against this session's budget
+    /// and `max_prs`, and their done signal stands.
+    pub fn continue_run(&self, earlier: &RunState) {
+        self.forge.spent_earlier(earlier.writes, earlier.prs_opened);
+        if let Some(done) = &earlier.done {
+            self.done.store(true, Ordering::SeqCst);
+            *self.done_earlier.lock().unwrap_or_else(|p| p.into_inner()) = Some(done.clone());
         }
     }
 
@@ -79,6 +156,7 @@ impl Sidecar {
             writable: self.forge.writable(),
             limits: config.limits(),
             pid: std::process::id(),
+            run: self.run.clone(),
         });
         self.emit(body).await.map(drop)
     }
@@ -115,8 +193,10 @@ impl Sidecar {
         Ok(())
     }
 
-    /// Write `session_end` with the call counts.
+    /// Write what is left of the coalesced counts, then `session_end` with
+    /// the call counts.
     pub async fn end(&self, reason: &str) -> Result<(), QueueError> {
+        self.flush_coalesced().await;
         let counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let body = EventBody::SessionEnd(SessionEnd {
             reason: reason.into(),
@@ -124,6 +204,74 @@ impl Sidecar {
             done: self.done.load(Ordering::SeqCst),
         });
         self.emit(body).await.map(drop)
+    }
+
+    /// Run `call` on its own task and wait for it: if the waiting future is
+    /// dropped (the caller hung up), the call still runs to completion and
+    /// writes its events. [`Sidecar::wait_idle`] waits for such calls.
+    pub async fn detached<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, RpcError>> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let guard = self.in_flight.enter();
+        let task = tokio::spawn(async move {
+            let _running = guard;
+            call.await
+        });
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(cause = %e, "a call's task failed");
+            Err(RpcError::new(
+                ErrorCode::Internal,
+                "the call failed inside the sidecar; read back what it was about before retrying",
+            ))
+        })
+    }
+
+    /// Wait until no call is running, for at most `limit`; false if some
+    /// still are.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                let idle = self.in_flight.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Write the calls counted over the audit rate: one `op` per outcome.
+    pub async fn flush_coalesced(&self) {
+        for (outcome, by_op) in self.rate.take() {
+            let total: u64 = by_op.values().sum();
+            let list: Vec<String> = by_op.iter().map(|(m, n)| format!("{m} x{n}")).collect();
+            let summary = format!(
+                "{total} {} call(s) over the audit rate ({AUDIT_RATE_PER_SEC}/s), counted: {}",
+                outcome.as_str(),
+                list.join(", ")
+            );
+            let summary = cut(&summary, MAX_MESSAGE_CHARS).into_owned();
+            tracing::warn!(outcome = outcome.as_str(), calls = total, "{summary}");
+            let op = EventBody::Op(Op {
+                op_id: self.next_op.fetch_add(1, Ordering::SeqCst),
+                op: "(coalesced)".into(),
+                target: None,
+                outcome,
+                summary,
+                error: None,
+                duration_ms: 0,
+                peer: None,
+                coalesced: Some(by_op),
+            });
+            if let Err(cause) = self.emit(op).await {
+                tracing::error!(cause = %cause, calls = total, "coalesced calls could not be audited");
+            }
+        }
     }
 
     /// `read_issue`.
@@ -135,7 +283,7 @@ impl Sidecar {
             Ok(_) => format!("read issue #{}", n.get()),
             Err(e) => format!("failed to read issue #{}: {}", n.get(), reason(e)),
         };
-        self.finish(call, result, summary).await
+        self.finish(call, result, summary, Audit::Always).await
     }
 
     /// `read_pr`.
@@ -150,7 +298,7 @@ impl Sidecar {
             Ok(_) => format!("read PR #{}", n.get()),
             Err(e) => format!("failed to read PR #{}: {}", n.get(), reason(e)),
         };
-        self.finish(call, result, summary).await
+        self.finish(call, result, summary, Audit::Always).await
     }
 
     /// `read_comments`.
@@ -165,7 +313,7 @@ impl Sidecar {
             Ok(list) => format!("read {} comment(s) of #{}", list.len(), n.get()),
             Err(e) => format!("failed to read comments of #{}: {}", n.get(), reason(e)),
         };
-        self.finish(call, result, summary).await
+        self.finish(call, result, summary, Audit::Always).await
     }
 
     /// `read_reviews`.
@@ -185,7 +333,7 @@ impl Sidecar {
             ),
             Err(e) => format!("failed to read reviews of PR #{}: {}", n.get(), reason(e)),
         };
-        self.finish(call, result, summary).await
+        self.finish(call, result, summary, Audit::Always).await
     }
 
     /// `open_pr`: decided by the scope (branch, base, texts, commits,
@@ -207,7 +355,7 @@ impl Sidecar {
             Ok(permit) => permit,
             Err(e) => {
                 let summary = format!("denied open_pr: {}", reason(&e));
-                return self.finish(call, Err(e), summary).await;
+                return self.finish(call, Err(e), summary, Audit::WithinRate).await;
             }
         };
         let intent = EventBody::Intent(Intent {
@@ -283,7 +431,7 @@ impl Sidecar {
         };
         let mut call = call;
         call.target = result.as_ref().ok().map(|pr| pr.number);
-        self.finish(call, result, summary).await
+        self.finish(call, result, summary, Audit::Always).await
     }
 
     /// `post_comment`.
@@ -318,7 +466,8 @@ impl Sidecar {
         }
     }
 
-    /// `signal_done`: the first call writes the `done` event; later ones are refused.
+    /// `signal_done`: the first call of the run writes the `done` event;
+    /// later ones (in this session or a later one of the run) are refused.
     pub async fn signal_done(
         &self,
         status: DoneStatus,
@@ -340,16 +489,31 @@ impl Sidecar {
                     call,
                     Err(err),
                     "denied signal_done: summary too long".into(),
+                    Audit::WithinRate,
                 )
                 .await;
         }
         if self.done.swap(true, Ordering::SeqCst) {
-            let err = RpcError::new(
-                ErrorCode::AlreadyDone,
-                "signal_done was already called in this session; the first signal stands and the host has it",
-            );
+            let earlier = self
+                .done_earlier
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let message = match earlier {
+                Some(event) => format!(
+                    "signal_done was already called in this run, by an earlier session of the sidecar (event {event}); \
+                     the first signal stands and the host has it"
+                ),
+                None => "signal_done was already called in this session; the first signal stands and the host has it".into(),
+            };
+            let err = RpcError::new(ErrorCode::AlreadyDone, message);
             return self
-                .finish(call, Err(err), "denied signal_done: already done".into())
+                .finish(
+                    call,
+                    Err(err),
+                    "denied signal_done: already done".into(),
+                    Audit::WithinRate,
+                )
                 .await;
         }
         // Commits are pushed outside the sidecar: read them now and leave
@@ -381,6 +545,7 @@ impl Sidecar {
                         warnings,
                     }),
                     text,
+                    Audit::Always,
                 )
                 .await
             }
@@ -398,19 +563,29 @@ impl Sidecar {
     pub async fn scope(&self, peer: Option<Peer>) -> Result<ScopeInfo, RpcError> {
         let call = self.begin(Method::Scope.name(), None, peer);
         let info = self.forge.info(self.done.load(Ordering::SeqCst));
-        self.finish(call, Ok(info), "read scope".into()).await
+        self.finish(call, Ok(info), "read scope".into(), Audit::WithinRate)
+            .await
     }
 
-    /// Audit a call refused before dispatch (unknown method, bad params) and
-    /// return the error to send.
-    pub async fn refuse(&self, op: &str, err: RpcError, peer: Option<Peer>) -> RpcError {
+    /// Audit a call refused before dispatch (unknown method, bad params,
+    /// over a limit) and return the error to send. The audit runs on its own
+    /// task, so it is written even if the caller has gone.
+    pub async fn refuse(self: &Arc<Self>, op: &str, err: RpcError, peer: Option<Peer>) -> RpcError {
         // The name comes from the caller: keep the audit line short.
-        let op: String = op.chars().take(64).collect();
-        let call = self.begin(&op, None, peer);
-        let summary = format!("refused {op}: {}", reason(&err));
-        self.finish::<()>(call, Err(err), summary)
-            .await
-            .expect_err("finish keeps an error an error")
+        let op = quote(op).into_owned();
+        let me = Arc::clone(self);
+        let audited = self
+            .detached(async move {
+                let call = me.begin(&op, None, peer);
+                let summary = format!("refused {op}: {}", reason(&err));
+                me.finish::<()>(call, Err(err), summary, Audit::WithinRate)
+                    .await
+            })
+            .await;
+        match audited {
+            Err(err) => err,
+            Ok(()) => RpcError::new(ErrorCode::Internal, "a refusal was not an error"),
+        }
     }
 
     async fn write(
@@ -439,9 +614,11 @@ impl Sidecar {
             Ok(permit) => permit,
             Err(e) => {
                 let summary = format!("denied {noun} #{}: {}", n.get(), reason(&e));
-                return self.finish(call, Err(e), summary).await;
+                return self.finish(call, Err(e), summary, Audit::WithinRate).await;
             }
         };
+        // Never closed, so acquiring cannot fail.
+        let slot = self.forge_slots.acquire().await.ok();
         let intent = EventBody::Intent(Intent {
             op_id: call.op_id,
             op: call.op.clone(),
@@ -468,6 +645,7 @@ impl Sidecar {
                 )))
             })
             .map_err(ForgeError::into_rpc);
+        drop(slot);
         let summary = match (&result, method) {
             (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
             (Ok(_), _) if !closing.is_empty() => {
@@ -487,7 +665,7 @@ impl Sidecar {
                 reason(e)
             ),
         };
-        self.finish(call, result, summary).await
+        self.finish(call, result, summary, Audit::Always).await
     }
 
     fn begin(&self, op: &str, target: Option<IssueNumber>, peer: Option<Peer>) -> CallInfo {
@@ -500,6 +678,7 @@ impl Sidecar {
         }
     }
 
+    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots.
     async fn on_forge<T, F>(&self, f: F) -> Result<T, RpcError>
     where
         T: Send + 'static,
@@ -508,6 +687,8 @@ impl Sidecar {
         if !self.forge.inner().blocks() {
             return f(self.forge.inner()).map_err(ForgeError::into_rpc);
         }
+        // Never closed, so acquiring cannot fail.
+        let _slot = self.forge_slots.acquire().await.ok();
         let forge = Arc::clone(&self.forge);
         tokio::task::spawn_blocking(move || f(forge.inner()))
             .await
@@ -540,17 +721,30 @@ impl Sidecar {
             .map_err(ForgeError::into_rpc)
     }
 
-    /// Write the call's `op` event, then hand back its result.
+    /// Write the call's `op` event (or count it, see [`Audit`]), then hand
+    /// back its result. The error message and the summary are cut to
+    /// [`MAX_MESSAGE_CHARS`], in the event and in the answer alike.
     async fn finish<T>(
         &self,
         call: CallInfo,
-        result: Result<T, RpcError>,
+        mut result: Result<T, RpcError>,
         summary: String,
+        audit: Audit,
     ) -> Result<T, RpcError> {
+        if let Err(e) = &mut result
+            && let std::borrow::Cow::Owned(short) = cut(&e.message, MAX_MESSAGE_CHARS)
+        {
+            e.message = short;
+        }
+        let summary = cut(&summary, MAX_MESSAGE_CHARS).into_owned();
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(e) => Outcome::of_error(e.code),
         };
+        if audit == Audit::WithinRate && !self.rate.admit(&call.op, outcome) {
+            self.count(outcome);
+            return result;
+        }
         let error = result.as_ref().err().map(|e| OpError {
             code: e.code.code(),
             name: e.code.name().into(),
@@ -567,6 +761,7 @@ impl Sidecar {
             error,
             duration_ms: call.started.elapsed().as_millis() as u64,
             peer: call.peer,
+            coalesced: None,
         });
         if let Err(cause) = self.emit(op).await {
             let next = if was_write && outcome == Outcome::Ok {
@@ -576,11 +771,15 @@ impl Sidecar {
             };
             return Err(audit_unavailable(&cause, next));
         }
+        self.count(outcome);
+        result
+    }
+
+    fn count(&self, outcome: Outcome) {
         self.counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .add(outcome);
-        result
     }
 
     async fn emit(&self, body: EventBody) -> Result<Written, QueueError> {
@@ -626,7 +825,7 @@ pub(crate) fn test_sidecar_with_forge(
     let forge = ScopedForge::new(Arc::clone(&memory) as Arc<dyn Forge>, scope);
     let queue = Arc::new(QueueWriter::open(queue_dir).expect("queue"));
     let audit = AuditWriter::start(queue).expect("audit writer");
-    (Arc::new(Sidecar::new(forge, audit, 1024)), memory)
+    (Arc::new(Sidecar::new(forge, audit, 1024, None)), memory)
 }
 
 /// [`test_sidecar_with_forge`] without the forge handle.
@@ -730,6 +929,69 @@ mod tests {
         // Space comes back: calls work again and the budget was not spent.
         std::fs::rename(dir.path().join("gone"), dir.path().join("new")).unwrap();
         assert_eq!(sidecar.scope(None).await.unwrap().writes_left, 3);
+    }
+
+    #[tokio::test]
+    async fn op_events_stay_under_the_documented_size_whatever_the_caller_sends() {
+        use forge_protocol::event::MAX_OP_EVENT_BYTES;
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = test_sidecar(dir.path());
+        // Control characters are the worst case: six bytes each in JSON.
+        let hostile = "\u{1}".repeat(100_000);
+        let err = RpcError::new(ErrorCode::InvalidParams, hostile.clone());
+        let answered = sidecar.refuse(&hostile, err, None).await;
+        assert!(answered.message.chars().count() <= MAX_MESSAGE_CHARS + 7);
+        // Over the audit rate: the calls are counted, and the counts are
+        // written as coalesced events, which are bounded too.
+        for i in 0..200 {
+            let name = format!("{i}{hostile}");
+            let err = RpcError::new(ErrorCode::MethodNotFound, hostile.clone());
+            sidecar.refuse(&name, err, None).await;
+        }
+        sidecar.flush_coalesced().await;
+        let mut sizes = Vec::new();
+        for entry in std::fs::read_dir(dir.path().join("new")).unwrap() {
+            sizes.push(std::fs::metadata(entry.unwrap().path()).unwrap().len() as usize);
+        }
+        assert!(sizes.len() < 100, "{} events for 201 calls", sizes.len());
+        let largest = sizes.iter().max().copied().unwrap_or(0);
+        assert!(
+            largest <= MAX_OP_EVENT_BYTES,
+            "an op event of {largest} bytes"
+        );
+        let evs = events(dir.path());
+        let counted: u64 = evs
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Op(op) => Some(op.calls()),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(counted, 201, "every call is counted once");
+    }
+
+    #[tokio::test]
+    async fn a_call_runs_to_completion_when_its_caller_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let s = Arc::clone(&sidecar);
+        let waiting = sidecar.detached(async move {
+            // The caller's future is dropped while this call is mid-way.
+            tokio::task::yield_now().await;
+            s.post_comment(n(17), text("still posted"), None).await
+        });
+        drop(tokio::time::timeout(Duration::from_millis(0), waiting).await);
+        assert!(sidecar.wait_idle(Duration::from_secs(10)).await);
+        assert_eq!(
+            forge
+                .read_comments(n(17))
+                .unwrap()
+                .last()
+                .map(|c| c.body.as_str()),
+            Some("still posted")
+        );
+        let evs = events(dir.path());
+        assert_eq!(op(evs.last().unwrap()).summary, "posted comment to #17");
     }
 
     #[tokio::test]

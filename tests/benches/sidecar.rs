@@ -20,6 +20,10 @@
 //!    return, and → the line printed by `forge-queue watch --json`.
 //! 6. **MCP**: a `read_issue` tool call over stdio → `forge-sidecar mcp` →
 //!    sidecar → memory forge; the bridge's cold start and RSS.
+//! 7. **Limits**: the sidecar's peak RSS while 200 callers read at once the
+//!    comments of an issue holding 100 comments of 65 KB (fake Gitea), and
+//!    the queue's growth under a flood of refused calls (1 MB param names
+//!    from 4 connections), each beside its documented bound.
 //!
 //! Every client (sidecar, direct Gitea, ping servers) is the same: one hyper
 //! HTTP/1.1 client connection per caller (`hyper::client::conn::http1`) on a
@@ -34,7 +38,7 @@
 //! - `SIDECAR_BENCH_DISK_DIR`: where the disk queues go (default `/var/tmp`);
 //! - `SIDECAR_BENCH_TMPFS_DIR`: where the tmpfs queues go (default `/dev/shm`);
 //! - `SIDECAR_BENCH_DISK_SECS`: time bound of the disk series (default 30);
-//! - `SIDECAR_BENCH_ONLY=append,added,floor,pinned,cold,done,mcp`: only
+//! - `SIDECAR_BENCH_ONLY=append,added,floor,pinned,cold,done,mcp,limits`: only
 //!   these phases;
 //! - `SIDECAR_BENCH_BIN`: another `forge-sidecar` build to run (e.g. one
 //!   with symbols, for `perf`);
@@ -123,6 +127,7 @@ fn main() {
         done_latency(&rt, &opts, &bins, r)
     });
     phase("mcp", &mut report, &mut |r| mcp(&rt, &opts, &bins, r));
+    phase("limits", &mut report, &mut |r| limits(&rt, &opts, &bins, r));
 
     report.note("bench_wall_secs", started.elapsed().as_secs_f64());
     report.note(
@@ -1329,6 +1334,7 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                     uid: 0,
                     gid: 0,
                 }),
+                coalesced: None,
             });
             let t = Instant::now();
             writer.append(body).expect("append");
@@ -1921,6 +1927,144 @@ fn done_latency(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
             );
         }
     }
+}
+
+/// Peak memory under many large reads, and queue growth under a flood of
+/// refused calls, beside their documented bounds.
+fn limits(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
+    use forge_protocol::event::MAX_OP_EVENT_BYTES;
+    use forge_sidecar::flood::{AUDIT_BURST, AUDIT_RATE_PER_SEC};
+    let fast = opts.seq_calls < 10_000;
+
+    section("limits: peak RSS, parallel read_comments of 100 comments of 65 KB (fake Gitea)");
+    let gitea = FakeGitea::start();
+    let token_dir = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
+    let token_file = token_dir.path().join("token");
+    fs::write(&token_file, gitea.token()).expect("token");
+    let mut env = gitea_env(&gitea, &token_file);
+    env.push(("FORGE_LOG".into(), "warn".into()));
+    env.push(("FORGE_HTTP_TIMEOUT_SECS".into(), "120".into()));
+    let mut sidecar = Sidecar::start(&bins.sidecar, &opts.tmpfs, &[], &env);
+    let pid = sidecar.pid();
+    let comment = Req::rpc(
+        "post_comment",
+        Some(json!({ "number": ASSIGNED_ISSUE, "body": "x".repeat(65_000) })),
+    );
+    let callers = if fast { 50 } else { 200 };
+    let read = Req::rpc("read_comments", Some(json!({ "number": ASSIGNED_ISSUE })));
+    let socket = sidecar.socket.clone();
+    let (before, took, bytes) = rt
+        .block_on(async {
+            let mut conn = Http1::unix(&socket).await?;
+            for _ in 0..100 {
+                conn.checked(&comment).await?;
+            }
+            let before = Rss::of(pid);
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..callers {
+                let (socket, read) = (socket.clone(), read.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = Http1::unix(&socket).await?;
+                    conn.checked(&read).await.map(|b| b.len())
+                }));
+            }
+            let mut bytes = 0;
+            for t in tasks {
+                bytes += t.await.map_err(|e| e.to_string())??;
+            }
+            Ok::<_, String>((before, t.elapsed(), bytes))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nsidecar log:\n{}", sidecar.log()));
+    let peak = vm_kib(pid, "VmHWM");
+    sidecar.stop();
+    report.row(
+        "7 limits",
+        format!("peak RSS (VmHWM), {callers} parallel read_comments of ~6.6 MB each"),
+        mib(peak),
+        format!("before the reads {}", before.show()),
+        None,
+        "≤ 64 MiB",
+        Some(peak <= 64 * 1024),
+    );
+    report.row(
+        "7 limits",
+        "  time for all of them; answer bytes",
+        format!(
+            "{:.1} s; {:.0} MiB",
+            took.as_secs_f64(),
+            bytes as f64 / (1 << 20) as f64
+        ),
+        "",
+        None,
+        "",
+        None,
+    );
+    report.figure("limits_peak_rss_kib", peak);
+    report.figure("limits_read_comments_callers", callers);
+
+    section("limits: queue growth under a flood of refused calls (1 MB param names)");
+    let mut sidecar = Sidecar::memory(&bins.sidecar, &opts.tmpfs);
+    let span = Duration::from_secs(if fast { 3 } else { 10 });
+    let key = "k".repeat(1_000_000);
+    let refused = Req::rpc("scope", Some(json!({ key: 1 })));
+    let socket = sidecar.socket.clone();
+    let calls = rt
+        .block_on(async {
+            let deadline = Instant::now() + span;
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (socket, refused) = (socket.clone(), refused.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = Http1::unix(&socket).await?;
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        conn.call(&refused).await?;
+                        n += 1;
+                    }
+                    Ok::<_, String>(n)
+                }));
+            }
+            let mut calls = 0;
+            for t in tasks {
+                calls += t.await.map_err(|e| e.to_string())??;
+            }
+            Ok::<_, String>(calls)
+        })
+        .unwrap_or_else(|e| panic!("{e}\nsidecar log:\n{}", sidecar.log()));
+    sidecar.stop();
+    let (mut events, mut bytes) = (0u64, 0u64);
+    for entry in fs::read_dir(sidecar.queue.join("new"))
+        .expect("new/")
+        .flatten()
+    {
+        events += 1;
+        bytes += entry.metadata().map_or(0, |m| m.len());
+    }
+    let minutes = span.as_secs_f64() / 60.0;
+    let per_min = bytes as f64 / minutes;
+    let bound_first_minute =
+        (AUDIT_BURST as u64 + 60 * (AUDIT_RATE_PER_SEC as u64 + 3)) * MAX_OP_EVENT_BYTES as u64;
+    report.row(
+        "7 limits",
+        format!(
+            "queue growth, {calls} refused calls in {} s ({:.0}/s)",
+            span.as_secs(),
+            calls as f64 / span.as_secs_f64()
+        ),
+        format!(
+            "{:.0} KiB/min ({events} events, {} KiB in all)",
+            per_min / 1024.0,
+            bytes / 1024
+        ),
+        "",
+        None,
+        format!("≤ {} KiB/min", bound_first_minute / 1024),
+        Some(per_min <= bound_first_minute as f64),
+    );
+    report.figure("limits_flood_calls", calls);
+    report.figure("limits_flood_events", events);
+    report.figure("limits_flood_bytes_per_min", per_min);
 }
 
 /// `forge-queue watch DIR --json --no-ack --until-done`, lines timestamped

@@ -122,8 +122,33 @@ impl SidecarProcess {
         args: &[&str],
         env: &[(String, String)],
     ) -> SidecarProcess {
+        SidecarProcess::start_limited(dir, socket, queue, args, env, None)
+    }
+
+    /// Like [`SidecarProcess::start_on`]; with `nofile`, the process starts
+    /// with that descriptor limit, soft and hard (`ulimit -n`).
+    pub fn start_limited(
+        dir: TempDir,
+        socket: PathBuf,
+        queue: PathBuf,
+        args: &[&str],
+        env: &[(String, String)],
+        nofile: Option<u64>,
+    ) -> SidecarProcess {
         let stderr = dir.path().join("sidecar.log");
-        let child = Command::new(workspace_bin("forge-sidecar"))
+        let bin = workspace_bin("forge-sidecar");
+        let mut command = match nofile {
+            None => Command::new(&bin),
+            Some(limit) => {
+                // exec keeps the pid, so signals still reach the sidecar.
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&bin);
+                sh
+            }
+        };
+        let child = command
             .arg("serve")
             .args(args)
             .env_clear()

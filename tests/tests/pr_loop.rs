@@ -370,3 +370,57 @@ async fn read_reviews_returns_every_review_and_inline_comment() {
         gitea.contract_violations()
     );
 }
+
+#[tokio::test]
+async fn a_restart_within_a_run_keeps_the_opened_pr_and_the_pr_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let queue = root.path().join("queue");
+    let gitea = FakeGitea::start();
+    let start = |run: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, gitea.token()).unwrap();
+        let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
+        for (k, v) in [
+            ("FORGE_PR_NUMBER", ""),
+            ("FORGE_BRANCH", AGENT_BRANCH),
+            ("FORGE_RUN_ID", run),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+        SidecarProcess::start_at(dir, queue.clone(), &[], &env)
+    };
+    let mut first = start("job-1");
+    let pr = ok(
+        &client(&first),
+        "open_pr",
+        json!({"title": "Fix", "body": "Closes #17"}),
+    )
+    .await;
+    first.signal_and_wait("KILL");
+
+    // Restarted in the same run: the PR is found and writable again, and the
+    // run's one PR is spent; a new run may open one (here: refused as a duplicate).
+    let second = start("job-1");
+    let c = client(&second);
+    let scope = ok(&c, "scope", json!({})).await;
+    assert_eq!(
+        (scope["writable"].clone(), scope["prs_left"].as_u64()),
+        (json!([17, pr["number"]]), Some(0))
+    );
+    let e = err(&c, "open_pr", json!({"title": "Fix", "body": "Closes #17"})).await;
+    assert_eq!(e["data"]["limit"], "max_prs", "{e}");
+    let third = start("job-2");
+    let e = err(
+        &client(&third),
+        "open_pr",
+        json!({"title": "Fix", "body": "Closes #17"}),
+    )
+    .await;
+    assert_eq!(e["data"]["existing"], pr["number"], "{e}");
+    assert_eq!(
+        pr_posts(&gitea),
+        2,
+        "the first PR and the refused duplicate"
+    );
+}

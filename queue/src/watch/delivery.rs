@@ -6,7 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use forge_protocol::event::Event;
 
+use crate::checkpoint::Checkpoint;
+
 /// One thing the watcher reports, in order per directory.
+// Deliveries are handed over one at a time: the size of the largest variant
+// costs nothing worth a Box in the public API.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// An event file from `new/`. If the handler returns `Ok` (and acking is
@@ -19,6 +24,18 @@ pub enum Delivery {
     /// A file in `new/` that is not a valid event; reported once, left in
     /// place, never acked.
     Invalid(InvalidFile),
+    /// A session's checkpoint file changed and verifies with the key given
+    /// in [`super::WatchOptions::checkpoint_key`] (only then are checkpoints
+    /// read). Delivered after the events listed before it, so usually after
+    /// the events it covers; but a checkpoint may cover events still to come.
+    Checkpoint(CheckpointNotice),
+    /// A checkpoint file that does not verify with the key; reported once
+    /// per content.
+    BadCheckpoint(InvalidFile),
+    /// The directory's latest session is alive but has written no event
+    /// for [`super::WatchOptions::watchdog`]: the agent stopped without
+    /// reporting done. Reported once per silence.
+    Watchdog(WatchdogNotice),
 }
 
 impl Delivery {
@@ -27,18 +44,23 @@ impl Delivery {
         match self {
             Delivery::Event(e) => &e.dir,
             Delivery::Stale(n) | Delivery::Recovered(n) => &n.dir,
-            Delivery::Invalid(i) => &i.dir,
+            Delivery::Invalid(i) | Delivery::BadCheckpoint(i) => &i.dir,
+            Delivery::Checkpoint(c) => &c.dir,
+            Delivery::Watchdog(w) => &w.dir,
         }
     }
 
     /// The `kind` of the line: the event's kind, or `stale`, `recovered`,
-    /// `invalid`.
+    /// `invalid`, `checkpoint`, `bad_checkpoint`, `watchdog`.
     pub fn kind(&self) -> &'static str {
         match self {
             Delivery::Event(e) => e.event.body.kind(),
             Delivery::Stale(_) => "stale",
             Delivery::Recovered(_) => "recovered",
             Delivery::Invalid(_) => "invalid",
+            Delivery::Checkpoint(_) => "checkpoint",
+            Delivery::BadCheckpoint(_) => "bad_checkpoint",
+            Delivery::Watchdog(_) => "watchdog",
         }
     }
 }
@@ -55,6 +77,9 @@ pub struct EventDelivery {
     /// Event files listed after this one in the same scan of the directory:
     /// 0 means this was the newest event the directory had.
     pub backlog: usize,
+    /// Lower-case hex SHA-256 of the file's bytes as delivered (the next
+    /// event's `prev`; what a checkpoint's `last` signs).
+    pub sha256: String,
 }
 
 impl EventDelivery {
@@ -84,13 +109,44 @@ pub struct LivenessNotice {
     pub threshold: Duration,
 }
 
-/// A file in `new/` that cannot be delivered.
+/// A file that cannot be delivered: in `new/` ([`Delivery::Invalid`]) or
+/// in `checkpoint/` ([`Delivery::BadCheckpoint`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidFile {
     /// The queue directory, as given to the watcher.
     pub dir: PathBuf,
-    /// The file name in `new/`.
+    /// The file name in `new/` or `checkpoint/`.
     pub file_name: String,
     /// Why.
     pub reason: String,
+}
+
+/// A verified checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointNotice {
+    /// The queue directory, as given to the watcher.
+    pub dir: PathBuf,
+    /// What it states.
+    pub checkpoint: Checkpoint,
+    /// The signed note as read (to keep, or to show to another verifier).
+    pub note: Vec<u8>,
+    /// The key that verified it, `name+hash`.
+    pub key: String,
+}
+
+/// The watchdog fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogNotice {
+    /// The queue directory, as given to the watcher.
+    pub dir: PathBuf,
+    /// When the watcher noticed (its clock).
+    pub at: DateTime<Utc>,
+    /// The silent session.
+    pub session: Option<String>,
+    /// The `ts` of its last event, if one was seen.
+    pub last_event_ts: Option<String>,
+    /// How long it has been silent.
+    pub idle: Duration,
+    /// The watchdog's limit.
+    pub limit: Duration,
 }

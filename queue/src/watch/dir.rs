@@ -10,11 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 
 use super::ack_sync::AckSyncer;
-use super::delivery::{Delivery, EventDelivery, InvalidFile, LivenessNotice};
+use super::delivery::{
+    CheckpointNotice, Delivery, EventDelivery, InvalidFile, LivenessNotice, WatchdogNotice,
+};
 use super::liveness::{Change, Liveness};
 use super::{WatchError, WatchOptions};
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::QueueError;
-use crate::names::EventName;
+use crate::names::{EventName, is_session_id, sha256_hex};
+use crate::note::VerifierKey;
 use crate::reader::{self, ListedEvent, Place, QueueDir};
 
 /// How far in the past `new/`'s modification time must be for a listing
@@ -51,6 +55,19 @@ pub(crate) struct DirWatch {
     pub(crate) liveness: Liveness,
     /// When liveness must next be checked; `None`: on the next event only.
     pub(crate) liveness_due: Option<Instant>,
+    /// Reads `checkpoint/` when a key is given.
+    checkpoints: Option<CheckpointWatch>,
+}
+
+/// What the watcher knows of a directory's `checkpoint/`.
+struct CheckpointWatch {
+    key: VerifierKey,
+    /// Per file: the identity of the version last examined (inode, mtime,
+    /// length): a replaced file is a new inode.
+    examined: HashMap<String, (u64, SystemTime, u64)>,
+    /// `checkpoint/`'s modification time at the last listing, kept only
+    /// when it was old enough then for the listing to vouch for it.
+    listed_mtime: Option<SystemTime>,
 }
 
 impl DirWatch {
@@ -60,9 +77,13 @@ impl DirWatch {
         options: &WatchOptions,
         now: DateTime<Utc>,
     ) -> Result<DirWatch, QueueError> {
-        let mut liveness =
-            Liveness::new(now, options.default_heartbeat_secs, options.stale_intervals);
-        learn_latest_session(&queue, &mut liveness)?;
+        let mut liveness = Liveness::new(
+            now,
+            options.default_heartbeat_secs,
+            options.stale_intervals,
+            options.watchdog,
+        );
+        learn_latest_session(&queue, &mut liveness, now)?;
         Ok(DirWatch {
             display,
             queue,
@@ -74,6 +95,11 @@ impl DirWatch {
             listed_mtime: None,
             liveness,
             liveness_due: Some(Instant::now()),
+            checkpoints: options.checkpoint_key.clone().map(|key| CheckpointWatch {
+                key,
+                examined: HashMap::new(),
+                listed_mtime: None,
+            }),
         })
     }
 
@@ -108,9 +134,95 @@ impl DirWatch {
             syncer.request(self.queue.place_dir(Place::Cur))?;
         }
         match result? {
-            Drained::Done if fresh => Ok(Drained::Done),
+            Drained::Done if fresh => {
+                // Events first: the sidecar publishes a checkpoint after the
+                // events it covers, so those are delivered by now.
+                self.deliver_checkpoints(handler)?;
+                Ok(Drained::Done)
+            }
             _ => Ok(Drained::More),
         }
+    }
+
+    /// Read the checkpoint files that changed since last time; deliver each
+    /// as verified or refused.
+    fn deliver_checkpoints<E>(
+        &mut self,
+        handler: &mut impl FnMut(&Delivery) -> Result<(), E>,
+    ) -> Result<(), WatchError<E>> {
+        let dir_path = self.queue.root().join(checkpoint::DIR);
+        let display = self.display.clone();
+        let Some(cw) = &mut self.checkpoints else {
+            return Ok(());
+        };
+        cw.listed_mtime = fs::metadata(&dir_path)
+            .and_then(|m| m.modified())
+            .ok()
+            .filter(|mtime| {
+                SystemTime::now()
+                    .duration_since(*mtime)
+                    .is_ok_and(|age| age >= MTIME_MARGIN)
+            });
+        let entries = match fs::read_dir(&dir_path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(QueueError::io("list", &dir_path)(e).into()),
+        };
+        let mut changed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(QueueError::io("list", &dir_path))?;
+            let Ok(meta) = entry.metadata() else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let identity = {
+                use std::os::unix::fs::MetadataExt;
+                (
+                    meta.ino(),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                )
+            };
+            if cw.examined.get(&name) != Some(&identity) {
+                cw.examined.insert(name.clone(), identity);
+                changed.push(name);
+            }
+        }
+        // Oldest session first, like events.
+        changed.sort();
+        for name in changed {
+            let path = dir_path.join(&name);
+            let bad = |reason: String| {
+                Delivery::BadCheckpoint(InvalidFile {
+                    dir: display.clone(),
+                    file_name: format!("{}/{name}", checkpoint::DIR),
+                    reason,
+                })
+            };
+            let delivery = if !is_session_id(&name) {
+                bad("not named after a session".into())
+            } else {
+                let note = match fs::read(&path) {
+                    Ok(note) => note,
+                    // Replaced or removed since the listing: the next
+                    // listing sees the new version.
+                    Err(_) => {
+                        cw.examined.remove(&name);
+                        continue;
+                    }
+                };
+                match Checkpoint::open(&note, &cw.key) {
+                    Ok(c) if c.session == name => Delivery::Checkpoint(CheckpointNotice {
+                        dir: display.clone(),
+                        checkpoint: c,
+                        note,
+                        key: cw.key.label(),
+                    }),
+                    Ok(c) => bad(format!("it is the checkpoint of session {}", c.session)),
+                    Err(e) => bad(e.to_string()),
+                }
+            };
+            handler(&delivery).map_err(WatchError::Handler)?;
+        }
+        Ok(())
     }
 
     /// List `new/` into `pending`; report new strays.
@@ -188,8 +300,8 @@ impl DirWatch {
         acked: &mut usize,
     ) -> Result<bool, WatchError<E>> {
         let path = self.queue.path_of(Place::New, &file);
-        let event = match reader::read_event(&path) {
-            Ok((_, event)) => event,
+        let (sha256, event) = match reader::read_event(&path) {
+            Ok((bytes, event)) => (sha256_hex(&bytes), event),
             // Another consumer acked it since the listing.
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => {
@@ -203,6 +315,7 @@ impl DirWatch {
             file_name: file,
             event,
             backlog: self.pending.len(),
+            sha256,
         };
         let delivery = Delivery::Event(delivery);
         handler(&delivery).map_err(WatchError::Handler)?;
@@ -213,7 +326,7 @@ impl DirWatch {
             self.ack(&delivered.file_name)?;
             *acked += 1;
         }
-        self.learn(&delivered);
+        self.learn(&delivered, (options.clock)());
         if !options.ack {
             self.delivered.insert(delivered.file_name);
         }
@@ -223,7 +336,14 @@ impl DirWatch {
     /// True when `new/` certainly has not changed since it was last listed
     /// (one `stat`, for the periodic rescan).
     pub(crate) fn unchanged_since_listing(&self) -> bool {
+        let checkpoints_unchanged = self.checkpoints.as_ref().is_none_or(|cw| {
+            let now = fs::metadata(self.queue.root().join(checkpoint::DIR))
+                .and_then(|m| m.modified())
+                .ok();
+            cw.listed_mtime.is_some_and(|listed| now == Some(listed))
+        });
         self.pending.is_empty()
+            && checkpoints_unchanged
             && self
                 .listed_mtime
                 .is_some_and(|listed| self.new_mtime() == Some(listed))
@@ -269,14 +389,14 @@ impl DirWatch {
         }
     }
 
-    fn learn(&mut self, d: &EventDelivery) {
+    fn learn(&mut self, d: &EventDelivery, now: DateTime<Utc>) {
         if let Some(name) = EventName::parse(&d.file_name) {
             self.last_seq.insert(name.session, name.seq);
         }
         // A session starting or ending changes the liveness verdict (and
         // maybe the heartbeat interval): judge again now.
         let other_session = self.liveness.session() != Some(d.event.session.as_str());
-        self.liveness.observe(&d.event);
+        self.liveness.observe(&d.event, now);
         use forge_protocol::event::EventBody::{SessionEnd, SessionStart};
         if other_session || matches!(d.event.body, SessionStart(_) | SessionEnd(_)) {
             self.liveness_due = Some(Instant::now());
@@ -318,6 +438,14 @@ impl DirWatch {
         let delivery = match change {
             Change::BecameStale => Delivery::Stale(notice),
             Change::Recovered => Delivery::Recovered(notice),
+            Change::Watchdog { idle, limit } => Delivery::Watchdog(WatchdogNotice {
+                dir: notice.dir,
+                at: now,
+                session: notice.session,
+                last_event_ts: self.liveness.last_event_ts().map(str::to_string),
+                idle,
+                limit,
+            }),
         };
         handler(&delivery).map_err(WatchError::Handler)
     }
@@ -326,7 +454,11 @@ impl DirWatch {
 /// Start-up: learn the latest session's heartbeat interval and whether it
 /// ended from its first and last files (wherever they are), so a restarted
 /// watcher does not call an ended session stale, nor miss a dead one.
-fn learn_latest_session(queue: &QueueDir, liveness: &mut Liveness) -> Result<(), QueueError> {
+fn learn_latest_session(
+    queue: &QueueDir,
+    liveness: &mut Liveness,
+    now: DateTime<Utc>,
+) -> Result<(), QueueError> {
     let listing = reader::list(queue)?;
     let Some(latest) = listing.events.last() else {
         return Ok(());
@@ -342,7 +474,7 @@ fn learn_latest_session(queue: &QueueDir, liveness: &mut Liveness) -> Result<(),
         // just teaches nothing.
         if let Ok((_, event)) = reader::read_event(&queue.path_of(listed.place, &listed.file_name))
         {
-            liveness.observe(&event);
+            liveness.observe(&event, now);
         }
     }
     Ok(())

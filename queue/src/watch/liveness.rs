@@ -9,6 +9,13 @@
 //! `stale_intervals` heartbeat intervals; the reference is the heartbeat's
 //! `ts`, or, without a usable heartbeat for this session, the session's
 //! start time (from its id), or the time watching started.
+//!
+//! The watchdog (optional) judges the agent rather than the sidecar: an
+//! open directory that is not stale, whose latest session has written no
+//! event for the watchdog's limit, fires once per silence. Heartbeats do
+//! not count; events do. An event's time is its `ts`, but never later than
+//! when the watcher saw it, so an event dated in the future cannot hold the
+//! watchdog off.
 
 use std::time::Duration;
 
@@ -27,6 +34,13 @@ pub(crate) enum Change {
     BecameStale,
     /// A stale directory's heartbeat is fresh again.
     Recovered,
+    /// The latest session, alive, wrote no event for the watchdog's limit.
+    Watchdog {
+        /// How long it has been silent.
+        idle: Duration,
+        /// The limit.
+        limit: Duration,
+    },
 }
 
 /// The result of one liveness check.
@@ -52,6 +66,12 @@ pub(crate) struct Liveness {
     ended: bool,
     stale: bool,
     watching_since: DateTime<Utc>,
+    watchdog: Option<Duration>,
+    /// The latest session's last event: (`ts` as written, its time capped
+    /// at when it was seen).
+    last_event: Option<(String, DateTime<Utc>)>,
+    /// The watchdog fired for the current silence.
+    fired: bool,
 }
 
 impl Liveness {
@@ -59,6 +79,7 @@ impl Liveness {
         watching_since: DateTime<Utc>,
         default_heartbeat_secs: u64,
         stale_intervals: u32,
+        watchdog: Option<Duration>,
     ) -> Liveness {
         Liveness {
             session: None,
@@ -68,7 +89,15 @@ impl Liveness {
             ended: false,
             stale: false,
             watching_since,
+            watchdog,
+            last_event: None,
+            fired: false,
         }
+    }
+
+    /// The `ts` of the latest session's last event seen, if any.
+    pub(crate) fn last_event_ts(&self) -> Option<&str> {
+        self.last_event.as_ref().map(|(ts, _)| ts.as_str())
     }
 
     /// The latest session seen, if any.
@@ -76,13 +105,18 @@ impl Liveness {
         self.session.as_deref()
     }
 
-    /// Learn from an event (delivered, or read at start-up). Events of
-    /// older sessions change nothing; the first event of a newer session
-    /// reopens the directory.
-    pub(crate) fn observe(&mut self, event: &Event) {
+    /// Learn from an event (delivered, or read at start-up) seen at `seen`.
+    /// Events of older sessions change nothing; the first event of a newer
+    /// session reopens the directory.
+    pub(crate) fn observe(&mut self, event: &Event, seen: DateTime<Utc>) {
         self.switch_to(&event.session);
         if self.session.as_deref() != Some(event.session.as_str()) {
             return;
+        }
+        let at = parse_ts(&event.ts).map_or(seen, |ts| ts.min(seen));
+        if self.last_event.as_ref().is_none_or(|(_, last)| at >= *last) {
+            self.last_event = Some((event.ts.clone(), at));
+            self.fired = false;
         }
         match &event.body {
             EventBody::SessionStart(s) => self.heartbeat_secs = s.limits.heartbeat_secs.max(1),
@@ -96,6 +130,8 @@ impl Liveness {
             self.session = Some(session.to_string());
             self.heartbeat_secs = self.default_heartbeat_secs;
             self.ended = false;
+            self.last_event = None;
+            self.fired = false;
         }
     }
 
@@ -126,7 +162,7 @@ impl Liveness {
         let reference = self.reference(heartbeat);
         // A reference in the future (clock skew) counts as fresh.
         let age = (now - reference).to_std().unwrap_or(Duration::ZERO);
-        let (change, recheck_in) = if age > threshold {
+        let (mut change, mut recheck_in) = if age > threshold {
             let change = (!self.stale).then_some(Change::BecameStale);
             self.stale = true;
             // Look again every interval so a resumed heartbeat is noticed
@@ -138,6 +174,26 @@ impl Liveness {
             // Nothing can change before the reference ages past the limit.
             (change, threshold - age + Duration::from_millis(1))
         };
+        if let Some(limit) = self.watchdog.filter(|_| !self.stale && !self.fired) {
+            let since = self
+                .last_event
+                .as_ref()
+                .map(|(_, at)| *at)
+                .or_else(|| self.session.as_deref().and_then(session_start_time))
+                .unwrap_or(self.watching_since);
+            let idle = (now - since).to_std().unwrap_or(Duration::ZERO);
+            if idle > limit {
+                if change.is_none() {
+                    change = Some(Change::Watchdog { idle, limit });
+                    self.fired = true;
+                } else {
+                    // Report the liveness change first, the watchdog next.
+                    recheck_in = Duration::from_millis(1);
+                }
+            } else {
+                recheck_in = recheck_in.min(limit - idle + Duration::from_millis(1));
+            }
+        }
         Check {
             change,
             recheck_in: Some(recheck_in),
@@ -217,14 +273,15 @@ mod tests {
                     heartbeat_secs,
                 },
                 pid: 7,
+                run: None,
             }),
         )
     }
 
     #[test]
     fn stale_once_after_three_intervals_then_recovers() {
-        let mut l = Liveness::new(at(0), 5, 3);
-        l.observe(&start(2));
+        let mut l = Liveness::new(at(0), 5, 3, None);
+        l.observe(&start(2), at(0));
         assert_eq!(l.threshold(), Duration::from_secs(6));
         let c = l.check(at(5), Some(&beat(0)));
         assert_eq!(c.change, None);
@@ -243,45 +300,51 @@ mod tests {
 
     #[test]
     fn an_ended_session_is_never_stale() {
-        let mut l = Liveness::new(at(0), 5, 3);
-        l.observe(&start(5));
-        l.observe(&event(
-            1,
-            EventBody::SessionEnd(SessionEnd {
-                reason: "SIGTERM".into(),
-                counts: OutcomeCounts::default(),
-                done: true,
-            }),
-        ));
+        let mut l = Liveness::new(at(0), 5, 3, None);
+        l.observe(&start(5), at(0));
+        l.observe(
+            &event(
+                1,
+                EventBody::SessionEnd(SessionEnd {
+                    reason: "SIGTERM".into(),
+                    counts: OutcomeCounts::default(),
+                    done: true,
+                }),
+            ),
+            at(0),
+        );
         let c = l.check(at(3600), Some(&beat(0)));
         assert_eq!((c.change, c.recheck_in), (None, None));
     }
 
     #[test]
     fn without_heartbeat_the_session_start_is_the_reference() {
-        let mut l = Liveness::new(at(100), 5, 3);
-        l.observe(&start(5));
+        let mut l = Liveness::new(at(100), 5, 3, None);
+        l.observe(&start(5), at(0));
         assert_eq!(l.check(at(16), None).change, Some(Change::BecameStale));
     }
 
     #[test]
     fn an_empty_directory_goes_stale_from_when_watching_began() {
-        let mut l = Liveness::new(at(0), 5, 3);
+        let mut l = Liveness::new(at(0), 5, 3, None);
         assert_eq!(l.check(at(15), None).change, None);
         assert_eq!(l.check(at(16), None).change, Some(Change::BecameStale));
     }
 
     #[test]
     fn a_heartbeat_of_a_newer_session_reopens_an_ended_directory() {
-        let mut l = Liveness::new(at(0), 5, 3);
-        l.observe(&event(
-            0,
-            EventBody::SessionEnd(SessionEnd {
-                reason: "SIGTERM".into(),
-                counts: OutcomeCounts::default(),
-                done: false,
-            }),
-        ));
+        let mut l = Liveness::new(at(0), 5, 3, None);
+        l.observe(
+            &event(
+                0,
+                EventBody::SessionEnd(SessionEnd {
+                    reason: "SIGTERM".into(),
+                    counts: OutcomeCounts::default(),
+                    done: false,
+                }),
+            ),
+            at(0),
+        );
         let newer = Heartbeat {
             pid: 8,
             session: "20261125T130000.000Z-000001".into(),
@@ -292,5 +355,54 @@ mod tests {
             Some(Change::BecameStale)
         );
         assert_eq!(l.session(), Some(newer.session.as_str()));
+    }
+
+    #[test]
+    fn the_watchdog_fires_once_per_silence_and_heartbeats_do_not_reset_it() {
+        let mut l = Liveness::new(at(0), 5, 3, Some(Duration::from_secs(30)));
+        l.observe(&start(5), at(0));
+        let c = l.check(at(10), Some(&beat(10)));
+        assert_eq!(c.change, None);
+        assert!(c.recheck_in.unwrap() <= Duration::from_millis(20_001));
+        // Fresh heartbeats, no events: it fires.
+        let c = l.check(at(31), Some(&beat(30)));
+        assert!(
+            matches!(c.change, Some(Change::Watchdog { idle, .. }) if idle == Duration::from_secs(31)),
+            "{c:?}"
+        );
+        assert_eq!(l.check(at(40), Some(&beat(40))).change, None, "once");
+        // An event re-arms it.
+        let mut op = start(5);
+        op.seq = 1;
+        op.ts = crate::writer::rfc3339_ms(at(45));
+        l.observe(&op, at(45));
+        assert_eq!(l.check(at(50), Some(&beat(50))).change, None);
+        assert!(matches!(
+            l.check(at(76), Some(&beat(75))).change,
+            Some(Change::Watchdog { .. })
+        ));
+    }
+
+    #[test]
+    fn an_event_dated_in_the_future_does_not_hold_the_watchdog_off() {
+        let mut l = Liveness::new(at(0), 5, 3, Some(Duration::from_secs(30)));
+        let mut forged = start(5);
+        forged.ts = crate::writer::rfc3339_ms(at(100_000));
+        l.observe(&forged, at(1));
+        assert!(matches!(
+            l.check(at(32), Some(&beat(32))).change,
+            Some(Change::Watchdog { .. })
+        ));
+    }
+
+    #[test]
+    fn a_stale_sidecar_is_stale_not_a_watchdog() {
+        let mut l = Liveness::new(at(0), 5, 3, Some(Duration::from_secs(10)));
+        l.observe(&start(5), at(0));
+        assert_eq!(
+            l.check(at(20), Some(&beat(0))).change,
+            Some(Change::BecameStale)
+        );
+        assert_eq!(l.check(at(21), Some(&beat(0))).change, None);
     }
 }

@@ -72,9 +72,13 @@ use chrono::{DateTime, Utc};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
-pub use delivery::{Delivery, EventDelivery, InvalidFile, LivenessNotice};
+pub use delivery::{
+    CheckpointNotice, Delivery, EventDelivery, InvalidFile, LivenessNotice, WatchdogNotice,
+};
 
+use crate::checkpoint;
 use crate::error::QueueError;
+use crate::note::VerifierKey;
 use crate::reader::{Place, QueueDir};
 use ack_sync::AckSyncer;
 use dir::{DirWatch, Drained};
@@ -116,6 +120,13 @@ pub struct WatchOptions {
     pub batch: usize,
     /// The time used to judge heartbeats (default: the system clock).
     pub clock: Clock,
+    /// Read each directory's `checkpoint/` and deliver the checkpoints this
+    /// key signed ([`Delivery::Checkpoint`]) and the ones it did not
+    /// ([`Delivery::BadCheckpoint`]); default none (not read).
+    pub checkpoint_key: Option<VerifierKey>,
+    /// Deliver [`Delivery::Watchdog`] when a directory's latest session is
+    /// alive but has written no event for this long; default none.
+    pub watchdog: Option<Duration>,
 }
 
 impl Default for WatchOptions {
@@ -128,6 +139,8 @@ impl Default for WatchOptions {
             stale_intervals: STALE_INTERVALS,
             batch: 1024,
             clock: Arc::new(Utc::now),
+            checkpoint_key: None,
+            watchdog: None,
         }
     }
 }
@@ -141,6 +154,8 @@ impl std::fmt::Debug for WatchOptions {
             .field("default_heartbeat_secs", &self.default_heartbeat_secs)
             .field("stale_intervals", &self.stale_intervals)
             .field("batch", &self.batch)
+            .field("checkpoint_key", &self.checkpoint_key)
+            .field("watchdog", &self.watchdog)
             .finish_non_exhaustive()
     }
 }
@@ -232,6 +247,12 @@ impl Watcher {
                     _ => {}
                 }
             }
+            if options.checkpoint_key.is_some() {
+                // Created so it can be watched before the sidecar's first
+                // checkpoint; without it, the rescan still finds them.
+                let _ = fs::create_dir_all(queue.root().join(checkpoint::DIR));
+                by_new_dir.insert(queue.root().join(checkpoint::DIR), watched.len());
+            }
             by_new_dir.insert(queue.place_dir(Place::New), watched.len());
             watched.push(DirWatch::new(given.to_path_buf(), queue, &options, now)?);
         }
@@ -287,6 +308,13 @@ impl Watcher {
                 .is_err()
             {
                 self.unwatched.push(d.display.clone());
+            }
+            if self.options.checkpoint_key.is_some() {
+                // A missing or unwatchable checkpoint/ is still rescanned.
+                let _ = fs_watcher.watch(
+                    &d.queue.root().join(checkpoint::DIR),
+                    RecursiveMode::NonRecursive,
+                );
             }
         }
         self._notify = Some(fs_watcher);

@@ -37,6 +37,7 @@ pub fn session_start(heartbeat_secs: u64) -> EventBody {
             heartbeat_secs,
         },
         pid: 4242,
+        run: None,
     })
 }
 
@@ -65,6 +66,7 @@ pub fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody 
         error,
         duration_ms: 3,
         peer: None,
+        coalesced: None,
     })
 }
 
