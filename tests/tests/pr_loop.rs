@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use forge_e2e::fake_gitea::{AGENT_BRANCH, ASSIGNED_PR, BOT_LOGIN, FakeGitea};
-use forge_e2e::sidecar::SidecarProcess;
+use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
 use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
 
@@ -59,6 +59,35 @@ fn pr_posts(gitea: &FakeGitea) -> usize {
         .iter()
         .filter(|r| r.method == "POST" && r.path.ends_with("/pulls"))
         .count()
+}
+
+/// `forge-queue export QUEUE` (one session), validated against the run
+/// record schema in the repository.
+fn export(queue: &std::path::Path) -> Value {
+    let out = std::process::Command::new(workspace_bin("forge-queue"))
+        .arg("export")
+        .arg(queue)
+        .output()
+        .expect("run forge-queue export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("one JSON record");
+    let schema_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../queue/schema/run-record.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&record)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "export does not match the schema: {errors:#?}"
+    );
+    record
 }
 
 #[tokio::test]
@@ -283,6 +312,12 @@ async fn signal_done_warns_about_commits_of_the_session_pr() {
     );
     let done = &of_kind(&s, "done")[0];
     assert_eq!(done["warnings"], json!([warning]));
+
+    // The host's run record has the growth and the warning, as its schema says.
+    let record = export(&s.queue);
+    assert_eq!(record["writable"]["initial"], json!([17]));
+    assert_eq!(record["writable"]["growth"][0]["reason"], "opened");
+    assert_eq!(record["done"]["warnings"], json!([warning]));
     let pages = gitea
         .requests()
         .iter()
