@@ -409,10 +409,17 @@ impl ScopedForge {
         if size > self.scope.max_body_bytes {
             return Err(self.too_long(size, "title or body"));
         }
-        for (what, text) in [("title", &title), ("body", &body)] {
-            if let Some(e) = self.escape_in(text.as_str()) {
+        // Gitea reads the title and the body together: a keyword ending the
+        // title acts on a reference starting the body.
+        let joined = format!("{} {}", title.as_str(), body.as_str());
+        for (what, text) in [
+            ("its title", title.as_str()),
+            ("its body", body.as_str()),
+            ("its title and body read together", joined.as_str()),
+        ] {
+            if let Some(e) = self.escape_in(text) {
                 return Err(self.escape_error(
-                    format!("open_pr denied: in its {what}, {}", e.describe()),
+                    format!("open_pr denied: in {what}, {}", e.describe()),
                     "mention it without a closing keyword (e.g. 'see #500')",
                     &e,
                 ));
@@ -844,6 +851,14 @@ mod tests {
                 err.message
             );
         }
+        let err = f
+            .authorize_pr(text("Export fix, closes"), text("#500 too"), None)
+            .unwrap_err();
+        assert!(
+            err.message.contains("title and body read together"),
+            "{}",
+            err.message
+        );
         let sneaky = scoped_on(Some("wip/cleanup"), 5);
         let err = sneaky
             .authorize_pr(text("Tidy"), text("Closes #17"), None)

@@ -159,6 +159,15 @@ async fn the_agent_opens_its_pr_and_it_joins_the_scope_on_record() {
         format!("opened PR #{number} from {AGENT_BRANCH} into main")
     );
     assert_eq!(op["target"], number);
+    // In order: the intent before the POST, the growth before the op.
+    let order: Vec<String> = s
+        .events()
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .filter(|v| v["op"] == "open_pr" || v["kind"] == "scope_grown")
+        .map(|v| v["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order[..3], ["intent", "scope_grown", "op"], "{order:?}");
     let start = &of_kind(&s, "session_start")[0];
     assert_eq!(
         start["writable"],
