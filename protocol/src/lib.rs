@@ -21,5 +21,5 @@ pub use error::{ErrorCode, RpcError};
 pub use params::{BranchName, IssueNumber, Method, Text};
 pub use types::{
     Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ReviewComment, ReviewState,
-    ScopeInfo, State, Updated,
+    ScopeInfo, State, TextRules, Updated,
 };

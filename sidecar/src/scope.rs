@@ -3,11 +3,13 @@
 //! Reads pass through to any number in the repository. A write must first
 //! be authorized ([`ScopedForge::authorize`], [`ScopedForge::authorize_pr`]):
 //! the target must be the assigned issue or one of its PRs, the body within
-//! the size limit, the session's write budget not used up, and text Gitea
-//! acts on (a description, a PR's title and body, the commit messages of the
-//! branch a PR brings) must not carry a closing keyword aimed outside the
-//! scope (`closes #500` would close #500 when the PR merges: a write outside
-//! the scope by other means). Only a permit (which only `authorize*` makes)
+//! the size limit, the session's write budget not used up, and every text
+//! Gitea acts on (a comment, a description, a PR's title and body, the
+//! commit messages of the branch a PR brings) must pass the one text checker
+//! ([`crate::text_check`]): nothing in it may make the forge act outside
+//! the scope (`closes #500` would close #500 when the PR merges: a write
+//! outside the scope by other means), and its references and mentions stay
+//! within the per-text limits. Only a permit (which only `authorize*` makes)
 //! can be spent on a forge write, so no caller can skip the decision.
 //!
 //! The writable set grows here and nowhere else: only by a pull request
@@ -20,15 +22,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use forge_protocol::echo::quote;
-use forge_protocol::error::number_list;
 use forge_protocol::event::ScopeGrown;
 use forge_protocol::{
     BranchName, Comment, ErrorCode, IssueNumber, Method, PullRequest, RpcError, ScopeInfo, Text,
-    Updated,
+    TextRules, Updated,
 };
 
-use crate::closing::{ClosingRef, closing_refs};
 use crate::forge::{CommitInfo, Forge, ForgeError};
+use crate::text_check::{self, ActionRef, Findings, Policy, Refusal};
 
 /// The write scope and limits of a session.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct Scope {
     pub base_branches: Vec<BranchName>,
     /// Pull requests `open_pr` may open in the session.
     pub max_prs: u32,
+    /// Keywords and per-text limits for every text written.
+    pub text: TextRules,
 }
 
 #[cfg(test)]
@@ -69,6 +72,7 @@ impl Scope {
             branch: BranchName::new("agent/issue-17"),
             base_branches: vec![],
             max_prs: 1,
+            text: text_check::default_rules(),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct ScopedForge {
     scope: Scope,
     /// The writable numbers now: the initial set, then each [`Growth`].
     writable: RwLock<Vec<IssueNumber>>,
+    /// The text checker's policy for the writable set now (rebuilt on growth).
+    policy: RwLock<Arc<Policy>>,
     writes_used: AtomicU32,
     prs_opened: AtomicU32,
     default_branch: OnceLock<String>,
@@ -140,30 +146,6 @@ impl PrPermit {
     }
 }
 
-/// A closing reference in text Gitea acts on that aims outside the scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Escape {
-    /// The reference, e.g. `Fixes #500`.
-    pub reference: ClosingRef,
-}
-
-impl Escape {
-    /// `'Fixes #500' would close #500` (or reopen).
-    pub fn describe(&self) -> String {
-        let verb = if self.reference.keyword.to_lowercase().starts_with("reopen") {
-            "reopen"
-        } else {
-            "close"
-        };
-        // The repository part of a reference is the agent's text: cut it.
-        format!(
-            "'{}' would {verb} {}",
-            quote(&self.reference.to_string()),
-            quote(&self.reference.target())
-        )
-    }
-}
-
 fn not_pushed(head: &str, base: &str) -> RpcError {
     RpcError::new(
         ErrorCode::NotFound,
@@ -181,21 +163,40 @@ pub struct WritePermit {
     method: Method,
     number: IssueNumber,
     body: Text,
-    closing: Vec<ClosingRef>,
+    findings: Findings,
 }
 
 impl WritePermit {
-    /// The (in-scope) closing references the body carries, for the audit.
-    pub fn closing_refs(&self) -> &[ClosingRef] {
-        &self.closing
+    /// What the body refers to, mentions and closes (all allowed), for the audit.
+    pub fn findings(&self) -> &Findings {
+        &self.findings
     }
+}
+
+/// The checker's policy for `scope`'s texts when `writable` may be written.
+fn policy_for(scope: &Scope, writable: &[IssueNumber]) -> Policy {
+    let writable: Vec<u64> = writable.iter().map(|n| n.get()).collect();
+    Policy::new(&scope.owner, &scope.repo, &writable, &scope.text)
+}
+
+/// `'Fixes #500' would close #500`, for a finding or a refusal.
+fn describe(a: &ActionRef) -> String {
+    // The repository part of a reference is the agent's text: cut it.
+    format!(
+        "'{}' would {} {}",
+        quote(&a.to_string()),
+        a.action.as_str(),
+        quote(&a.target.to_string())
+    )
 }
 
 impl ScopedForge {
     /// Wrap `inner` in `scope`.
     pub fn new(inner: Arc<dyn Forge>, scope: Scope) -> Self {
+        let policy = RwLock::new(Arc::new(policy_for(&scope, &scope.writable)));
         ScopedForge {
             inner,
+            policy,
             writable: RwLock::new(scope.writable.clone()),
             scope,
             writes_used: AtomicU32::new(0),
@@ -259,7 +260,21 @@ impl ScopedForge {
             branch: self.scope.branch.as_ref().map(ToString::to_string),
             prs_left: self.prs_left(),
             done,
+            text: self.scope.text.clone(),
         }
+    }
+
+    /// The text checker's policy for the writable set now.
+    fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Check a text Gitea acts on: what it refers to, mentions and closes
+    /// must stay within the scope and the limits. `subject` names it in the
+    /// error (`comment to #17`, `open_pr's title`).
+    fn check_text(&self, subject: &str, text: &str) -> Result<Findings, RpcError> {
+        let policy = self.policy();
+        text_check::check(text, &policy).map_err(|refusal| refusal.to_rpc_error(subject, &policy))
     }
 
     /// The growth for `pr` if its head is the configured branch of this
@@ -314,6 +329,8 @@ impl ScopedForge {
         let mut writable = self.writable.write().unwrap_or_else(|p| p.into_inner());
         if !writable.contains(&growth.number) {
             writable.push(growth.number);
+            let policy = policy_for(&self.scope, &writable);
+            *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         }
     }
 
@@ -337,26 +354,19 @@ impl ScopedForge {
         Ok(bases)
     }
 
-    /// The first closing reference in `text` that aims outside the scope.
-    /// The one rule for every text Gitea acts on when a PR merges.
-    pub fn escape_in(&self, text: &str) -> Option<Escape> {
-        let writable = self.writable();
-        closing_refs(text)
-            .into_iter()
-            .find(|r| {
-                !r.is_to(&self.scope.owner, &self.scope.repo) || !writable.contains(&r.number)
-            })
-            .map(|reference| Escape { reference })
-    }
-
     /// The findings for `commits`: one line per commit whose message would
-    /// act outside the scope, naming the commit and the reference.
+    /// make the forge close or reopen an issue outside the scope when the PR
+    /// merges, naming the commit and the reference. (Gitea acts on no other
+    /// part of a commit message then.)
     pub fn commit_findings(&self, commits: &[CommitInfo]) -> Vec<String> {
+        let policy = self.policy();
         commits
             .iter()
-            .filter_map(|c| {
-                self.escape_in(&c.message)
-                    .map(|e| format!("commit {}: {}", c.short(), e.describe()))
+            .filter_map(|c| match text_check::check(&c.message, &policy) {
+                Err(Refusal::ActsOutside(a)) => {
+                    Some(format!("commit {}: {}", c.short(), describe(&a)))
+                }
+                _ => None,
             })
             .collect()
     }
@@ -413,17 +423,11 @@ impl ScopedForge {
         // title acts on a reference starting the body.
         let joined = format!("{} {}", title.as_str(), body.as_str());
         for (what, text) in [
-            ("its title", title.as_str()),
-            ("its body", body.as_str()),
-            ("its title and body read together", joined.as_str()),
+            ("open_pr's title", title.as_str()),
+            ("open_pr's body", body.as_str()),
+            ("open_pr's title and body read together", joined.as_str()),
         ] {
-            if let Some(e) = self.escape_in(text) {
-                return Err(self.escape_error(
-                    format!("open_pr denied: in {what}, {}", e.describe()),
-                    "mention it without a closing keyword (e.g. 'see #500')",
-                    &e,
-                ));
-            }
+            self.check_text(what, text)?;
         }
         if self.prs_left() == 0 {
             return Err(RpcError::new(
@@ -443,20 +447,25 @@ impl ScopedForge {
                 ForgeError::NotFound(_) => not_pushed(head.as_str(), &base),
                 e => e.into_rpc(),
             })?;
-        if let Some((commit, e)) = commits
-            .iter()
-            .find_map(|c| self.escape_in(&c.message).map(|e| (c, e)))
-        {
-            return Err(self.escape_error(
-                format!(
-                    "open_pr denied: reword commit {}: {}",
-                    commit.short(),
-                    e.describe()
-                ),
-                "rewrite the message (git rebase -i, or git commit --amend for the last one), push the branch \
-                 again with --force-with-lease, then call open_pr again",
-                &e,
-            ));
+        let policy = self.policy();
+        for commit in &commits {
+            if let Err(Refusal::ActsOutside(a)) = text_check::check(&commit.message, &policy) {
+                let err = Refusal::ActsOutside(a.clone()).to_rpc_error(
+                    &format!("open_pr (commit {} of '{head}')", commit.short()),
+                    &policy,
+                );
+                return Err(RpcError::new(
+                    ErrorCode::ScopeDenied,
+                    format!(
+                        "open_pr denied: reword commit {}: {} when the pull request merges, which is outside \
+                         the assigned scope; rewrite the message (git rebase -i, or git commit --amend for the \
+                         last one), push the branch again with --force-with-lease, then call open_pr again",
+                        commit.short(),
+                        describe(&a)
+                    ),
+                )
+                .with_data(err.data));
+            }
         }
         self.prs_opened
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -558,22 +567,6 @@ impl ScopedForge {
         .with_data(serde_json::json!({ "limit": "max_body_bytes", "max": self.scope.max_body_bytes, "size": size }))
     }
 
-    fn escape_error(&self, what: String, fix: &str, e: &Escape) -> RpcError {
-        let target = quote(&e.reference.target()).into_owned();
-        RpcError::new(
-            ErrorCode::ScopeDenied,
-            format!(
-                "{what} when the pull request merges, which is outside the assigned scope (writable: {}); {fix}",
-                number_list(&self.writable())
-            ),
-        )
-        .with_data(serde_json::json!({
-            "writable": self.writable(),
-            "referenced": target,
-            "keyword": e.reference.keyword.to_lowercase(),
-        }))
-    }
-
     fn reserve_write(&self) -> Result<(), RpcError> {
         self.writes_used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
@@ -611,29 +604,22 @@ impl ScopedForge {
         if body.len() > self.scope.max_body_bytes {
             return Err(self.too_long(body.len(), "body"));
         }
-        let closing = if method == Method::UpdateDescription {
-            if let Some(e) = self.escape_in(body.as_str()) {
-                let target = quote(&e.reference.target()).into_owned();
-                return Err(self.escape_error(
-                    format!(
-                        "description of #{} denied: '{}' would act on {target}",
-                        number.get(),
-                        quote(&e.reference.to_string())
-                    ),
-                    &format!("mention it without a closing keyword (e.g. 'see {target}')"),
-                    &e,
-                ));
-            }
-            closing_refs(body.as_str())
-        } else {
-            vec![]
+        let subject = match method {
+            Method::PostComment => format!("comment to #{}", number.get()),
+            _ => format!("description of #{}", number.get()),
         };
+        let findings = self
+            .check_text(&subject, body.as_str())
+            .map_err(|mut err| {
+                err.data["number"] = number.get().into();
+                err
+            })?;
         self.reserve_write()?;
         Ok(WritePermit {
             method,
             number,
             body,
-            closing,
+            findings,
         })
     }
 
@@ -732,31 +718,32 @@ mod tests {
     }
 
     #[test]
-    fn closing_keywords_outside_the_scope_are_denied() {
+    fn every_text_is_checked_for_what_it_makes_the_forge_do() {
         let f = scoped(5);
-        for body in [
-            "Closes #500",
-            "fixes acme/widgets#500",
-            "RESOLVES other/repo#17",
-            "reopens #3",
-        ] {
+        for method in [Method::PostComment, Method::UpdateDescription] {
+            for body in [
+                "Closes #500",
+                "fixes acme/widgets#500",
+                "RESOLVES other/repo#17",
+                ">reopens #3",
+            ] {
+                let err = f.authorize(method, n(18), text(body)).unwrap_err();
+                assert_eq!(err.code, ErrorCode::ScopeDenied, "{body}");
+                assert!(err.message.contains("the forge would"), "{}", err.message);
+                assert_eq!(err.data["number"], 18);
+            }
             let err = f
-                .authorize(Method::UpdateDescription, n(18), text(body))
+                .authorize(method, n(17), text("@a @b @c @d @e @f"))
                 .unwrap_err();
-            assert_eq!(err.code, ErrorCode::ScopeDenied, "{body}");
-            assert!(err.message.contains("would act on"), "{}", err.message);
+            assert_eq!(err.code, ErrorCode::LimitExceeded);
+            assert_eq!(err.data["limit"], "max_mentions");
         }
+        assert_eq!(f.writes_left(), 5, "a refused text must not use the budget");
         let permit = f
-            .authorize(
-                Method::UpdateDescription,
-                n(18),
-                text("Closes #17; see #500"),
-            )
+            .authorize(Method::PostComment, n(17), text("Closes #17; see #500"))
             .unwrap();
-        assert_eq!(permit.closing_refs().len(), 1);
-        // Comments do not close issues in Gitea: no keyword check there.
-        f.authorize(Method::PostComment, n(17), text("closes #500"))
-            .unwrap();
+        assert_eq!(permit.findings().closing.len(), 1);
+        assert_eq!(permit.findings().foreign_refs[0].to_string(), "#500");
     }
 
     fn scoped_on(branch: Option<&str>, max_writes: u32) -> ScopedForge {
@@ -995,7 +982,7 @@ mod tests {
             }
         }
 
-        fn body() -> impl Strategy<Value = String> {
+        fn body() -> impl Strategy<Value = (String, bool)> {
             let keyword = prop_oneof![
                 Just(""),
                 Just("closes "),
@@ -1004,20 +991,28 @@ mod tests {
                 Just("reopens "),
                 Just("see "),
             ];
+            // (reference, whether it is outside the writable set)
             let reference = prop_oneof![
-                (1u64..600).prop_map(|n| format!("#{n}")),
-                (1u64..600).prop_map(|n| format!("acme/widgets#{n}")),
-                (1u64..600).prop_map(|n| format!("other/repo#{n}")),
-                (1u64..600).prop_map(|n| format!("https://g.example/acme/widgets/pulls/{n}")),
+                (1u64..600).prop_map(|n| (format!("#{n}"), n != 17 && n != 18)),
+                (1u64..600).prop_map(|n| (format!("acme/widgets#{n}"), n != 17 && n != 18)),
+                (1u64..600).prop_map(|n| (format!("other/repo#{n}"), true)),
+                (1u64..600).prop_map(|n| (
+                    format!("https://g.example/acme/widgets/pulls/{n}"),
+                    n != 17 && n != 18
+                )),
             ];
             (
                 proptest::collection::vec((keyword, reference), 1..4),
                 "[a-z .]{0,20}",
             )
                 .prop_map(|(parts, tail)| {
-                    let mut s: String = parts.iter().map(|(k, r)| format!("{k}{r} ")).collect();
+                    let mut s: String =
+                        parts.iter().map(|(k, (r, _))| format!("{k}{r} ")).collect();
                     s.push_str(&tail);
-                    s
+                    let escapes = parts
+                        .iter()
+                        .any(|(k, (_, outside))| *outside && !k.is_empty() && *k != "see ");
+                    (s, escapes)
                 })
         }
 
@@ -1033,8 +1028,12 @@ mod tests {
                 let recording = Arc::new(Recording::default());
                 let scope = Scope::for_tests(1024, max_writes);
                 let forge = ScopedForge::new(recording.clone(), scope);
-                for (comment, number, body) in calls {
+                let mut escaping = std::collections::HashSet::new();
+                for (comment, number, (body, escapes)) in calls {
                     let method = if comment { Method::PostComment } else { Method::UpdateDescription };
+                    if escapes {
+                        escaping.insert(body.clone());
+                    }
                     if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
                         let _ = forge.write(&permit);
                     }
@@ -1043,15 +1042,10 @@ mod tests {
                 prop_assert!(writes.len() <= max_writes as usize);
                 for (method, number, body) in writes {
                     prop_assert!(number == 17 || number == 18, "write reached #{}", number);
-                    if method == Method::UpdateDescription {
-                        // Comments close nothing in Gitea; a description must not aim outside.
-                        for r in closing_refs(&body) {
-                            prop_assert!(
-                                r.is_to("acme", "widgets") && (r.number == 17 || r.number == 18),
-                                "description of #{} carries '{}'", number, r
-                            );
-                        }
-                    }
+                    prop_assert!(
+                        !escaping.contains(&body),
+                        "{} to #{} carries a keyword aimed outside: {:?}", method.name(), number, body
+                    );
                 }
             }
         }

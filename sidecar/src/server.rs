@@ -112,6 +112,7 @@ impl Server {
             branch: config.branch.clone(),
             base_branches: config.base_branches.clone(),
             max_prs: config.max_prs,
+            text: config.text.clone(),
         };
         let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
         let earlier =

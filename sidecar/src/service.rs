@@ -63,6 +63,8 @@ struct CallInfo {
     target: Option<u64>,
     peer: Option<Peer>,
     started: Instant,
+    /// For an allowed write: the foreign references and mentions of its text.
+    reach: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// Whether a call's `op` event may be coalesced with others.
@@ -155,6 +157,7 @@ impl Sidecar {
             issue: config.issue.get(),
             writable: self.forge.writable(),
             limits: config.limits(),
+            text: config.text.clone(),
             pid: std::process::id(),
             run: self.run.clone(),
         });
@@ -266,6 +269,8 @@ impl Sidecar {
                 error: None,
                 duration_ms: 0,
                 peer: None,
+                foreign_refs: None,
+                mentions: None,
                 coalesced: Some(by_op),
             });
             if let Err(cause) = self.emit(op).await {
@@ -595,7 +600,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<ForgeWrite, RpcError> {
-        let call = self.begin(method.name(), Some(n), peer);
+        let mut call = self.begin(method.name(), Some(n), peer);
         let noun = if method == Method::PostComment {
             "comment to"
         } else {
@@ -631,11 +636,20 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let closing: Vec<String> = permit
-            .closing_refs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let findings = permit.findings();
+        let closing: Vec<String> = findings.closing.iter().map(ToString::to_string).collect();
+        // Each at most MAX_ECHO_CHARS, so the op event stays bounded.
+        let listed = |items: Vec<String>| items.iter().map(|s| quote(s).into_owned()).collect();
+        call.reach = Some((
+            listed(
+                findings
+                    .foreign_refs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            listed(findings.mentions.clone()),
+        ));
         let forge = Arc::clone(&self.forge);
         let result = tokio::task::spawn_blocking(move || forge.write(&permit))
             .await
@@ -647,6 +661,9 @@ impl Sidecar {
             .map_err(ForgeError::into_rpc);
         drop(slot);
         let summary = match (&result, method) {
+            (Ok(_), Method::PostComment) if !closing.is_empty() => {
+                format!("posted comment to #{} ({})", n.get(), closing.join(", "))
+            }
             (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
             (Ok(_), _) if !closing.is_empty() => {
                 format!(
@@ -675,6 +692,7 @@ impl Sidecar {
             target: target.map(IssueNumber::get),
             peer,
             started: Instant::now(),
+            reach: None,
         }
     }
 
@@ -752,6 +770,11 @@ impl Sidecar {
         });
         tracing::info!(op = %call.op, target = call.target, outcome = outcome.as_str(), "{summary}");
         let was_write = Method::from_name(&call.op).is_some_and(Method::writes_forge);
+        // What the text reached is recorded for writes that were allowed.
+        let (foreign_refs, mentions) = match call.reach {
+            Some((refs, mentions)) if outcome != Outcome::Denied => (Some(refs), Some(mentions)),
+            _ => (None, None),
+        };
         let op = EventBody::Op(Op {
             op_id: call.op_id,
             op: call.op,
@@ -761,6 +784,8 @@ impl Sidecar {
             error,
             duration_ms: call.started.elapsed().as_millis() as u64,
             peer: call.peer,
+            foreign_refs,
+            mentions,
             coalesced: None,
         });
         if let Err(cause) = self.emit(op).await {
