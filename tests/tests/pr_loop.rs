@@ -278,6 +278,14 @@ async fn closing_keywords_in_the_pr_or_its_commits_are_refused() {
     let message = e["message"].as_str().unwrap();
     assert!(message.contains("reword commit "), "{e}");
     assert!(message.contains(": 'Fixes #500' would close #500"), "{e}");
+    // Hidden from a plain reading, found by the text checker.
+    gitea.push_branch(AGENT_BRANCH, &["Render empty input\n\nFi\u{200B}xes #500"]);
+    let e = err(&c, "open_pr", json!({"title": "Fix", "body": "Closes #17"})).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("reword commit "),
+        "{e}"
+    );
+    assert_eq!(e["data"]["found"], "markdown+unicode", "{e}");
     assert_eq!(pr_posts(&gitea), 0, "nothing reached the forge");
     assert_eq!(ok(&c, "scope", json!({})).await["prs_left"], 1);
 
