@@ -3,7 +3,10 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin forge-sidecar --bin forge-queue
+# Two builds: built together, cargo would unify forge-queue's features and
+# link the host side's NATS client into the sidecar too.
+RUN cargo build --release --locked -p forge-sidecar \
+ && cargo build --release --locked -p forge-queue
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -22,7 +22,7 @@ use crate::error::QueueError;
 use crate::reader::{self, QueueDir};
 use crate::render::escape;
 use crate::state::{HostState, WatchdogVerdict};
-use crate::verify::{Problem, Verifier};
+use crate::verify::{NamedEvent, Problem, Verifier};
 use crate::watch::{DEFAULT_HEARTBEAT_SECS, STALE_INTERVALS};
 use crate::writer::Heartbeat;
 
@@ -163,6 +163,10 @@ pub enum Lifecycle {
         /// The heartbeat's `ts`.
         heartbeat_ts: String,
     },
+    /// No `session_end`, read from a stream (no heartbeat file), and no
+    /// stale notice for it since its last recovery: nothing says the
+    /// sidecar is gone.
+    Open,
     /// No `session_end` and no fresh heartbeat: the sidecar is gone (or
     /// hung).
     Stale {
@@ -184,40 +188,100 @@ pub struct ChainStatus {
 /// `session_end` is still running (fresh heartbeat) or stale.
 pub fn audit_dir(dir: &Path, now: DateTime<Utc>) -> Result<DirAudit, QueueError> {
     let queue = QueueDir::new(dir);
-    let mut verifier = Verifier::default();
-    let mut sessions: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut auditor = Auditor::default();
     let strays = reader::for_each_file(&queue, |file| {
-        verifier.feed(file);
-        let tally = sessions.entry(file.name.session.clone()).or_default();
-        tally.events += 1;
-        if let Ok(event) = &file.event {
-            tally.add(event);
-        }
+        auditor.verifier.feed(file);
+        auditor.tally(&file.name.session, &file.event);
     })?;
     // A heartbeat that does not parse says nothing about liveness: the
     // sessions it could vouch for are reported stale.
     let heartbeat = reader::read_heartbeat(&queue).unwrap_or(None);
-    let mut verification = verifier.finish(dir, &strays);
-    let latest = sessions.keys().next_back().cloned();
-    let mut chains: BTreeMap<String, Vec<Problem>> = verification
-        .sessions
-        .drain(..)
-        .map(|c| (c.session, c.problems))
-        .collect();
-    let sessions = sessions
-        .into_iter()
-        .map(|(session, tally)| {
-            let is_latest = latest.as_deref() == Some(session.as_str());
-            let end = tally.lifecycle(&session, is_latest, heartbeat.as_ref(), now);
-            let problems = chains.remove(&session).unwrap_or_default();
-            tally.into_audit(session, end, problems)
-        })
-        .collect();
-    Ok(DirAudit {
-        dir: dir.to_path_buf(),
-        sessions,
-        problems: verification.problems,
+    Ok(auditor.finish(dir, &strays, |session, tally, is_latest| {
+        tally.lifecycle(session, is_latest, heartbeat.as_ref(), now)
+    }))
+}
+
+/// Audit events held in memory (read back from a stream), as [`audit_dir`]
+/// does for a directory; `label` stands for the directory. There is no
+/// heartbeat file: a session without `session_end` is [`Lifecycle::Stale`]
+/// when `stale` (the liveness notices read with it) says so, else
+/// [`Lifecycle::Open`]; an earlier session is superseded by a later one only
+/// among the sessions given.
+pub fn audit_events(
+    label: &str,
+    events: Vec<NamedEvent>,
+    stale: &BTreeMap<String, Option<String>>,
+) -> DirAudit {
+    let mut auditor = Auditor::default();
+    for (e, parsed) in NamedEvent::in_order(events) {
+        auditor
+            .verifier
+            .feed_named(e.label, &e.name, &e.bytes, &parsed);
+        auditor.tally(&e.name.session, &parsed);
+    }
+    auditor.finish(Path::new(label), &[], |session, tally, is_latest| {
+        if let Some((reason, done_signalled)) = &tally.ended {
+            Lifecycle::Ended {
+                reason: reason.clone(),
+                done_signalled: *done_signalled,
+            }
+        } else if !is_latest {
+            Lifecycle::Superseded
+        } else if let Some(heartbeat_ts) = stale.get(session) {
+            Lifecycle::Stale {
+                heartbeat_ts: heartbeat_ts.clone(),
+            }
+        } else {
+            Lifecycle::Open
+        }
     })
+}
+
+/// One pass over a queue's events: chain and tally together.
+#[derive(Default)]
+struct Auditor {
+    verifier: Verifier,
+    sessions: BTreeMap<String, Tally>,
+}
+
+impl Auditor {
+    fn tally(&mut self, session: &str, event: &Result<Event, String>) {
+        let tally = self.sessions.entry(session.to_string()).or_default();
+        tally.events += 1;
+        if let Ok(event) = event {
+            tally.add(event);
+        }
+    }
+
+    fn finish(
+        self,
+        dir: &Path,
+        strays: &[reader::Stray],
+        lifecycle: impl Fn(&str, &Tally, bool) -> Lifecycle,
+    ) -> DirAudit {
+        let mut verification = self.verifier.finish(dir, strays);
+        let latest = self.sessions.keys().next_back().cloned();
+        let mut chains: BTreeMap<String, Vec<Problem>> = verification
+            .sessions
+            .drain(..)
+            .map(|c| (c.session, c.problems))
+            .collect();
+        let sessions = self
+            .sessions
+            .into_iter()
+            .map(|(session, tally)| {
+                let is_latest = latest.as_deref() == Some(session.as_str());
+                let end = lifecycle(&session, &tally, is_latest);
+                let problems = chains.remove(&session).unwrap_or_default();
+                tally.into_audit(session, end, problems)
+            })
+            .collect();
+        DirAudit {
+            dir: dir.to_path_buf(),
+            sessions,
+            problems: verification.problems,
+        }
+    }
 }
 
 /// Add what the host's state says (`audit --state`): the watchdog's
@@ -482,6 +546,7 @@ impl fmt::Display for SessionAudit {
             Lifecycle::Running { heartbeat_ts } => {
                 format!("no session_end yet: running (heartbeat {heartbeat_ts})")
             }
+            Lifecycle::Open => "no session_end yet; no stale notice from the shipper".to_string(),
             Lifecycle::Stale { heartbeat_ts } => format!(
                 "no session_end and no fresh heartbeat (last {}): sidecar dead or hung",
                 heartbeat_ts.as_deref().unwrap_or("none")

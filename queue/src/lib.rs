@@ -29,6 +29,9 @@
 //!   writes with unknown outcome, the done signal, how it ended.
 //! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
 //! - [`reader`] lists and parses queue files, for anything else.
+//! - `nats` (cargo feature, on by default; the sidecar leaves it off):
+//!   ships directories into a NATS JetStream stream and reads the stream
+//!   back with the same deliveries, audit and verification.
 
 pub mod audit;
 pub mod checkpoint;
@@ -36,6 +39,8 @@ pub mod durable;
 pub mod error;
 pub mod export;
 pub mod names;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod note;
 pub mod reader;
 pub mod render;

@@ -11,6 +11,9 @@
 //!   0 intact, 1 broken, 2 usage or I/O.
 //! - `export DIR`: one JSON record per session. 0, or 2.
 //! - `keygen NAME`: a signing key and its verifier key. 0, or 2.
+//! - `ship DIR... --nats URL` (feature `nats`): publish every event to a
+//!   JetStream stream, then ack it; `watch`, `audit` and `verify` take
+//!   `--nats URL` instead of directories to read the stream.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -26,6 +29,10 @@ use forge_queue::state::{HostState, WatchdogVerdict};
 use forge_queue::trust::{DoneTrust, Verdict};
 use forge_queue::watch::{Delivery, StopHandle, WatchOptions, Watcher};
 use forge_queue::{audit, note, render, verify};
+
+#[cfg(feature = "nats")]
+#[path = "cli/fleet.rs"]
+mod fleet;
 
 /// Exit code: usage or I/O error.
 const EXIT_ERROR: u8 = 2;
@@ -145,6 +152,16 @@ enum Command {
     /// issue, writable set, times, done, calls, refused and unknown writes,
     /// watchdog verdict, every event, and what was verified.
     Export(ExportArgs),
+    /// Publish every event of each DIR in order to a NATS JetStream stream,
+    /// then ack it (move new/ -> cur/) once the server has acked it.
+    ///
+    /// Message id <session>-<seq> (a republish after a crash is dropped by
+    /// the stream's duplicate window); subject
+    /// <prefix>.<owner>.<repo>.<issue>.<session>.<kind>; body = the file's
+    /// bytes. Stale/recovered notices are published too. While the server
+    /// is unreachable events wait in new/ and publishing is retried.
+    #[cfg(feature = "nats")]
+    Ship(fleet::ShipArgs),
 }
 
 #[derive(Args)]
@@ -175,7 +192,8 @@ struct KeygenArgs {
 #[derive(Args)]
 struct WatchArgs {
     /// Queue directories.
-    #[arg(required = true)]
+    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
+    #[cfg_attr(not(feature = "nats"), arg(required = true))]
     dirs: Vec<PathBuf>,
     /// One JSON object per line: the event plus "dir".
     #[arg(long)]
@@ -212,12 +230,18 @@ struct WatchArgs {
     /// Do not use inotify; find new events by rescanning only.
     #[arg(long)]
     poll_only: bool,
+    /// Consume a JetStream stream (`--nats URL --durable NAME`) instead of
+    /// directories; --until-done then settles per session.
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    nats: fleet::WatchNatsArgs,
 }
 
 #[derive(Args)]
 struct AuditArgs {
     /// Queue directories.
-    #[arg(required = true)]
+    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
+    #[cfg_attr(not(feature = "nats"), arg(required = true))]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
@@ -226,12 +250,17 @@ struct AuditArgs {
     /// verdicts, which make a run incomplete.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
+    /// Audit a JetStream stream (`--nats URL [--session S]`) instead.
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    nats: fleet::ReadNatsArgs,
 }
 
 #[derive(Args)]
 struct VerifyArgs {
     /// Queue directories.
-    #[arg(required = true)]
+    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
+    #[cfg_attr(not(feature = "nats"), arg(required = true))]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
@@ -244,6 +273,10 @@ struct VerifyArgs {
     /// there must not be newer than the queue's.
     #[arg(long, value_name = "DIR", requires = "key")]
     state: Option<PathBuf>,
+    /// Verify a JetStream stream (`--nats URL [--session S]`) instead.
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    nats: fleet::ReadNatsArgs,
 }
 
 /// `500ms`, `90s`, `30m`, `2h`; a bare number is seconds.
@@ -286,6 +319,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify_cmd(args),
         Command::Keygen(args) => keygen(args),
         Command::Export(args) => export_cmd(args),
+        #[cfg(feature = "nats")]
+        Command::Ship(args) => fleet::ship(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -311,6 +346,20 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    #[cfg(feature = "nats")]
+    if args.nats.nats.url.is_some() {
+        let dir_only = args.no_ack
+            || args.poll_only
+            || args.key.is_some()
+            || args.state.is_some()
+            || args.watchdog.is_some();
+        if !args.dirs.is_empty() || dir_only {
+            anyhow::bail!(
+                "with --nats, give no directories, --no-ack, --poll-only, --key, --state or --watchdog"
+            );
+        }
+        return fleet::watch(&args.nats, args.until_done, args.json);
+    }
     let key = args.key.as_deref().map(load_verifier).transpose()?;
     let options = WatchOptions {
         ack: !args.no_ack,
@@ -538,6 +587,13 @@ fn describe(s: Settled) -> &'static str {
 }
 
 fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
+    #[cfg(feature = "nats")]
+    if args.nats.nats.url.is_some() {
+        if !args.dirs.is_empty() || args.state.is_some() {
+            anyhow::bail!("with --nats, give no directories or --state");
+        }
+        return fleet::audit(&args.nats, args.json);
+    }
     let now = chrono::Utc::now();
     let audits = args
         .dirs
@@ -567,6 +623,15 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
+    #[cfg(feature = "nats")]
+    if args.nats.nats.url.is_some() {
+        if !args.dirs.is_empty() || args.key.is_some() {
+            anyhow::bail!(
+                "with --nats, give no directories or --key (checkpoints are not shipped)"
+            );
+        }
+        return fleet::verify(&args.nats, args.json);
+    }
     let key = args.key.as_deref().map(load_verifier).transpose()?;
     let reports = args
         .dirs

@@ -19,12 +19,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use forge_protocol::event::{EVENT_VERSION, EventBody};
+use forge_protocol::event::{EVENT_VERSION, Event, EventBody};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::QueueError;
-use crate::names::{is_session_id, sha256_hex};
+use crate::names::{EventName, is_session_id, sha256_hex};
 use crate::note::VerifierKey;
 use crate::reader::{self, LoadedFile, QueueDir, Stray};
 use crate::state::HostState;
@@ -357,6 +357,45 @@ pub fn verify_dir(dir: &Path) -> Result<DirVerification, QueueError> {
     Ok(verifier.finish(dir, &strays))
 }
 
+/// An event held in memory rather than in a queue directory (read back from
+/// a stream, say): what reports call it, its name, its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedEvent {
+    /// How reports refer to it.
+    pub label: String,
+    /// The session and seq it claims (in a directory: its file name).
+    pub name: EventName,
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl NamedEvent {
+    /// Sort `events` into event order (session, then seq; stable, so
+    /// copies keep their order) and parse each one, ready to feed.
+    pub(crate) fn in_order(
+        mut events: Vec<NamedEvent>,
+    ) -> Vec<(NamedEvent, Result<Event, String>)> {
+        events.sort_by(|a, b| a.name.cmp(&b.name));
+        events
+            .into_iter()
+            .map(|e| {
+                let parsed = serde_json::from_slice(&e.bytes).map_err(|err| err.to_string());
+                (e, parsed)
+            })
+            .collect()
+    }
+}
+
+/// Verify the chains of events held in memory, as [`verify_dir`] does for a
+/// directory; `label` stands for the directory in the report.
+pub fn verify_events(label: &str, events: Vec<NamedEvent>) -> DirVerification {
+    let mut verifier = Verifier::default();
+    for (e, parsed) in NamedEvent::in_order(events) {
+        verifier.feed_named(e.label, &e.name, &e.bytes, &parsed);
+    }
+    verifier.finish(Path::new(label), &[])
+}
+
 /// Verify every chain of the queue at `dir` and its signed checkpoints:
 /// each checkpoint must be signed by `key`, and the events it counts must
 /// all be there, unchanged; a session with events must have one; with the
@@ -608,10 +647,22 @@ struct Signed {
 impl Verifier {
     pub(crate) fn feed(&mut self, file: &LoadedFile) {
         let label = QueueDir::label(file.place, &file.file_name);
-        let hash = sha256_hex(&file.bytes);
-        let named = file.name.seq;
-        self.note_signed(file, named, &hash, &label);
-        let state = self.sessions.entry(file.name.session.clone()).or_default();
+        self.feed_named(label, &file.name, &file.bytes, &file.event);
+    }
+
+    /// Feed one event known by `label` and `name` (events of one session in
+    /// seq order; sessions may interleave).
+    pub(crate) fn feed_named(
+        &mut self,
+        label: String,
+        name: &EventName,
+        bytes: &[u8],
+        event: &Result<Event, String>,
+    ) {
+        let hash = sha256_hex(bytes);
+        let named = name.seq;
+        self.note_signed(name, event, &hash, &label);
+        let state = self.sessions.entry(name.session.clone()).or_default();
         let mut problem = |kind| {
             state.problems.push(Problem {
                 file: label.clone(),
@@ -637,7 +688,7 @@ impl Verifier {
                 last: named - 1,
             });
         }
-        match &file.event {
+        match event {
             Err(reason) => problem(ProblemKind::Unparseable {
                 reason: reason.clone(),
             }),
@@ -645,7 +696,7 @@ impl Verifier {
                 if event.v != EVENT_VERSION {
                     problem(ProblemKind::UnsupportedVersion { v: event.v });
                 }
-                if event.session != file.name.session {
+                if event.session != name.session {
                     problem(ProblemKind::SessionMismatch {
                         found: event.session.clone(),
                     });
@@ -679,13 +730,20 @@ impl Verifier {
         });
     }
 
-    fn note_signed(&mut self, file: &LoadedFile, seq: u64, hash: &str, label: &str) {
-        let signed = self.signed.entry(file.name.session.clone()).or_default();
+    fn note_signed(
+        &mut self,
+        name: &EventName,
+        event: &Result<Event, String>,
+        hash: &str,
+        label: &str,
+    ) {
+        let seq = name.seq;
+        let signed = self.signed.entry(name.session.clone()).or_default();
         signed.max_seq = signed.max_seq.max(Some(seq));
-        if self.signed_seq.get(&file.name.session) == Some(&seq) && signed.last.is_none() {
+        if self.signed_seq.get(&name.session) == Some(&seq) && signed.last.is_none() {
             signed.last = Some((hash.to_string(), label.to_string()));
         }
-        match file.event.as_ref().map(|e| &e.body) {
+        match event.as_ref().map(|e| &e.body) {
             Ok(EventBody::SessionStart(s)) => {
                 signed.start = Some((format!("{}/{}", s.owner, s.repo), s.issue))
             }
@@ -778,7 +836,6 @@ mod tests {
 
     use super::*;
     use crate::QueueWriter;
-    use crate::names::EventName;
     use forge_protocol::DoneStatus;
     use forge_protocol::event::{Done, EventBody};
 

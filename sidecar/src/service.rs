@@ -34,6 +34,7 @@ use crate::audit::AuditWriter;
 use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
+use crate::http::{MAX_UNSENT_BYTES, Unsent};
 use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
@@ -54,6 +55,7 @@ pub struct Sidecar {
     forge_slots: Semaphore,
     in_flight: Arc<InFlight>,
     rate: AuditRate,
+    unsent: Arc<Unsent>,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -121,6 +123,7 @@ impl Sidecar {
             forge_slots: Semaphore::new(MAX_FORGE_CALLS),
             in_flight: Arc::default(),
             rate: AuditRate::default(),
+            unsent: Arc::default(),
         }
     }
 
@@ -138,6 +141,11 @@ impl Sidecar {
     /// The session id.
     pub fn session(&self) -> &str {
         self.audit.queue().session()
+    }
+
+    /// The bytes of answers waiting for their callers (counted by the HTTP layer).
+    pub fn unsent(&self) -> &Arc<Unsent> {
+        &self.unsent
     }
 
     /// The queue writer (for the heartbeat).
@@ -696,7 +704,8 @@ impl Sidecar {
         }
     }
 
-    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots.
+    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots, once the
+    /// answers waiting for their callers are under [`MAX_UNSENT_BYTES`].
     async fn on_forge<T, F>(&self, f: F) -> Result<T, RpcError>
     where
         T: Send + 'static,
@@ -705,6 +714,9 @@ impl Sidecar {
         if !self.forge.inner().blocks() {
             return f(self.forge.inner()).map_err(ForgeError::into_rpc);
         }
+        // Answers waiting for slow callers hold memory: no new forge answer
+        // while they are over the bound.
+        self.unsent.wait_below(MAX_UNSENT_BYTES).await;
         // Never closed, so acquiring cannot fail.
         let _slot = self.forge_slots.acquire().await.ok();
         let forge = Arc::clone(&self.forge);

@@ -1,0 +1,543 @@
+//! End-to-end: queue directories shipped into a real NATS JetStream server
+//! (`forge-queue ship`) and read back (`watch|audit|verify --nats`).
+//! `tests/nats/install.sh` installs `nats-server`; each test starts its own
+//! on a free port with a temporary store.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use forge_e2e::nats_server::{NatsServer, wait_exit};
+use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_protocol::DoneStatus;
+use forge_protocol::event::{
+    Done, EventBody, Intent, Limits, OutcomeCounts, SessionEnd, SessionStart,
+};
+use forge_queue::QueueWriter;
+use forge_queue::nats::subject;
+use forge_queue::render;
+use forge_queue::watch::{WatchOptions, Watcher};
+use forge_sidecar::client::SocketClient;
+use serde_json::{Value, json};
+
+/// Bound on every command the tests run.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn forge_queue() -> Command {
+    Command::new(workspace_bin("forge-queue"))
+}
+
+/// Run `cmd` to completion (bounded), capturing its output.
+fn run(cmd: &mut Command) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn forge-queue");
+    let status = wait_exit(&mut child, TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!(
+            "{cmd:?} did not finish in {TIMEOUT:?}:\n{}",
+            fs::read_to_string(&err).unwrap_or_default()
+        )
+    });
+    Output {
+        status,
+        stdout: fs::read(&out).unwrap(),
+        stderr: fs::read(&err).unwrap(),
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ship_once(server: &NatsServer, dirs: &[&Path]) -> Output {
+    let out = run(forge_queue()
+        .args(["ship", "--once", "--nats", &server.url()])
+        .args(dirs));
+    assert!(out.status.success(), "ship: {}", stderr(&out));
+    out
+}
+
+/// `watch --nats --until-done` with a durable consumer; its lines.
+fn consume(server: &NatsServer, durable: &str, extra: &[&str]) -> Output {
+    run(forge_queue()
+        .args(["watch", "--nats", &server.url(), "--durable", durable])
+        .args(["--until-done"])
+        .args(extra))
+}
+
+/// (session, seq) of each event line of `watch --json` output, skipping
+/// liveness notices.
+fn event_keys(json_lines: &str) -> Vec<(String, u64)> {
+    json_lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["seq"].is_u64())
+        .map(|v| {
+            (
+                v["session"].as_str().unwrap().to_string(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Each session's seqs are 0..n, each exactly once, in order.
+fn assert_each_once_in_order(keys: &[(String, u64)], sessions: &[(String, u64)]) {
+    for (session, n) in sessions {
+        let seqs: Vec<u64> = keys
+            .iter()
+            .filter(|(s, _)| s == session)
+            .map(|(_, q)| *q)
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..*n).collect::<Vec<_>>(),
+            "session {session}: every event exactly once, in order"
+        );
+    }
+    assert_eq!(
+        keys.len() as u64,
+        sessions.iter().map(|(_, n)| n).sum::<u64>()
+    );
+}
+
+fn files(dir: &Path, place: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir.join(place))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A directory for a queue: on tmpfs where there is one (as `/run` is),
+/// so writing a large backlog is not a test of the disk's fsync.
+fn queue_dir() -> tempfile::TempDir {
+    match Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm).unwrap(),
+        _ => tempfile::tempdir().unwrap(),
+    }
+}
+
+/// A session of `n` events written with the queue's own writer:
+/// `session_start`, intents, `done`, `session_end`. Returns its id.
+fn backlog(dir: &Path, n: u64) -> String {
+    assert!(n >= 3);
+    let w = QueueWriter::open(dir).unwrap();
+    let mut bodies = vec![EventBody::SessionStart(SessionStart {
+        version: "test".into(),
+        forge: "memory".into(),
+        api_base: None,
+        owner: "acme".into(),
+        repo: "web.site".into(),
+        issue: 17,
+        writable: vec![17],
+        limits: Limits {
+            max_request_bytes: 1 << 20,
+            max_body_bytes: 1 << 16,
+            max_writes: 100,
+            http_timeout_secs: 5,
+            heartbeat_secs: 3600,
+        },
+        pid: 1,
+        run: None,
+        text: Default::default(),
+    })];
+    bodies.extend((1..n - 2).map(|i| {
+        EventBody::Intent(Intent {
+            op_id: i,
+            op: "post_comment".into(),
+            target: Some(17),
+        })
+    }));
+    bodies.push(EventBody::Done(Done {
+        status: DoneStatus::Success,
+        summary: "finished".into(),
+        warnings: vec![],
+    }));
+    bodies.push(EventBody::SessionEnd(SessionEnd {
+        reason: "SIGTERM".into(),
+        counts: OutcomeCounts::default(),
+        done: true,
+    }));
+    let mut it = bodies.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<EventBody> = it.by_ref().take(2000).collect();
+        for r in w.append_batch(chunk) {
+            r.unwrap();
+        }
+    }
+    w.session().to_string()
+}
+
+/// Wait (bounded) until `cond` holds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Panic with its log if `child` exited.
+fn running(child: &mut Child, log: &Path) {
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "exited early ({status}):\n{}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+fn spawn_ship(server: &NatsServer, dirs: &[&Path], log: &Path, extra: &[&str]) -> Child {
+    forge_queue()
+        .args(["ship", "--nats", &server.url()])
+        .args(extra)
+        .args(dirs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn ship")
+}
+
+async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
+    SocketClient::new(&s.socket, Duration::from_secs(30))
+        .call(method, Some(params))
+        .await
+        .expect("reachable")
+}
+
+#[tokio::test]
+async fn a_shipped_sidecar_session_reads_the_same_from_the_stream() {
+    let server = NatsServer::start();
+    let mut s = SidecarProcess::memory(&[]);
+    call(&s, "read_issue", json!({"number": 17})).await.unwrap();
+    call(
+        &s,
+        "post_comment",
+        json!({"number": 17, "body": "on it\n\u{1b}[2J"}),
+    )
+    .await
+    .unwrap();
+    call(&s, "post_comment", json!({"number": 500, "body": "x"}))
+        .await
+        .unwrap_err();
+    call(
+        &s,
+        "signal_done",
+        json!({"status": "blocked", "summary": "need a decision"}),
+    )
+    .await
+    .unwrap();
+    s.stop();
+    let queue = s.queue.clone();
+
+    // What the directory watcher prints, before anything is consumed: the
+    // CLI (which stops at done) and the library over the whole session.
+    let mut dir_lines: Vec<[String; 2]> = Vec::new();
+    let mut lib = Watcher::new(
+        [&queue],
+        WatchOptions {
+            ack: false,
+            notify: false,
+            ..WatchOptions::default()
+        },
+    )
+    .unwrap();
+    lib.poll(|d| {
+        dir_lines.push([render::human_line(d), render::json_line(d)]);
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    let human: Vec<String> = dir_lines.iter().map(|l| l[0].clone()).collect();
+    let json_lines: Vec<String> = dir_lines.iter().map(|l| l[1].clone()).collect();
+    let cli_dir = run(forge_queue()
+        .args(["watch", "--no-ack", "--until-done"])
+        .arg(&queue));
+    assert_eq!(cli_dir.status.code(), Some(3), "{}", stderr(&cli_dir));
+    let cli_dir_lines: Vec<String> = stdout(&cli_dir).lines().map(String::from).collect();
+    assert_eq!(cli_dir_lines[..], human[..cli_dir_lines.len()]);
+    let dir_audit = run(forge_queue().arg("audit").arg(&queue));
+
+    ship_once(&server, &[&queue]);
+    assert!(files(&queue, "new").is_empty(), "everything acked locally");
+
+    let stream_human = consume(&server, "human", &[]);
+    assert_eq!(
+        stream_human.status.code(),
+        Some(3),
+        "{}",
+        stderr(&stream_human)
+    );
+    assert_eq!(stdout(&stream_human).lines().collect::<Vec<_>>(), human);
+    let stream_json = consume(&server, "json", &["--json"]);
+    assert_eq!(
+        stream_json.status.code(),
+        Some(3),
+        "{}",
+        stderr(&stream_json)
+    );
+    assert_eq!(stdout(&stream_json).lines().collect::<Vec<_>>(), json_lines);
+    // Escaped like the directory's: no terminal escape got through.
+    assert!(!stdout(&stream_human).contains('\u{1b}'));
+
+    let session = serde_json::from_str::<Value>(&json_lines[0]).unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = server.url();
+    let verify = run(forge_queue().args(["verify", "--nats", &url, "--session", &session]));
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    assert_eq!(
+        stdout(&verify).trim(),
+        format!(
+            "stream FORGE session {session}: intact (1 sessions, {} events)",
+            json_lines.len()
+        )
+    );
+    // The same audit as the directory's, below the heading.
+    let audit = run(forge_queue().args(["audit", "--nats", &url, "--session", &session]));
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    let below_heading = |o: &Output| stdout(o).lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(below_heading(&audit), below_heading(&dir_audit));
+}
+
+#[test]
+fn a_backlog_survives_a_server_restart_each_event_once_in_order() {
+    let mut server = NatsServer::start();
+    let (a, b) = (queue_dir(), queue_dir());
+    let sessions = vec![
+        (backlog(a.path(), 6_000), 6_000),
+        (backlog(b.path(), 4_000), 4_000),
+    ];
+    let log = a.path().join("ship.log");
+    let mut ship = spawn_ship(&server, &[a.path(), b.path()], &log, &["--once"]);
+    wait_for("a first part shipped", || {
+        running(&mut ship, &log);
+        files(a.path(), "cur").len() >= 1_000
+    });
+    server.stop();
+    let stranded = files(a.path(), "new").len() + files(b.path(), "new").len();
+    assert!(stranded > 0, "events wait in new/ while the server is down");
+    assert!(
+        ship.try_wait().unwrap().is_none(),
+        "the shipper waits, not exits"
+    );
+    server.restart();
+    let status = wait_exit(&mut ship, TIMEOUT).expect("ship finishes after the restart");
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    assert!(files(a.path(), "new").is_empty() && files(b.path(), "new").is_empty());
+
+    let out = consume(&server, "orchestrator", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once_in_order(&event_keys(&stdout(&out)), &sessions);
+    let verify = run(forge_queue().args(["verify", "--nats", &server.url()]));
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+}
+
+#[test]
+fn a_shipper_killed_between_publish_and_local_ack_duplicates_nothing() {
+    let server = NatsServer::start();
+    let q = queue_dir();
+    let session = backlog(q.path(), 3_000);
+    let log = q.path().join("ship.log");
+    let mut ship = spawn_ship(&server, &[q.path()], &log, &[]);
+    wait_for("part shipped", || {
+        running(&mut ship, &log);
+        files(q.path(), "cur").len() >= 500
+    });
+    ship.kill().unwrap();
+    ship.wait().unwrap();
+    // The exact state a kill after the server's ack and before the rename
+    // leaves: published, still in new/. Make it certain for 200 events.
+    let cur = files(q.path(), "cur");
+    for path in &cur[cur.len() - 200..] {
+        fs::rename(path, q.path().join("new").join(path.file_name().unwrap())).unwrap();
+    }
+    let out = ship_once(&server, &[q.path()]);
+    let summary = stderr(&out);
+    let dropped: u64 = summary
+        .split(" already in the stream")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {summary}"));
+    assert!(dropped >= 200, "{summary}");
+
+    let out = consume(&server, "once", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once_in_order(&event_keys(&stdout(&out)), &[(session, 3_000)]);
+}
+
+#[test]
+fn a_restarted_consumer_resumes_where_it_acked() {
+    let server = NatsServer::start();
+    let q = queue_dir();
+    let session = backlog(q.path(), 1_000);
+    ship_once(&server, &[q.path()]);
+
+    // The first consumer is killed after printing 300 lines. Its unacked
+    // messages would come back only after the (long) ack wait.
+    let mut first = forge_queue()
+        .args(["watch", "--json", "--nats", &server.url(), "--durable", "r"])
+        .args(["--batch", "50", "--ack-wait-secs", "3600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(first.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while seen.len() < 300 {
+        assert!(Instant::now() < deadline, "first consumer too slow");
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0);
+        seen.extend(event_keys(&line));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // And whatever else it printed before the kill.
+    let mut tail = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut tail).unwrap();
+    seen.extend(event_keys(&tail));
+    let printed = seen.len() as u64;
+
+    let second = consume(&server, "r", &["--json", "--ack-wait-secs", "3600"]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let rest = event_keys(&stdout(&second));
+    let resumed_at = rest[0].1;
+    assert!(
+        resumed_at <= printed && resumed_at + 50 >= printed,
+        "resumed at {resumed_at}, after {printed} printed"
+    );
+    // Nothing lost, in order; only the unacked tail may repeat.
+    let mut all: Vec<(String, u64)> = seen[..resumed_at as usize].to_vec();
+    all.extend(rest);
+    assert_each_once_in_order(&all, &[(session, 1_000)]);
+}
+
+#[tokio::test]
+async fn verify_reports_an_event_published_by_hand_with_altered_bytes() {
+    let server = NatsServer::start();
+    let q = queue_dir();
+    let session = backlog(q.path(), 5);
+    // Before the shipper, someone publishes seq 2 with one byte changed and
+    // the message id the shipper will use: the real one is then dropped as
+    // a duplicate.
+    let victim = q
+        .path()
+        .join("new")
+        .join(format!("{session}-00000002.json"));
+    let mut forged = fs::read(&victim).unwrap();
+    let at = forged
+        .windows(12)
+        .position(|w| w == b"post_comment")
+        .unwrap();
+    forged[at + 11] = b'T';
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "FORGE".into(),
+        subjects: vec!["forge.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("{session}-2").as_str());
+    headers.insert(subject::SESSION, session.as_str());
+    headers.insert(subject::SEQ, "2");
+    headers.insert(subject::KIND, "intent");
+    let subject = subject::subject("forge", None, Some(&session), "intent");
+    js.publish_with_headers(subject, headers, forged.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let out = ship_once(&server, &[q.path()]);
+    assert!(
+        stderr(&out).contains("(1 already in the stream)"),
+        "{}",
+        stderr(&out)
+    );
+    let verify =
+        run(forge_queue().args(["verify", "--nats", &server.url(), "--session", &session]));
+    assert_eq!(verify.status.code(), Some(1), "{}", stdout(&verify));
+    let report = stdout(&verify);
+    assert!(
+        report.contains(&format!(
+            "{session}-00000003.json: prev is not the SHA-256 of #"
+        )),
+        "{report}"
+    );
+    // The directory itself is intact: the stream is what was tampered with.
+    let dir = run(forge_queue().arg("verify").arg(q.path()));
+    assert_eq!(dir.status.code(), Some(0), "{}", stdout(&dir));
+}
+
+#[test]
+fn a_stale_sidecar_is_published_and_settles_its_session() {
+    let server = NatsServer::start();
+    let q = queue_dir();
+    let w = QueueWriter::open(q.path()).unwrap();
+    w.append(EventBody::SessionStart(SessionStart {
+        version: "test".into(),
+        forge: "memory".into(),
+        api_base: None,
+        owner: "acme".into(),
+        repo: "widgets".into(),
+        issue: 17,
+        writable: vec![17],
+        limits: Limits {
+            max_request_bytes: 1 << 20,
+            max_body_bytes: 1 << 16,
+            max_writes: 100,
+            http_timeout_secs: 5,
+            heartbeat_secs: 1,
+        },
+        pid: 1,
+        run: None,
+        text: Default::default(),
+    }))
+    .unwrap();
+    let session = w.session().to_string();
+    // The sidecar's last heartbeat, long ago: it is gone.
+    fs::write(
+        q.path().join("heartbeat"),
+        json!({"pid": 1, "session": session, "ts": "2026-01-01T00:00:00.000Z"}).to_string(),
+    )
+    .unwrap();
+    ship_once(&server, &[q.path()]);
+    let out = consume(&server, "liveness", &["--json"]);
+    assert_eq!(out.status.code(), Some(4), "no done: {}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "session_start");
+    assert_eq!(lines[1]["kind"], "stale");
+    assert_eq!(lines[1]["session"], session.as_str());
+    assert_eq!(lines[1]["heartbeat_ts"], "2026-01-01T00:00:00.000Z");
+    assert_eq!(lines[1]["dir"], q.path().display().to_string());
+    // Shipped under the session's subject, kind stale.
+    let audit = run(forge_queue().args(["audit", "--nats", &server.url(), "--session", &session]));
+    assert!(
+        stdout(&audit).contains("no fresh heartbeat (last 2026-01-01T00:00:00.000Z)"),
+        "{}",
+        stdout(&audit)
+    );
+}
