@@ -332,6 +332,45 @@ mod tests {
         );
     }
 
+    fn with_body(body: EventBody) -> Delivery {
+        let Delivery::Event(mut e) = done("x") else {
+            unreachable!("done() is an event")
+        };
+        e.event.body = body;
+        Delivery::Event(e)
+    }
+
+    #[test]
+    fn scope_growth_done_warnings_and_unknown_kinds_are_shown() {
+        let grown = with_body(EventBody::ScopeGrown(forge_protocol::event::ScopeGrown {
+            number: 21,
+            branch: "agent/issue-17".into(),
+            reason: "opened".into(),
+        }));
+        assert_eq!(
+            human_line(&grown),
+            "2026-11-25T12:00:01.000Z  /q/a  scope_grown    PR #21 joined the writable set: branch agent/issue-17, opened"
+        );
+        let warned = with_body(EventBody::Done(Done {
+            status: DoneStatus::Success,
+            summary: "ok".into(),
+            warnings: vec!["PR #21 commit abc1234: 'Fixes #500' would close #500".into()],
+        }));
+        assert!(
+            human_line(&warned).ends_with(
+                "success: ok [warnings: PR #21 commit abc1234: 'Fixes #500' would close #500]"
+            ),
+            "{}",
+            human_line(&warned)
+        );
+        let unknown = with_body(EventBody::Unknown);
+        assert!(
+            human_line(&unknown).contains("skipped"),
+            "{}",
+            human_line(&unknown)
+        );
+    }
+
     #[test]
     fn human_line_escapes_agent_text() {
         let line = human_line(&done("a\nb\u{1b}[31m"));
