@@ -789,6 +789,7 @@ mod tests {
                 body: EventBody::Done(forge_protocol::event::Done {
                     status,
                     summary: "s".into(),
+                    warnings: vec![],
                 }),
             },
             backlog: 0,

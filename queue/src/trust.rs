@@ -263,6 +263,7 @@ mod tests {
         let body = EventBody::Done(Done {
             status: DoneStatus::Success,
             summary: "s".into(),
+            warnings: vec![],
         });
         event(seq, Some(prev), body, hash)
     }
@@ -271,7 +272,7 @@ mod tests {
         let body = EventBody::Intent(Intent {
             op_id: 1,
             op: "post_comment".into(),
-            target: 17,
+            target: Some(17),
         });
         event(seq, Some(prev), body, hash)
     }

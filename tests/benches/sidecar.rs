@@ -1414,7 +1414,7 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
             .append(EventBody::Intent(forge_protocol::event::Intent {
                 op_id: 1,
                 op: "post_comment".into(),
-                target: ASSIGNED_ISSUE,
+                target: Some(ASSIGNED_ISSUE),
             }))
             .expect("append");
         let deadline = Instant::now() + max;
