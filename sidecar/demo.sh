@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start: run the sidecar on the built-in in-memory forge and show one
-# agent session end to end: reads, an allowed write, a denied write, the
-# done signal, a graceful stop, and what the host finds in the queue.
+# agent session end to end: reads, an allowed write, a denied write, the PR
+# loop (the pushed branch agent/issue-17 becomes a PR that joins the scope,
+# its description is updated, a review is read), the done signal, a graceful
+# stop, and what the host finds in the queue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/forge-demo.XXXXXX")
 sock=$work/forge.sock
 queue=$work/queue
 
-"$bin/forge-sidecar" serve --forge memory --socket "$sock" --queue-dir "$queue" 2>"$work/sidecar.log" &
+"$bin/forge-sidecar" serve --forge memory --branch agent/issue-17 --socket "$sock" --queue-dir "$queue" 2>"$work/sidecar.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -35,6 +37,11 @@ call read_comments '{"number": 17}'
 call post_comment '{"number": 17, "body": "Found it: the export loop stops one row early. Fix in #18."}'
 call post_comment '{"number": 500, "body": "I will rotate the keys too."}'
 call update_description '{"number": 18, "body": "Fixes the off-by-one in the export loop. Closes #17."}'
+call open_pr '{"title": "Export the last row", "body": "Closes #17, and fixes #500 on the way."}'
+call open_pr '{"title": "Export the last row", "body": "Closes #17."}'
+call scope
+call update_description '{"number": 501, "body": "Closes #17.\n\nThe export loop stopped one row short; a test now exports 10 rows."}'
+call read_reviews '{"number": 18}'
 call signal_done '{"status": "success", "summary": "Export fixed in PR #18, with a regression test."}'
 call signal_done '{"status": "failure", "summary": "second signal"}'
 

@@ -6,8 +6,10 @@
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 
-use crate::params::{IssueNumber, Text};
-use crate::types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, Updated};
+use crate::params::{BranchName, IssueNumber, Text};
+use crate::types::{
+    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ScopeInfo, Updated,
+};
 
 /// The forge sidecar's API (DESIGN §5).
 #[rpc(server, client)]
@@ -23,6 +25,20 @@ pub trait ForgeApi {
     /// Read all comments of an issue or PR, oldest first.
     #[method(name = "read_comments", with_extensions)]
     async fn read_comments(&self, number: IssueNumber) -> RpcResult<Vec<Comment>>;
+
+    /// Read the reviews of a pull request with their inline comments, oldest first.
+    #[method(name = "read_reviews", with_extensions)]
+    async fn read_reviews(&self, number: IssueNumber) -> RpcResult<Vec<Review>>;
+
+    /// Open the pull request of the configured branch into `base` (default:
+    /// the repository's default branch); it joins the writable set.
+    #[method(name = "open_pr", with_extensions)]
+    async fn open_pr(
+        &self,
+        title: Text,
+        body: Text,
+        base: Option<BranchName>,
+    ) -> RpcResult<PullRequest>;
 
     /// Comment on the assigned issue or one of its PRs.
     #[method(name = "post_comment", with_extensions)]

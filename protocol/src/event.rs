@@ -52,6 +52,12 @@ pub enum EventBody {
     Done(Done),
     /// The sidecar stopped gracefully.
     SessionEnd(SessionEnd),
+    /// A pull request joined the writable set.
+    ScopeGrown(ScopeGrown),
+    /// A kind this version does not know (written by a newer sidecar).
+    /// Consumers skip it; it is never written.
+    #[serde(other)]
+    Unknown,
 }
 
 impl EventBody {
@@ -63,6 +69,8 @@ impl EventBody {
             EventBody::Op(_) => "op",
             EventBody::Done(_) => "done",
             EventBody::SessionEnd(_) => "session_end",
+            EventBody::ScopeGrown(_) => "scope_grown",
+            EventBody::Unknown => "unknown",
         }
     }
 }
@@ -121,8 +129,35 @@ pub struct Intent {
     pub op_id: u64,
     /// Method name.
     pub op: String,
-    /// The issue or PR number written to.
-    pub target: u64,
+    /// The issue or PR number written to; null when the write creates it
+    /// (`open_pr`).
+    pub target: Option<u64>,
+}
+
+/// Fields of `scope_grown`: a pull request joined the writable set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeGrown {
+    /// The pull request's number.
+    pub number: u64,
+    /// Its head branch: the configured `FORGE_BRANCH`.
+    pub branch: String,
+    /// How it was found: [`ScopeGrown::OPENED`] (by this session's
+    /// `open_pr`), [`ScopeGrown::AT_START`], [`ScopeGrown::ON_WRITE`] (an
+    /// existing PR of the branch, looked up when a write targeted it) or
+    /// [`ScopeGrown::ON_OPEN`].
+    pub reason: String,
+}
+
+impl ScopeGrown {
+    /// The session's `open_pr` opened it (it counts against `FORGE_MAX_PRS`
+    /// for the whole run).
+    pub const OPENED: &str = "opened";
+    /// It existed when the session started.
+    pub const AT_START: &str = "found at start";
+    /// It was looked up when a write targeted its number.
+    pub const ON_WRITE: &str = "found on write";
+    /// `open_pr` found it already open for the branch.
+    pub const ON_OPEN: &str = "found by open_pr";
 }
 
 /// How a call ended.
@@ -231,6 +266,11 @@ pub struct Done {
     pub status: DoneStatus,
     /// The agent's summary.
     pub summary: String,
+    /// What the host should check before merging (e.g. a commit message of
+    /// a session PR that would close an issue outside the scope); absent
+    /// when there is nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Per-outcome call counts.
@@ -286,6 +326,7 @@ mod tests {
             body: EventBody::Done(Done {
                 status: DoneStatus::Blocked,
                 summary: "need a decision".into(),
+                warnings: vec![],
             }),
         };
         let v = serde_json::to_value(&ev).unwrap();
@@ -294,6 +335,18 @@ mod tests {
         assert_eq!(v["seq"], 3);
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn unknown_kinds_parse_and_are_skippable() {
+        let raw =
+            r#"{"v":1,"session":"s","seq":4,"ts":"t","prev":null,"kind":"checkpoint","root":"ab"}"#;
+        let ev: Event = serde_json::from_str(raw).unwrap();
+        assert_eq!(ev.body, EventBody::Unknown);
+        assert_eq!(ev.seq, 4);
+        let grown = r#"{"v":1,"session":"s","seq":5,"ts":"t","prev":null,"kind":"scope_grown","number":21,"branch":"agent/issue-17","reason":"opened"}"#;
+        let ev: Event = serde_json::from_str(grown).unwrap();
+        assert!(matches!(ev.body, EventBody::ScopeGrown(ref g) if g.number == 21));
     }
 
     #[test]

@@ -18,7 +18,8 @@ mod api;
 
 pub use api::{ForgeApiClient, ForgeApiServer};
 pub use error::{ErrorCode, RpcError};
-pub use params::{IssueNumber, Method, Text};
+pub use params::{BranchName, IssueNumber, Method, Text};
 pub use types::{
-    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, State, TextRules, Updated,
+    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ReviewComment, ReviewState,
+    ScopeInfo, State, TextRules, Updated,
 };

@@ -16,7 +16,9 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, Updated};
+use crate::types::{
+    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ScopeInfo, Updated,
+};
 
 /// An issue or pull request number: a positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
@@ -136,6 +138,66 @@ pub struct DoneParams {
     pub summary: Text,
 }
 
+/// A branch name (`main`, `release/2.0`): non-empty, no whitespace or
+/// control characters, and none of the characters git forbids in a ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct BranchName(#[schemars(length(min = 1, max = 255))] String);
+
+impl BranchName {
+    /// `Some` for a name git could have as a branch.
+    pub fn new(s: impl Into<String>) -> Option<Self> {
+        let s = s.into();
+        let bad_char = |c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c);
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && !s.chars().any(bad_char)
+            && !s.starts_with(['/', '-', '.'])
+            && !s.ends_with(['/', '.'])
+            && !s.ends_with(".lock")
+            && !s.contains("..")
+            && !s.contains("//")
+            && !s.contains("@{");
+        ok.then_some(BranchName(s))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BranchName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BranchName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BranchName::new(s.clone()).ok_or_else(|| {
+            de::Error::custom(format!(
+                "`{}` is not a branch name; send a name such as `main`",
+                crate::echo::quote(&s.escape_debug().to_string())
+            ))
+        })
+    }
+}
+
+/// Parameters of `open_pr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenPrParams {
+    /// Title of the pull request.
+    pub title: Text,
+    /// Markdown description of the pull request.
+    pub body: Text,
+    /// Branch to merge into; the repository's default branch when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BranchName>,
+}
+
 /// Parameters of `scope`: none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -159,16 +221,22 @@ pub enum Method {
     SignalDone,
     /// What this session may write.
     Scope,
+    /// Open the pull request of the configured branch.
+    OpenPr,
+    /// Read the reviews of a pull request, with their inline comments.
+    ReadReviews,
 }
 
 impl Method {
     /// All methods, in documentation order.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 9] = [
         Method::ReadIssue,
         Method::ReadPr,
         Method::ReadComments,
+        Method::ReadReviews,
         Method::PostComment,
         Method::UpdateDescription,
+        Method::OpenPr,
         Method::SignalDone,
         Method::Scope,
     ];
@@ -183,6 +251,8 @@ impl Method {
             Method::UpdateDescription => "update_description",
             Method::SignalDone => "signal_done",
             Method::Scope => "scope",
+            Method::OpenPr => "open_pr",
+            Method::ReadReviews => "read_reviews",
         }
     }
 
@@ -193,13 +263,19 @@ impl Method {
 
     /// True for methods that write to the forge (write-scoped).
     pub fn writes_forge(self) -> bool {
-        matches!(self, Method::PostComment | Method::UpdateDescription)
+        matches!(
+            self,
+            Method::PostComment | Method::UpdateDescription | Method::OpenPr
+        )
     }
 
     /// The parameter names, in positional order.
     pub fn param_names(self) -> &'static [&'static str] {
         match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments => &["number"],
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
+                &["number"]
+            }
+            Method::OpenPr => &["title", "body", "base"],
             Method::PostComment | Method::UpdateDescription => &["number", "body"],
             Method::SignalDone => &["status", "summary"],
             Method::Scope => &[],
@@ -266,6 +342,8 @@ impl Method {
             Method::ReadIssue => visitor.visit::<NumberParams, Issue>(),
             Method::ReadPr => visitor.visit::<NumberParams, PullRequest>(),
             Method::ReadComments => visitor.visit::<NumberParams, Vec<Comment>>(),
+            Method::ReadReviews => visitor.visit::<NumberParams, Vec<Review>>(),
+            Method::OpenPr => visitor.visit::<OpenPrParams, PullRequest>(),
             Method::PostComment => visitor.visit::<WriteParams, Comment>(),
             Method::UpdateDescription => visitor.visit::<WriteParams, Updated>(),
             Method::SignalDone => visitor.visit::<DoneParams, DoneReceipt>(),
@@ -276,7 +354,12 @@ impl Method {
     /// A valid by-name example of the params, for error messages.
     pub fn example(self) -> &'static str {
         match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments => r#"{"number": 17}"#,
+            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
+                r#"{"number": 17}"#
+            }
+            Method::OpenPr => {
+                r#"{"title": "Fix the export", "body": "Closes #17", "base": "main"}"#
+            }
             Method::PostComment | Method::UpdateDescription => r#"{"number": 17, "body": "text"}"#,
             Method::SignalDone => r#"{"status": "success", "summary": "what was done"}"#,
             Method::Scope => "no params",
@@ -373,6 +456,40 @@ mod tests {
         assert!(err.contains("empty"), "{err}");
         let err = check(Method::SignalDone, r#"{"status": "maybe", "summary": "x"}"#).unwrap_err();
         assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn open_pr_base_is_optional_and_checked() {
+        check(Method::OpenPr, r#"{"title": "t", "body": "b"}"#).unwrap();
+        check(Method::OpenPr, r#"["t", "b", "release/2.0"]"#).unwrap();
+        for bad in ["", "a b", "../x", "x..y", "-x", "x.lock", "a:b", "x/"] {
+            let err = check(
+                Method::OpenPr,
+                &format!(r#"{{"title": "t", "body": "b", "base": "{bad}"}}"#),
+            )
+            .unwrap_err();
+            assert!(err.contains("branch name"), "{bad}: {err}");
+        }
+        let err = check(
+            Method::OpenPr,
+            r#"{"title": "t", "body": "b", "head": "x"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `head`"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_bad_branch_is_cut() {
+        let err = check(
+            Method::OpenPr,
+            &format!(
+                r#"{{"title": "t", "body": "b", "base": "a b{}"}}"#,
+                "x".repeat(1 << 16)
+            ),
+        )
+        .unwrap_err();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(err.contains(crate::echo::CUT_MARK), "{err}");
     }
 
     #[test]

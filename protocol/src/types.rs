@@ -57,6 +57,9 @@ pub struct PullRequest {
     pub draft: bool,
     /// Source branch.
     pub head: String,
+    /// `owner/repo` the source branch lives in (a fork's, for a PR from a
+    /// fork); null when the forge does not say (the fork was deleted).
+    pub head_repo: Option<String>,
     /// Target branch.
     pub base: String,
     /// Login of the author.
@@ -126,6 +129,77 @@ impl DoneStatus {
 pub struct DoneReceipt {
     /// File name of the `done` event in the queue directory.
     pub event: String,
+    /// What the host should look at before merging, also recorded in the
+    /// `done` event: e.g. a commit of the session's pull request whose
+    /// message would close an issue outside the scope. Empty when nothing
+    /// was found. They never refuse the done signal.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The verdict of a pull request review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewState {
+    /// The reviewer approved the changes.
+    Approved,
+    /// The reviewer asks for changes before merging.
+    RequestChanges,
+    /// Comments only, no verdict.
+    Comment,
+    /// Not submitted yet (only its author sees it).
+    Pending,
+    /// A review was requested and not given yet.
+    ReviewRequested,
+    /// A state this sidecar does not know.
+    Unknown,
+}
+
+/// An inline comment of a review, on one line of the diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReviewComment {
+    /// Forge-wide comment id.
+    pub id: u64,
+    /// Login of the author.
+    pub user: String,
+    /// File the comment is on, relative to the repository root.
+    pub path: String,
+    /// Line in the new version of the file; null when the comment is on a
+    /// removed line (see `old_line`).
+    pub line: Option<u64>,
+    /// Line in the old version of the file, for a comment on a removed line.
+    pub old_line: Option<u64>,
+    /// The part of the diff the comment is on, as unified diff text.
+    pub diff_hunk: String,
+    /// Text (Markdown).
+    pub body: String,
+    /// Commit the comment was made on.
+    pub commit: String,
+    /// Creation time, RFC 3339 as the forge reports it.
+    pub created_at: String,
+}
+
+/// A review of a pull request, with its inline comments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Review {
+    /// Forge-wide review id.
+    pub id: u64,
+    /// Login of the reviewer.
+    pub user: String,
+    /// The verdict.
+    pub state: ReviewState,
+    /// The review's summary text (Markdown); `""` when none.
+    pub body: String,
+    /// Commit the review was made on.
+    pub commit: String,
+    /// True when new commits came after the review.
+    pub stale: bool,
+    /// True when the review was dismissed.
+    pub dismissed: bool,
+    /// Submission time, RFC 3339 as the forge reports it.
+    pub submitted_at: String,
+    /// The inline comments, in the forge's order.
+    pub comments: Vec<ReviewComment>,
 }
 
 /// Result of `scope`: what this session may write.
@@ -142,6 +216,11 @@ pub struct ScopeInfo {
     pub writable: Vec<u64>,
     /// Forge writes left in this session's budget.
     pub writes_left: u32,
+    /// The branch `open_pr` opens a pull request from; null when the
+    /// operator configured none (then `open_pr` is refused).
+    pub branch: Option<String>,
+    /// Pull requests `open_pr` may still open in this session.
+    pub prs_left: u32,
     /// Whether `signal_done` has been called.
     pub done: bool,
     /// What the texts written may say: keywords refused before references

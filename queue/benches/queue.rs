@@ -191,6 +191,7 @@ fn done() -> EventBody {
     EventBody::Done(Done {
         status: DoneStatus::Success,
         summary: "benchmark finished".into(),
+        warnings: vec![],
     })
 }
 

@@ -5,7 +5,8 @@
 //! Per session: calls by method and outcome; every denied or errored forge
 //! write with its target and reason; every write whose `intent` has no `op`
 //! (the sidecar stopped mid-write: outcome unknown, the forge may or may not
-//! have the write); the done signal; how the session ended; its chain status
+//! have the write); every pull request that joined the writable set and why;
+//! the done signal with its warnings; how the session ended; its chain status
 //! (from [`crate::verify`], computed in the same pass).
 
 use std::collections::BTreeMap;
@@ -51,6 +52,8 @@ pub struct SessionAudit {
     pub failed_writes: Vec<FailedWrite>,
     /// Forge writes with an `intent` and no `op`: outcome unknown.
     pub unknown_writes: Vec<UnknownWrite>,
+    /// Pull requests that joined the writable set (`scope_grown`), in order.
+    pub scope_grown: Vec<GrownInfo>,
     /// The done signal, if any.
     pub done: Option<DoneInfo>,
     /// How the session ended (or did not).
@@ -110,8 +113,21 @@ pub struct UnknownWrite {
     pub op_id: u64,
     /// Method.
     pub op: String,
-    /// Issue or PR number written to.
-    pub target: u64,
+    /// Issue or PR number written to; none when the write creates it.
+    pub target: Option<u64>,
+}
+
+/// A pull request that joined the writable set.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrownInfo {
+    /// Seq of the `scope_grown` event.
+    pub seq: u64,
+    /// The pull request.
+    pub number: u64,
+    /// Its head branch.
+    pub branch: String,
+    /// Why it joined (`opened`, `found at start`, `found on write`).
+    pub reason: String,
 }
 
 /// The done signal.
@@ -121,6 +137,9 @@ pub struct DoneInfo {
     pub status: String,
     /// The agent's summary.
     pub summary: String,
+    /// The sidecar's warnings for the host (e.g. commit messages that
+    /// would close issues outside the scope).
+    pub warnings: Vec<String>,
     /// Seq of the `done` event.
     pub seq: u64,
 }
@@ -286,6 +305,7 @@ struct Tally {
     calls: BTreeMap<String, OutcomeCounts>,
     failed_writes: Vec<FailedWrite>,
     intents: BTreeMap<u64, UnknownWrite>,
+    grown: Vec<GrownInfo>,
     done: Option<DoneInfo>,
     ended: Option<(String, bool)>,
 }
@@ -347,10 +367,19 @@ impl Tally {
                 self.done.get_or_insert_with(|| DoneInfo {
                     status: d.status.as_str().to_string(),
                     summary: d.summary.clone(),
+                    warnings: d.warnings.clone(),
                     seq: event.seq,
                 });
             }
             EventBody::SessionEnd(e) => self.ended = Some((e.reason.clone(), e.done)),
+            EventBody::ScopeGrown(g) => self.grown.push(GrownInfo {
+                seq: event.seq,
+                number: g.number,
+                branch: g.branch.clone(),
+                reason: g.reason.clone(),
+            }),
+            // Kinds this version does not know are skipped.
+            EventBody::Unknown => {}
         }
     }
 
@@ -398,6 +427,7 @@ impl Tally {
             calls: self.calls,
             failed_writes: self.failed_writes,
             unknown_writes: self.intents.into_values().collect(),
+            scope_grown: self.grown,
             done: self.done,
             end,
             chain: ChainStatus {
@@ -472,17 +502,33 @@ impl fmt::Display for SessionAudit {
             )?;
         }
         for w in &self.unknown_writes {
+            let target = w.target.map_or("(new)".to_string(), |t| format!("#{t}"));
             writeln!(
                 f,
-                "  outcome unknown: {} #{} (op {}, intent seq {}): no op recorded; check the forge",
+                "  outcome unknown: {} {} (op {}, intent seq {}): no op recorded; check the forge",
                 escape(&w.op),
-                w.target,
+                target,
                 w.op_id,
                 w.seq
             )?;
         }
+        for g in &self.scope_grown {
+            writeln!(
+                f,
+                "  scope grown: #{} from branch {} ({}, seq {})",
+                g.number,
+                escape(&g.branch),
+                escape(&g.reason),
+                g.seq
+            )?;
+        }
         match &self.done {
-            Some(d) => writeln!(f, "  done: {}: {}", d.status, escape(&d.summary))?,
+            Some(d) => {
+                writeln!(f, "  done: {}: {}", d.status, escape(&d.summary))?;
+                for w in &d.warnings {
+                    writeln!(f, "    warning: {}", escape(w))?;
+                }
+            }
             None => writeln!(f, "  done: no done signal")?,
         }
         let end = match &self.end {
@@ -565,14 +611,14 @@ mod tests {
         w.append(EventBody::Intent(Intent {
             op_id: 3,
             op: "post_comment".into(),
-            target: 17,
+            target: Some(17),
         }))
         .unwrap();
         w.append(op(3, "post_comment", 17, Outcome::Ok)).unwrap();
         w.append(EventBody::Intent(Intent {
             op_id: 4,
             op: "update_description".into(),
-            target: 17,
+            target: Some(17),
         }))
         .unwrap();
         let a = audit_dir(root.path(), Utc::now()).unwrap();
@@ -604,6 +650,7 @@ mod tests {
             .append(EventBody::Done(Done {
                 status: DoneStatus::Failure,
                 summary: "tests fail".into(),
+                warnings: vec![],
             }))
             .unwrap();
         first
@@ -647,6 +694,7 @@ mod tests {
         w.append(EventBody::Done(Done {
             status: DoneStatus::Success,
             summary: "ok\n\u{1b}[2Jsession x: fake".into(),
+            warnings: vec![],
         }))
         .unwrap();
         let text = audit_dir(root.path(), Utc::now()).unwrap().to_string();

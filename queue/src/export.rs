@@ -91,6 +91,8 @@ pub struct DoneRecord {
     pub status: String,
     /// The agent's summary.
     pub summary: String,
+    /// The sidecar's warnings for the host (hold the merge when any).
+    pub warnings: Vec<String>,
     /// Its seq.
     pub seq: u64,
     /// Its `ts`.
@@ -215,6 +217,7 @@ pub fn export_dir(
         let done = s.done.as_ref().map(|d| DoneRecord {
             status: d.status.clone(),
             summary: d.summary.clone(),
+            warnings: d.warnings.clone(),
             seq: d.seq,
             ts: ts_of(d.seq),
             signed: coverage.as_ref().map(|c| c.covered > d.seq),
@@ -294,6 +297,7 @@ mod tests {
         w.append(EventBody::Done(Done {
             status: DoneStatus::Failure,
             summary: "tests fail".into(),
+            warnings: vec![],
         }))
         .unwrap();
         let records =

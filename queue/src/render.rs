@@ -93,12 +93,28 @@ fn event_summary(event: &Event) -> String {
                 s.limits.heartbeat_secs
             )
         }
-        EventBody::Intent(i) => format!("about to {} #{} (op {})", i.op, i.target, i.op_id),
+        EventBody::Intent(i) => match i.target {
+            Some(target) => format!("about to {} #{target} (op {})", i.op, i.op_id),
+            None => format!("about to {} (op {})", i.op, i.op_id),
+        },
         EventBody::Op(op) if op.outcome == Outcome::Ok => op.summary.clone(),
         // The sidecar's summaries already say "denied ..." or "failed ...".
         EventBody::Op(op) if op.summary.starts_with(op.outcome.as_str()) => op.summary.clone(),
         EventBody::Op(op) => format!("[{}] {}", op.outcome.as_str(), op.summary),
-        EventBody::Done(d) => format!("{}: {}", d.status.as_str(), d.summary),
+        EventBody::Done(d) if d.warnings.is_empty() => {
+            format!("{}: {}", d.status.as_str(), d.summary)
+        }
+        EventBody::Done(d) => format!(
+            "{}: {} [warnings: {}]",
+            d.status.as_str(),
+            d.summary,
+            d.warnings.join("; ")
+        ),
+        EventBody::ScopeGrown(g) => format!(
+            "PR #{} joined the writable set: branch {}, {}",
+            g.number, g.branch, g.reason
+        ),
+        EventBody::Unknown => "(a kind this version does not know; skipped)".to_string(),
         EventBody::SessionEnd(e) => format!(
             "{}; calls ok {}, denied {}, error {}; {}",
             e.reason,
@@ -300,6 +316,7 @@ mod tests {
                 body: EventBody::Done(Done {
                     status: DoneStatus::Blocked,
                     summary: summary.into(),
+                    warnings: vec![],
                 }),
             },
             backlog: 0,
@@ -312,6 +329,45 @@ mod tests {
         assert_eq!(
             human_line(&done("need a decision")),
             "2026-11-25T12:00:01.000Z  /q/a  done           blocked: need a decision"
+        );
+    }
+
+    fn with_body(body: EventBody) -> Delivery {
+        let Delivery::Event(mut e) = done("x") else {
+            unreachable!("done() is an event")
+        };
+        e.event.body = body;
+        Delivery::Event(e)
+    }
+
+    #[test]
+    fn scope_growth_done_warnings_and_unknown_kinds_are_shown() {
+        let grown = with_body(EventBody::ScopeGrown(forge_protocol::event::ScopeGrown {
+            number: 21,
+            branch: "agent/issue-17".into(),
+            reason: "opened".into(),
+        }));
+        assert_eq!(
+            human_line(&grown),
+            "2026-11-25T12:00:01.000Z  /q/a  scope_grown    PR #21 joined the writable set: branch agent/issue-17, opened"
+        );
+        let warned = with_body(EventBody::Done(Done {
+            status: DoneStatus::Success,
+            summary: "ok".into(),
+            warnings: vec!["PR #21 commit abc1234: 'Fixes #500' would close #500".into()],
+        }));
+        assert!(
+            human_line(&warned).ends_with(
+                "success: ok [warnings: PR #21 commit abc1234: 'Fixes #500' would close #500]"
+            ),
+            "{}",
+            human_line(&warned)
+        );
+        let unknown = with_body(EventBody::Unknown);
+        assert!(
+            human_line(&unknown).contains("skipped"),
+            "{}",
+            human_line(&unknown)
         );
     }
 

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use forge_protocol::event::EventBody;
+use forge_protocol::event::{EventBody, ScopeGrown};
 
 use crate::error::QueueError;
 use crate::reader::{QueueDir, for_each_file};
@@ -25,6 +25,8 @@ pub struct RunState {
     pub sessions: u32,
     /// Forge writes they spent (their `intent` events).
     pub writes: u32,
+    /// Pull requests they opened (`scope_grown` events with reason `opened`).
+    pub prs_opened: u32,
     /// The file name of the run's `done` event, if one was signalled.
     pub done: Option<String>,
 }
@@ -51,6 +53,9 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
         }
         match &event.body {
             EventBody::Intent(_) => state.writes = state.writes.saturating_add(1),
+            EventBody::ScopeGrown(g) if g.reason == ScopeGrown::OPENED => {
+                state.prs_opened = state.prs_opened.saturating_add(1);
+            }
             EventBody::Done(_) if state.done.is_none() => {
                 state.done = Some(file.file_name.clone());
             }
@@ -93,7 +98,7 @@ mod tests {
         EventBody::Intent(Intent {
             op_id: 1,
             op: "post_comment".into(),
-            target: 17,
+            target: Some(17),
         })
     }
 
@@ -101,6 +106,7 @@ mod tests {
         EventBody::Done(Done {
             status: DoneStatus::Success,
             summary: "x".into(),
+            warnings: vec![],
         })
     }
 
@@ -118,6 +124,14 @@ mod tests {
         let b = QueueWriter::open(root.path()).unwrap();
         b.append(start(Some("r1"))).unwrap();
         b.append(intent()).unwrap();
+        for reason in [ScopeGrown::OPENED, ScopeGrown::AT_START] {
+            b.append(EventBody::ScopeGrown(ScopeGrown {
+                number: 21,
+                branch: "agent/issue-17".into(),
+                reason: reason.into(),
+            }))
+            .unwrap();
+        }
         let d = b.append(done()).unwrap();
 
         let r1 = scan(root.path(), Some("r1")).unwrap();
@@ -126,6 +140,7 @@ mod tests {
             RunState {
                 sessions: 2,
                 writes: 3,
+                prs_opened: 1,
                 done: Some(d.name)
             }
         );

@@ -846,6 +846,7 @@ mod tests {
             w.append(EventBody::Done(Done {
                 status: DoneStatus::Success,
                 summary: format!("event {i}"),
+                warnings: vec![],
             }))
             .unwrap();
         }
@@ -1001,6 +1002,7 @@ mod tests {
                 w.append(EventBody::Done(Done {
                     status: DoneStatus::Success,
                     summary: format!("event {i}"),
+                    warnings: vec![],
                 }))
                 .unwrap();
             }
@@ -1078,6 +1080,7 @@ mod tests {
                 e.body = EventBody::Done(Done {
                     status: DoneStatus::Success,
                     summary: "all good, nothing to see".into(),
+                    warnings: vec![],
                 })
             });
             assert!(

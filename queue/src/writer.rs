@@ -300,6 +300,7 @@ mod tests {
         EventBody::Done(Done {
             status: DoneStatus::Success,
             summary: summary.into(),
+            warnings: vec![],
         })
     }
 
@@ -393,7 +394,7 @@ mod tests {
         let op = EventBody::Intent(forge_protocol::event::Intent {
             op_id: 1,
             op: "post_comment".into(),
-            target: 17,
+            target: Some(17),
         });
         w.append(op).unwrap();
         assert_eq!(open(&w).events, 1, "other kinds wait for the heartbeat");

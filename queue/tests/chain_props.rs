@@ -9,8 +9,13 @@ use proptest::prelude::*;
 
 fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![
-        (any::<u64>(), "[a-z_]{1,20}", any::<u64>())
-            .prop_map(|(op_id, op, target)| EventBody::Intent(Intent { op_id, op, target })),
+        (any::<u64>(), "[a-z_]{1,20}", any::<u64>()).prop_map(|(op_id, op, target)| {
+            EventBody::Intent(Intent {
+                op_id,
+                op,
+                target: Some(target),
+            })
+        }),
         (
             any::<u64>(),
             "\\PC{0,60}",
@@ -35,7 +40,8 @@ fn body() -> impl Strategy<Value = EventBody> {
             })),
         "\\PC{0,200}".prop_map(|summary| EventBody::Done(Done {
             status: DoneStatus::Success,
-            summary
+            summary,
+            warnings: vec![]
         })),
     ]
 }

@@ -87,6 +87,7 @@ mod tests {
                 let body = EventBody::Done(Done {
                     status: DoneStatus::Success,
                     summary: format!("{i}"),
+                    warnings: vec![],
                 });
                 writer.append(body).await.unwrap()
             }));

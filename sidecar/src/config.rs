@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use forge_protocol::event::Limits;
-use forge_protocol::{IssueNumber, TextRules};
+use forge_protocol::{BranchName, IssueNumber, TextRules};
 
 use crate::text_check;
 use forge_queue::note::SigningKey;
@@ -74,6 +74,19 @@ pub struct ConfigArgs {
     /// Assigned PR numbers, comma-separated.
     #[arg(long = "pr", env = "FORGE_PR_NUMBER", value_name = "N,N")]
     pub prs: Option<String>,
+    /// Branch this sandbox pushes its work to; open_pr opens its pull request.
+    #[arg(long, env = "FORGE_BRANCH", value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// Branches other than the default one that open_pr may target, comma-separated.
+    #[arg(
+        long = "base-branches",
+        env = "FORGE_BASE_BRANCHES",
+        value_name = "B,B"
+    )]
+    pub base_branches: Option<String>,
+    /// Pull requests open_pr may open per session.
+    #[arg(long = "max-prs", env = "FORGE_MAX_PRS", default_value = "1")]
+    pub max_prs: String,
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -190,6 +203,12 @@ pub struct Config {
     pub issue: IssueNumber,
     /// The assigned PRs.
     pub prs: Vec<IssueNumber>,
+    /// The branch this sandbox pushes to (`open_pr`'s head), if configured.
+    pub branch: Option<BranchName>,
+    /// Bases `open_pr` may target besides the default branch.
+    pub base_branches: Vec<BranchName>,
+    /// Pull requests `open_pr` may open per session.
+    pub max_prs: u32,
     /// Socket path.
     pub socket: PathBuf,
     /// Socket file mode.
@@ -361,6 +380,34 @@ impl ConfigArgs {
                 .map(|s| parse_number("FORGE_PR_NUMBER (--pr)", s))
                 .collect::<Result<_, _>>(),
         });
+        let branch = problems.take(
+            self.branch
+                .as_deref()
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(|b| parse_branch("FORGE_BRANCH (--branch)", b))
+                .transpose(),
+        );
+        let base_branches = problems.take(
+            self.base_branches
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|b| parse_branch("FORGE_BASE_BRANCHES (--base-branches)", b))
+                .collect::<Result<Vec<_>, _>>(),
+        );
+        if let (Some(Some(head)), Some(bases)) = (&branch, &base_branches)
+            && bases.contains(head)
+        {
+            problems.take::<()>(Err(bad(
+                "FORGE_BASE_BRANCHES (--base-branches)",
+                format!("lists '{head}', the FORGE_BRANCH itself; a pull request cannot merge a branch into itself"),
+            )));
+        }
+        let max_prs: Option<u32> =
+            problems.take(parse_nonneg("FORGE_MAX_PRS (--max-prs)", &self.max_prs));
         let forge = match self.forge {
             ForgeKind::Memory => Some(ForgeConfig::Memory),
             ForgeKind::Gitea => {
@@ -455,6 +502,9 @@ impl ConfigArgs {
             Some(max_writes),
             Some(timeout),
             Some(heartbeat),
+            Some(branch),
+            Some(base_branches),
+            Some(max_prs),
             Some(signing_key),
             Some(close_keywords),
             Some(reopen_keywords),
@@ -472,6 +522,9 @@ impl ConfigArgs {
             max_writes,
             timeout,
             heartbeat,
+            branch,
+            base_branches,
+            max_prs,
             signing_key,
             close_keywords,
             reopen_keywords,
@@ -496,6 +549,9 @@ impl ConfigArgs {
             repo,
             issue,
             prs,
+            branch,
+            base_branches,
+            max_prs,
             socket: self.socket.clone(),
             socket_mode,
             queue_dir: self.queue_dir.clone(),
@@ -517,6 +573,23 @@ impl ConfigArgs {
         };
         let raw = std::fs::read_to_string(path)
             .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+        // Whoever reads the key can sign checkpoints, a done among them: a
+        // key any user of the machine (the agent's, say) can read is refused.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(path)
+                .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?
+                .permissions(),
+        );
+        if mode & 0o007 != 0 {
+            return Err(bad(
+                SETTING,
+                format!(
+                    "{} is open to every user (mode {:04o}): anyone who reads it can sign checkpoints; make it readable by the sidecar's user only (chmod 600)",
+                    path.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
         // The parse error names what is wrong, never the key material.
         SigningKey::parse(&raw).map(Some).map_err(|e| {
             bad(
@@ -606,6 +679,15 @@ fn check_name(setting: &'static str, v: &str) -> Result<(), ConfigError> {
             format!("'{v}' is not a valid owner or repository name"),
         ))
     }
+}
+
+fn parse_branch(setting: &'static str, v: &str) -> Result<BranchName, ConfigError> {
+    BranchName::new(v).ok_or_else(|| {
+        bad(
+            setting,
+            format!("'{v}' is not a branch name git accepts, such as agent/issue-17"),
+        )
+    })
 }
 
 fn parse_number(setting: &'static str, v: &str) -> Result<IssueNumber, ConfigError> {
@@ -779,6 +861,49 @@ mod tests {
     }
 
     #[test]
+    fn branch_settings() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!((c.branch.clone(), c.max_prs), (None, 1));
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--branch",
+            "agent/issue-17",
+            "--base-branches",
+            "develop, release/2.0",
+            "--max-prs",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.branch.unwrap().as_str(), "agent/issue-17");
+        assert_eq!(c.base_branches.len(), 2);
+        assert_eq!(c.max_prs, 2);
+        let e = parse(&[
+            "--forge",
+            "memory",
+            "--branch",
+            "bad branch",
+            "--base-branches",
+            "x..y",
+            "--max-prs",
+            "many",
+        ])
+        .unwrap_err();
+        let settings: Vec<&str> = e.iter().map(|p| p.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "FORGE_BRANCH (--branch)",
+                "FORGE_BASE_BRANCHES (--base-branches)",
+                "FORGE_MAX_PRS (--max-prs)"
+            ],
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--branch", "a", "--base-branches", "a"]).unwrap_err();
+        assert!(e.to_string().contains("into itself"), "{e}");
+    }
+
+    #[test]
     fn token_file_is_read_and_hidden() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
@@ -810,6 +935,8 @@ mod tests {
         let path = dir.path().join("k.skey");
         let key = SigningKey::generate("bottle").unwrap();
         std::fs::write(&path, format!("{}\n", key.expose_encoded())).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let p = path.to_str().unwrap();
         let c = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap();
         let got = c.signing_key.as_ref().unwrap();
@@ -817,6 +944,10 @@ mod tests {
         let secret = key.expose_encoded();
         let seed = secret.rsplit('+').next().unwrap();
         assert!(!format!("{c:?}").contains(seed));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
+        assert!(e.to_string().contains("mode 0644"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
         let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
         assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");

@@ -258,8 +258,12 @@ async fn check(config: Config) -> ExitCode {
     let writable: Vec<String> = config.writable().iter().map(ToString::to_string).collect();
     match verdict {
         Ok(Ok(user)) => {
+            let signing = match &config.signing_key {
+                Some(key) => format!("; checkpoints signed by {}", key.verifier().label()),
+                None => String::new(),
+            };
             println!(
-                "ok: forge {} reachable as '{user}', {}/{} and issue {} readable; writable: {}",
+                "ok: forge {} reachable as '{user}', {}/{} and issue {} readable; writable: {}{signing}",
                 config.forge_label(),
                 config.owner,
                 config.repo,

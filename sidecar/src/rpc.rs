@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use forge_protocol::event::Peer;
 use forge_protocol::{
-    Comment, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer, Issue, IssueNumber, Method,
-    PullRequest, RpcError, ScopeInfo, Text, Updated,
+    BranchName, Comment, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer, Issue, IssueNumber,
+    Method, PullRequest, Review, RpcError, ScopeInfo, Text, Updated,
 };
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::{RpcResult, async_trait};
@@ -72,6 +72,20 @@ impl ForgeApiServer for RpcHandler {
             move |s, p| async move { s.read_comments(number, p).await },
         )
         .await
+    }
+
+    async fn read_reviews(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<Vec<Review>> {
+        Ok(self.sidecar.read_reviews(number, peer(ext)).await?)
+    }
+
+    async fn open_pr(
+        &self,
+        ext: &Extensions,
+        title: Text,
+        body: Text,
+        base: Option<BranchName>,
+    ) -> RpcResult<PullRequest> {
+        Ok(self.sidecar.open_pr(title, body, base, peer(ext)).await?)
     }
 
     async fn post_comment(

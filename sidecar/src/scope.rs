@@ -1,25 +1,35 @@
 //! [`ScopedForge`]: the one place that decides what may be written.
 //!
 //! Reads pass through to any number in the repository. A write must first
-//! be authorized ([`ScopedForge::authorize`]): the target must be the
-//! assigned issue or one of its PRs, the body within the size limit, the
-//! session's write budget not used up, and the text must pass the text
-//! checker ([`crate::text_check`]): nothing in it may make the forge act
-//! outside the scope (`closes #500` would close #500 when the PR merges: a
-//! write outside the scope by other means), and its references and mentions
-//! stay within the per-text limits. Only a [`WritePermit`] (which only
-//! `authorize` makes) can be spent on a forge write, so no caller can skip
-//! the decision.
+//! be authorized ([`ScopedForge::authorize`], [`ScopedForge::authorize_pr`]):
+//! the target must be the assigned issue or one of its PRs, the body within
+//! the size limit, the session's write budget not used up, and every text
+//! Gitea acts on (a comment, a description, a PR's title and body, the
+//! commit messages of the branch a PR brings) must pass the one text checker
+//! ([`crate::text_check`]): nothing in it may make the forge act outside
+//! the scope (`closes #500` would close #500 when the PR merges: a write
+//! outside the scope by other means), and its references and mentions stay
+//! within the per-text limits. Only a permit (which only `authorize*` makes)
+//! can be spent on a forge write, so no caller can skip the decision.
+//!
+//! The writable set grows here and nowhere else: only by a pull request
+//! whose head is the configured branch of this repository (one the session
+//! opened, or one found by looking it up), and only through a [`Growth`],
+//! which the caller records (`scope_grown`) before [`ScopedForge::grow`]
+//! applies it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
+use forge_protocol::echo::quote;
+use forge_protocol::event::ScopeGrown;
 use forge_protocol::{
-    Comment, ErrorCode, IssueNumber, Method, RpcError, ScopeInfo, Text, TextRules, Updated,
+    BranchName, Comment, ErrorCode, IssueNumber, Method, PullRequest, RpcError, ScopeInfo, Text,
+    TextRules, Updated,
 };
 
-use crate::forge::{Forge, ForgeError};
-use crate::text_check::{self, Findings, Policy};
+use crate::forge::{CommitInfo, Forge, ForgeError};
+use crate::text_check::{self, ActionRef, Findings, Policy, Refusal};
 
 /// The write scope and limits of a session.
 #[derive(Debug, Clone)]
@@ -36,6 +46,13 @@ pub struct Scope {
     pub max_body_bytes: usize,
     /// Forge writes allowed in the session.
     pub max_writes: u32,
+    /// The branch this sandbox pushes to: `open_pr`'s head, and the head
+    /// that makes a pull request join the writable set.
+    pub branch: Option<BranchName>,
+    /// Bases `open_pr` may target besides the default branch.
+    pub base_branches: Vec<BranchName>,
+    /// Pull requests `open_pr` may open in the session.
+    pub max_prs: u32,
     /// Keywords and per-text limits for every text written.
     pub text: TextRules,
 }
@@ -52,6 +69,9 @@ impl Scope {
             writable: vec![n(17), n(18)],
             max_body_bytes,
             max_writes,
+            branch: BranchName::new("agent/issue-17"),
+            base_branches: vec![],
+            max_prs: 1,
             text: text_check::default_rules(),
         }
     }
@@ -61,8 +81,80 @@ impl Scope {
 pub struct ScopedForge {
     inner: Arc<dyn Forge>,
     scope: Scope,
-    policy: Policy,
+    /// The writable numbers now: the initial set, then each [`Growth`].
+    writable: RwLock<Vec<IssueNumber>>,
+    /// The text checker's policy for the writable set now (rebuilt on growth).
+    policy: RwLock<Arc<Policy>>,
     writes_used: AtomicU32,
+    prs_opened: AtomicU32,
+    default_branch: OnceLock<String>,
+}
+
+/// A pull request of the configured branch that may join the writable set:
+/// made only by [`ScopedForge`] after checking its head, applied only by
+/// [`ScopedForge::grow`]. Record [`Growth::event`] before applying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Growth {
+    number: IssueNumber,
+    branch: String,
+    reason: &'static str,
+}
+
+impl Growth {
+    /// The pull request.
+    pub fn number(&self) -> IssueNumber {
+        self.number
+    }
+
+    /// The `scope_grown` event that records it.
+    pub fn event(&self) -> ScopeGrown {
+        ScopeGrown {
+            number: self.number.get(),
+            branch: self.branch.clone(),
+            reason: self.reason.into(),
+        }
+    }
+}
+
+/// Why a pull request joins the scope (the `reason` of `scope_grown`).
+mod reason {
+    use forge_protocol::event::ScopeGrown;
+    pub const OPENED: &str = ScopeGrown::OPENED;
+    pub const AT_START: &str = ScopeGrown::AT_START;
+    pub const ON_WRITE: &str = ScopeGrown::ON_WRITE;
+    pub const ON_OPEN: &str = ScopeGrown::ON_OPEN;
+}
+
+/// Permission to open one pull request, from [`ScopedForge::authorize_pr`].
+#[derive(Debug)]
+pub struct PrPermit {
+    head: BranchName,
+    base: String,
+    title: Text,
+    body: Text,
+}
+
+impl PrPermit {
+    /// The head branch.
+    pub fn head(&self) -> &str {
+        self.head.as_str()
+    }
+
+    /// The base branch.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+fn not_pushed(head: &str, base: &str) -> RpcError {
+    RpcError::new(
+        ErrorCode::NotFound,
+        format!(
+            "the branch '{head}' is not on the forge (or '{base}' is missing); push it first \
+             (git push -u origin {head}), then call open_pr again"
+        ),
+    )
+    .with_data(serde_json::json!({ "branch": head, "base": base }))
 }
 
 /// Permission for one forge write, from [`ScopedForge::authorize`].
@@ -81,16 +173,35 @@ impl WritePermit {
     }
 }
 
+/// The checker's policy for `scope`'s texts when `writable` may be written.
+fn policy_for(scope: &Scope, writable: &[IssueNumber]) -> Policy {
+    let writable: Vec<u64> = writable.iter().map(|n| n.get()).collect();
+    Policy::new(&scope.owner, &scope.repo, &writable, &scope.text)
+}
+
+/// `'Fixes #500' would close #500`, for a finding or a refusal.
+fn describe(a: &ActionRef) -> String {
+    // The repository part of a reference is the agent's text: cut it.
+    format!(
+        "'{}' would {} {}",
+        quote(&a.to_string()),
+        a.action.as_str(),
+        quote(&a.target.to_string())
+    )
+}
+
 impl ScopedForge {
     /// Wrap `inner` in `scope`.
     pub fn new(inner: Arc<dyn Forge>, scope: Scope) -> Self {
-        let writable: Vec<u64> = scope.writable.iter().map(|n| n.get()).collect();
-        let policy = Policy::new(&scope.owner, &scope.repo, &writable, &scope.text);
+        let policy = RwLock::new(Arc::new(policy_for(&scope, &scope.writable)));
         ScopedForge {
             inner,
-            scope,
             policy,
+            writable: RwLock::new(scope.writable.clone()),
+            scope,
             writes_used: AtomicU32::new(0),
+            prs_opened: AtomicU32::new(0),
+            default_branch: OnceLock::new(),
         }
     }
 
@@ -101,7 +212,34 @@ impl ScopedForge {
 
     /// The writable numbers as integers.
     pub fn writable(&self) -> Vec<u64> {
-        self.scope.writable.iter().map(|n| n.get()).collect()
+        self.writable_numbers().iter().map(|n| n.get()).collect()
+    }
+
+    fn writable_numbers(&self) -> Vec<IssueNumber> {
+        self.writable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether `n` may be written now.
+    pub fn is_writable(&self, n: IssueNumber) -> bool {
+        self.writable_numbers().contains(&n)
+    }
+
+    /// The session's pull requests: the writable numbers but the issue.
+    pub fn prs(&self) -> Vec<IssueNumber> {
+        self.writable_numbers()
+            .into_iter()
+            .filter(|n| *n != self.scope.issue)
+            .collect()
+    }
+
+    /// Pull requests `open_pr` may still open.
+    pub fn prs_left(&self) -> u32 {
+        self.scope
+            .max_prs
+            .saturating_sub(self.prs_opened.load(Ordering::SeqCst))
     }
 
     /// Forge writes left in the budget.
@@ -119,13 +257,335 @@ impl ScopedForge {
             issue: self.scope.issue.get(),
             writable: self.writable(),
             writes_left: self.writes_left(),
+            branch: self.scope.branch.as_ref().map(ToString::to_string),
+            prs_left: self.prs_left(),
             done,
-            text: self.policy.rules().clone(),
+            text: self.scope.text.clone(),
         }
     }
 
-    /// Decide a write: scope, body size, what the text makes the forge do,
-    /// budget. On success one unit of the
+    /// The text checker's policy for the writable set now.
+    fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Check a text Gitea acts on: what it refers to, mentions and closes
+    /// must stay within the scope and the limits. `subject` names it in the
+    /// error (`comment to #17`, `open_pr's title`).
+    fn check_text(&self, subject: &str, text: &str) -> Result<Findings, RpcError> {
+        let policy = self.policy();
+        text_check::check(text, &policy).map_err(|refusal| refusal.to_rpc_error(subject, &policy))
+    }
+
+    /// The growth for `pr` if its head is the configured branch of this
+    /// repository and it is not writable yet. A fork's branch of the same
+    /// name, or a PR whose head repository is unknown, never qualifies.
+    fn own_pr(&self, pr: &PullRequest, reason: &'static str) -> Option<Growth> {
+        let branch = self.scope.branch.as_ref()?;
+        let ours = format!("{}/{}", self.scope.owner, self.scope.repo);
+        let same_repo = pr
+            .head_repo
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case(&ours));
+        let number = IssueNumber::new(pr.number)?;
+        (pr.head == branch.as_str() && same_repo && !self.is_writable(number)).then(|| Growth {
+            number,
+            branch: branch.to_string(),
+            reason,
+        })
+    }
+
+    /// Whether `n`, outside the writable set, is a pull request of the
+    /// configured branch (looked up on the forge). Blocks.
+    pub fn discover(&self, n: IssueNumber) -> Option<Growth> {
+        self.scope.branch.as_ref()?;
+        if self.is_writable(n) {
+            return None;
+        }
+        let pr = self.inner.read_pr(n).ok()?;
+        self.own_pr(&pr, reason::ON_WRITE)
+    }
+
+    /// The pull requests of the configured branch into each allowed base
+    /// that already exist (at the start of a session). Blocks.
+    pub fn discover_at_start(&self) -> Result<Vec<Growth>, ForgeError> {
+        let Some(branch) = self.scope.branch.clone() else {
+            return Ok(vec![]);
+        };
+        let mut found: Vec<Growth> = Vec::new();
+        for base in self.bases()? {
+            if let Some(pr) = self.inner.find_pr(&base, branch.as_str())?
+                && let Some(g) = self.own_pr(&pr, reason::AT_START)
+                && !found.contains(&g)
+            {
+                found.push(g);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Add a pull request to the writable set. Record its event first.
+    pub fn grow(&self, growth: Growth) {
+        let mut writable = self.writable.write().unwrap_or_else(|p| p.into_inner());
+        if !writable.contains(&growth.number) {
+            writable.push(growth.number);
+            let policy = policy_for(&self.scope, &writable);
+            *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        }
+    }
+
+    /// The repository's default branch, asked once. Blocks.
+    fn default_branch(&self) -> Result<String, ForgeError> {
+        if let Some(b) = self.default_branch.get() {
+            return Ok(b.clone());
+        }
+        let b = self.inner.default_branch()?;
+        Ok(self.default_branch.get_or_init(|| b).clone())
+    }
+
+    /// The bases `open_pr` may target: the default branch, then the configured others.
+    fn bases(&self) -> Result<Vec<String>, ForgeError> {
+        let mut bases = vec![self.default_branch()?];
+        for b in &self.scope.base_branches {
+            if !bases.iter().any(|x| x == b.as_str()) {
+                bases.push(b.to_string());
+            }
+        }
+        Ok(bases)
+    }
+
+    /// The findings for `commits`: one line per commit whose message would
+    /// make the forge close or reopen an issue outside the scope when the PR
+    /// merges, naming the commit and the reference. (Gitea acts on no other
+    /// part of a commit message then.)
+    pub fn commit_findings(&self, commits: &[CommitInfo]) -> Vec<String> {
+        let policy = self.policy();
+        commits
+            .iter()
+            .filter_map(|c| match text_check::check(&c.message, &policy) {
+                Err(Refusal::ActsOutside(a)) => {
+                    Some(format!("commit {}: {}", c.short(), describe(&a)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Decide `open_pr`: a configured branch, an allowed base, sizes, the
+    /// title, body and the branch's commit messages free of closing
+    /// keywords aimed outside the scope, a PR left and a write left. On
+    /// success one PR and one write are reserved; give them back with
+    /// [`ScopedForge::release_pr`] if nothing is sent. Blocks (it reads
+    /// the default branch and the branch's commits).
+    pub fn authorize_pr(
+        &self,
+        title: Text,
+        body: Text,
+        base: Option<BranchName>,
+    ) -> Result<PrPermit, RpcError> {
+        let Some(head) = self.scope.branch.clone() else {
+            return Err(RpcError::new(
+                ErrorCode::ScopeDenied,
+                "open_pr is not available: no branch is configured for this session; the operator must \
+                 set FORGE_BRANCH (--branch) to the branch you push to. Ask a human to open the pull request",
+            )
+            .with_data(serde_json::json!({ "setting": "FORGE_BRANCH" })));
+        };
+        let bases = self.bases().map_err(ForgeError::into_rpc)?;
+        let base = match base {
+            None => bases[0].clone(),
+            Some(b) if bases.iter().any(|x| x == b.as_str()) => b.to_string(),
+            Some(b) => {
+                return Err(RpcError::new(
+                    ErrorCode::ScopeDenied,
+                    format!(
+                        "open_pr into '{b}' denied: pull requests may target only {}; leave base out for '{}'",
+                        bases.iter().map(|x| format!("'{x}'")).collect::<Vec<_>>().join(", "),
+                        bases[0]
+                    ),
+                )
+                .with_data(serde_json::json!({ "base": b.as_str(), "allowed": bases })));
+            }
+        };
+        if base == head.as_str() {
+            return Err(RpcError::new(
+                ErrorCode::ScopeDenied,
+                format!(
+                    "open_pr denied: the base '{base}' is the branch itself; choose another base"
+                ),
+            ));
+        }
+        let size = title.len().max(body.len());
+        if size > self.scope.max_body_bytes {
+            return Err(self.too_long(size, "title or body"));
+        }
+        // Gitea reads the title and the body together: a keyword ending the
+        // title acts on a reference starting the body.
+        let joined = format!("{} {}", title.as_str(), body.as_str());
+        for (what, text) in [
+            ("open_pr's title", title.as_str()),
+            ("open_pr's body", body.as_str()),
+            ("open_pr's title and body read together", joined.as_str()),
+        ] {
+            self.check_text(what, text)?;
+        }
+        if self.prs_left() == 0 {
+            return Err(RpcError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "this session may open {} pull request(s) and has opened them (0 left); update the \
+                     open one with update_description, or ask a human",
+                    self.scope.max_prs
+                ),
+            )
+            .with_data(serde_json::json!({ "limit": "max_prs", "max": self.scope.max_prs, "left": 0 })));
+        }
+        let commits = self
+            .inner
+            .branch_commits(&base, head.as_str())
+            .map_err(|e| match e {
+                ForgeError::NotFound(_) => not_pushed(head.as_str(), &base),
+                e => e.into_rpc(),
+            })?;
+        let policy = self.policy();
+        for commit in &commits {
+            if let Err(Refusal::ActsOutside(a)) = text_check::check(&commit.message, &policy) {
+                let err = Refusal::ActsOutside(a.clone()).to_rpc_error(
+                    &format!("open_pr (commit {} of '{head}')", commit.short()),
+                    &policy,
+                );
+                return Err(RpcError::new(
+                    ErrorCode::ScopeDenied,
+                    format!(
+                        "open_pr denied: reword commit {}: {} when the pull request merges, which is outside \
+                         the assigned scope; rewrite the message (git rebase -i, or git commit --amend for the \
+                         last one), push the branch again with --force-with-lease, then call open_pr again",
+                        commit.short(),
+                        describe(&a)
+                    ),
+                )
+                .with_data(err.data));
+            }
+        }
+        self.prs_opened
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.scope.max_prs).then_some(n + 1)
+            })
+            .map_err(|_| {
+                RpcError::new(
+                    ErrorCode::LimitExceeded,
+                    "another open_pr took the last pull request of this session",
+                )
+            })?;
+        if let Err(e) = self.reserve_write() {
+            self.prs_opened.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(PrPermit {
+            head,
+            base,
+            title,
+            body,
+        })
+    }
+
+    /// Return what an unsent `open_pr` reserved.
+    pub fn release_pr(&self, permit: PrPermit) {
+        drop(permit);
+        self.prs_opened.fetch_sub(1, Ordering::SeqCst);
+        self.writes_used.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Send the `open_pr` of `permit`. Blocks. On success the PR is the
+    /// session's: the returned [`Growth`] must be recorded and applied. A
+    /// failure gives the pull request back to the session's allowance (the
+    /// write stays spent: it was sent).
+    pub fn open_pr(&self, permit: &PrPermit) -> Result<(PullRequest, Option<Growth>), ForgeError> {
+        match self
+            .inner
+            .open_pr(permit.head(), &permit.base, &permit.title, &permit.body)
+        {
+            Ok(pr) => {
+                let growth = IssueNumber::new(pr.number)
+                    .filter(|n| !self.is_writable(*n))
+                    .map(|number| Growth {
+                        number,
+                        branch: permit.head().to_string(),
+                        reason: reason::OPENED,
+                    });
+                Ok((pr, growth))
+            }
+            Err(e) => {
+                self.prs_opened.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    /// After a 409 from `open_pr`: the open pull request of the branch into
+    /// the permit's base, with its growth if it is not writable yet. Blocks.
+    pub fn existing_pr(
+        &self,
+        permit: &PrPermit,
+    ) -> Result<Option<(u64, Option<Growth>)>, ForgeError> {
+        let Some(pr) = self.inner.find_pr(&permit.base, permit.head())? else {
+            return Ok(None);
+        };
+        let growth = self.own_pr(&pr, reason::ON_OPEN);
+        Ok(Some((pr.number, growth)))
+    }
+
+    /// The warnings for `signal_done`: commit messages of the session's
+    /// pull requests that would act outside the scope, and PRs whose
+    /// commits could not be read. Blocks.
+    pub fn done_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for n in self.prs() {
+            match self.inner.pr_commits(n) {
+                Ok(commits) => warnings.extend(
+                    self.commit_findings(&commits)
+                        .into_iter()
+                        .map(|f| format!("PR {n} {f} when it merges; reword it before merging")),
+                ),
+                Err(e) => warnings.push(format!(
+                    "the commits of PR {n} could not be read ({}); check their messages before merging",
+                    e.message()
+                )),
+            }
+        }
+        warnings
+    }
+
+    fn too_long(&self, size: usize, what: &str) -> RpcError {
+        RpcError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "{what} is {size} bytes, over the {}-byte limit; shorten it (or split a comment in parts)",
+                self.scope.max_body_bytes
+            ),
+        )
+        .with_data(serde_json::json!({ "limit": "max_body_bytes", "max": self.scope.max_body_bytes, "size": size }))
+    }
+
+    fn reserve_write(&self) -> Result<(), RpcError> {
+        self.writes_used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used < self.scope.max_writes).then_some(used + 1)
+            })
+            .map(drop)
+            .map_err(|_| {
+                RpcError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "the session's budget of {} forge writes is used up (0 left); finish with signal_done or ask a human",
+                        self.scope.max_writes
+                    ),
+                )
+                .with_data(serde_json::json!({ "limit": "max_writes", "max": self.scope.max_writes, "left": 0 }))
+            })
+    }
+
+    /// Decide a write: scope, body size, budget. On success one unit of the
     /// budget is reserved; give it back with [`ScopedForge::release`] if the
     /// write is not sent.
     pub fn authorize(
@@ -134,45 +594,27 @@ impl ScopedForge {
         number: IssueNumber,
         body: Text,
     ) -> Result<WritePermit, RpcError> {
-        debug_assert!(method.writes_forge());
-        if !self.scope.writable.contains(&number) {
+        debug_assert!(matches!(
+            method,
+            Method::PostComment | Method::UpdateDescription
+        ));
+        if !self.is_writable(number) {
             return Err(RpcError::scope_denied(number.get(), &self.writable()));
         }
         if body.len() > self.scope.max_body_bytes {
-            return Err(RpcError::new(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "body is {} bytes, over the {}-byte limit; shorten it (or split a comment in parts)",
-                    body.len(),
-                    self.scope.max_body_bytes
-                ),
-            )
-            .with_data(serde_json::json!({ "limit": "max_body_bytes", "max": self.scope.max_body_bytes, "size": body.len() })));
+            return Err(self.too_long(body.len(), "body"));
         }
         let subject = match method {
             Method::PostComment => format!("comment to #{}", number.get()),
             _ => format!("description of #{}", number.get()),
         };
-        let findings = text_check::check(body.as_str(), &self.policy).map_err(|refusal| {
-            let mut err = refusal.to_rpc_error(&subject, &self.policy);
-            err.data["number"] = number.get().into();
-            err
-        })?;
-        let reserved = self
-            .writes_used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                (used < self.scope.max_writes).then_some(used + 1)
-            });
-        if reserved.is_err() {
-            return Err(RpcError::new(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "the session's budget of {} forge writes is used up (0 left); finish with signal_done or ask a human",
-                    self.scope.max_writes
-                ),
-            )
-            .with_data(serde_json::json!({ "limit": "max_writes", "max": self.scope.max_writes, "left": 0 })));
-        }
+        let findings = self
+            .check_text(&subject, body.as_str())
+            .map_err(|mut err| {
+                err.data["number"] = number.get().into();
+                err
+            })?;
+        self.reserve_write()?;
         Ok(WritePermit {
             method,
             number,
@@ -181,9 +623,11 @@ impl ScopedForge {
         })
     }
 
-    /// Count `writes` made by earlier sessions of the run against the budget.
-    pub fn spent_earlier(&self, writes: u32) {
+    /// Count `writes` made and pull requests opened by earlier sessions of
+    /// the run against the budget and `max_prs`.
+    pub fn spent_earlier(&self, writes: u32, prs_opened: u32) {
         self.writes_used.fetch_add(writes, Ordering::SeqCst);
+        self.prs_opened.fetch_add(prs_opened, Ordering::SeqCst);
     }
 
     /// Return the budget unit of a permit that was not spent.
@@ -220,6 +664,7 @@ pub enum Written {
 mod tests {
     use super::*;
     use crate::forge::memory::MemoryForge;
+    use forge_protocol::PullRequest;
 
     fn n(v: u64) -> IssueNumber {
         IssueNumber::new(v).unwrap()
@@ -301,6 +746,153 @@ mod tests {
         assert_eq!(permit.findings().foreign_refs[0].to_string(), "#500");
     }
 
+    fn scoped_on(branch: Option<&str>, max_writes: u32) -> ScopedForge {
+        let mut scope = Scope::for_tests(256, max_writes);
+        scope.branch = branch.and_then(BranchName::new);
+        ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope)
+    }
+
+    fn pr(number: u64, head: &str, head_repo: Option<&str>) -> PullRequest {
+        PullRequest {
+            number,
+            title: String::new(),
+            body: String::new(),
+            state: forge_protocol::State::Open,
+            merged: false,
+            draft: false,
+            head: head.into(),
+            head_repo: head_repo.map(str::to_string),
+            base: "main".into(),
+            user: String::new(),
+            url: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_branch_of_this_repository_grows_the_scope() {
+        let f = scoped_on(Some("agent/issue-17"), 5);
+        let g = f
+            .own_pr(
+                &pr(30, "agent/issue-17", Some("ACME/Widgets")),
+                reason::ON_WRITE,
+            )
+            .unwrap();
+        assert_eq!(g.event().reason, "found on write");
+        for other in [
+            pr(31, "agent/issue-17", Some("mallory/widgets")),
+            pr(32, "agent/issue-17", None),
+            pr(33, "agent/issue-18", Some("acme/widgets")),
+            pr(18, "agent/issue-17", Some("acme/widgets")),
+        ] {
+            assert_eq!(f.own_pr(&other, reason::ON_WRITE), None, "{other:?}");
+        }
+        assert!(!f.is_writable(n(30)));
+        f.grow(g);
+        assert!(f.is_writable(n(30)));
+        assert_eq!(f.prs(), [n(18), n(30)]);
+        let none = scoped_on(None, 5);
+        assert_eq!(
+            none.own_pr(
+                &pr(30, "agent/issue-17", Some("acme/widgets")),
+                reason::ON_WRITE
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn open_pr_needs_a_branch_and_an_allowed_base() {
+        let err = scoped_on(None, 5)
+            .authorize_pr(text("t"), text("b"), None)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ScopeDenied);
+        assert!(err.message.contains("FORGE_BRANCH"), "{}", err.message);
+        let f = scoped_on(Some("agent/issue-17"), 5);
+        let err = f
+            .authorize_pr(text("t"), text("b"), BranchName::new("develop"))
+            .unwrap_err();
+        assert!(
+            err.message.contains("may target only 'main'"),
+            "{}",
+            err.message
+        );
+        let err = scoped_on(Some("agent/nope"), 5)
+            .authorize_pr(text("t"), text("b"), None)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert!(err.message.contains("push it first"), "{}", err.message);
+    }
+
+    #[test]
+    fn open_pr_text_and_commits_are_checked() {
+        let f = scoped_on(Some("agent/issue-17"), 5);
+        for (title, body) in [("Closes #500", "fine"), ("fine", "Fixes acme/widgets#500")] {
+            let err = f.authorize_pr(text(title), text(body), None).unwrap_err();
+            assert_eq!(err.code, ErrorCode::ScopeDenied);
+            assert!(
+                err.message.contains("would close #500")
+                    || err.message.contains("would close acme/widgets#500"),
+                "{}",
+                err.message
+            );
+        }
+        let err = f
+            .authorize_pr(text("Export fix, closes"), text("#500 too"), None)
+            .unwrap_err();
+        assert!(
+            err.message.contains("title and body read together"),
+            "{}",
+            err.message
+        );
+        let sneaky = scoped_on(Some("wip/cleanup"), 5);
+        let err = sneaky
+            .authorize_pr(text("Tidy"), text("Closes #17"), None)
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("reword commit 7f8e9d0: 'Closes #500' would close #500"),
+            "{}",
+            err.message
+        );
+        assert_eq!((sneaky.prs_left(), sneaky.writes_left()), (1, 5));
+    }
+
+    #[test]
+    fn open_pr_grows_the_scope_and_is_limited() {
+        let f = scoped_on(Some("agent/issue-17"), 5);
+        let permit = f
+            .authorize_pr(text("Export the last row"), text("Closes #17"), None)
+            .unwrap();
+        let (opened, growth) = f.open_pr(&permit).unwrap();
+        let growth = growth.unwrap();
+        assert_eq!(growth.number().get(), opened.number);
+        assert_eq!(growth.event().reason, "opened");
+        f.grow(growth);
+        assert!(f.is_writable(n(opened.number)));
+        assert_eq!((f.prs_left(), f.writes_left()), (0, 4));
+        let err = f.authorize_pr(text("again"), text("b"), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        assert!(f.done_warnings().is_empty());
+    }
+
+    #[test]
+    fn done_warnings_name_the_commit() {
+        let f = scoped_on(Some("wip/cleanup"), 5);
+        let t = text("Tidy");
+        let forge = MemoryForge::seeded("acme", "widgets");
+        let opened = forge.open_pr("wip/cleanup", "main", &t, &t).unwrap();
+        let f = ScopedForge::new(Arc::new(forge), f.scope.clone());
+        f.grow(f.discover(n(opened.number)).unwrap());
+        let warnings = f.done_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("commit 7f8e9d0: 'Closes #500' would close #500"),
+            "{warnings:?}"
+        );
+    }
+
     #[test]
     fn permits_write_through() {
         let f = scoped(2);
@@ -313,7 +905,7 @@ mod tests {
     mod properties {
         use super::*;
         use crate::forge::ForgeError;
-        use forge_protocol::{Issue, PullRequest};
+        use forge_protocol::{Issue, Review};
         use proptest::prelude::*;
         use std::sync::Mutex;
 
@@ -359,6 +951,34 @@ mod tests {
                     body.as_str().to_string(),
                 ));
                 Err(ForgeError::Unavailable("recorded".into()))
+            }
+            fn read_reviews(&self, _: IssueNumber) -> Result<Vec<Review>, ForgeError> {
+                Ok(vec![])
+            }
+            fn default_branch(&self) -> Result<String, ForgeError> {
+                Ok("main".into())
+            }
+            fn find_pr(&self, _: &str, _: &str) -> Result<Option<PullRequest>, ForgeError> {
+                Ok(None)
+            }
+            fn open_pr(
+                &self,
+                _: &str,
+                _: &str,
+                title: &Text,
+                _: &Text,
+            ) -> Result<PullRequest, ForgeError> {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((Method::OpenPr, 0, title.as_str().to_string()));
+                Err(ForgeError::Unavailable("recorded".into()))
+            }
+            fn branch_commits(&self, _: &str, _: &str) -> Result<Vec<CommitInfo>, ForgeError> {
+                Ok(vec![])
+            }
+            fn pr_commits(&self, _: IssueNumber) -> Result<Vec<CommitInfo>, ForgeError> {
+                Ok(vec![])
             }
         }
 

@@ -95,11 +95,14 @@ impl Server {
             .await?
             .with_context(|| format!("open queue directory {}", config.queue_dir.display()))?;
         let queue = match &config.signing_key {
-            Some(key) => queue.with_checkpoints(CheckpointSigner {
-                key: key.clone(),
-                repository: format!("{}/{}", config.owner, config.repo),
-                issue: config.issue.get(),
-            }),
+            Some(key) => {
+                tracing::info!(key = %key.verifier().label(), "signing checkpoints");
+                queue.with_checkpoints(CheckpointSigner {
+                    key: key.clone(),
+                    repository: format!("{}/{}", config.owner, config.repo),
+                    issue: config.issue.get(),
+                })
+            }
             None => queue,
         };
         let scope = Scope {
@@ -109,6 +112,9 @@ impl Server {
             writable: config.writable(),
             max_body_bytes: config.max_body_bytes,
             max_writes: config.max_writes,
+            branch: config.branch.clone(),
+            base_branches: config.base_branches.clone(),
+            max_prs: config.max_prs,
             text: config.text.clone(),
         };
         let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
@@ -145,6 +151,10 @@ impl Server {
             .start(&config)
             .await
             .context("write session_start to the queue")?;
+        sidecar
+            .discover_own_prs()
+            .await
+            .context("write scope_grown to the queue")?;
         Ok(Server {
             listener,
             socket_path: config.socket.clone(),

@@ -23,8 +23,8 @@ use forge_protocol::event::{
     Done, EventBody, Intent, Op, OpError, Outcome, OutcomeCounts, Peer, SessionEnd, SessionStart,
 };
 use forge_protocol::{
-    Comment, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber, Method, PullRequest, RpcError,
-    ScopeInfo, Text, Updated,
+    BranchName, Comment, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber, Method,
+    PullRequest, Review, RpcError, ScopeInfo, Text, Updated,
 };
 use forge_queue::run::RunState;
 use forge_queue::{QueueError, QueueWriter, Written};
@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
 use crate::http::{MAX_UNSENT_BYTES, Unsent};
-use crate::scope::{ScopedForge, Written as ForgeWrite};
+use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
 /// the forge response cap this bounds the memory forge answers can take.
@@ -128,10 +128,10 @@ impl Sidecar {
     }
 
     /// Continue the run from what its earlier sessions spent: their forge
-    /// writes count against this session's budget, and their done signal
-    /// stands.
+    /// writes and opened pull requests count against this session's budget
+    /// and `max_prs`, and their done signal stands.
     pub fn continue_run(&self, earlier: &RunState) {
-        self.forge.spent_earlier(earlier.writes);
+        self.forge.spent_earlier(earlier.writes, earlier.prs_opened);
         if let Some(done) = &earlier.done {
             self.done.store(true, Ordering::SeqCst);
             *self.done_earlier.lock().unwrap_or_else(|p| p.into_inner()) = Some(done.clone());
@@ -170,6 +170,38 @@ impl Sidecar {
             run: self.run.clone(),
         });
         self.emit(body).await.map(drop)
+    }
+
+    /// Look up the pull requests of the configured branch that already
+    /// exist and add them to the writable set, each with its `scope_grown`
+    /// event. A forge failure is logged and left: the lookup is made again
+    /// when a write targets such a PR.
+    pub async fn discover_own_prs(&self) -> Result<(), QueueError> {
+        let found = match self.on_scoped(|f| Ok(f.discover_at_start())).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(cause = %e, "could not look up the branch's pull requests at start; they are looked up again on write");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e.message, "could not look up the branch's pull requests at start");
+                return Ok(());
+            }
+        };
+        for growth in found {
+            self.record_growth(growth).await?;
+        }
+        Ok(())
+    }
+
+    /// Record a growth of the scope (`scope_grown`), then apply it: the
+    /// only way the writable set grows.
+    async fn record_growth(&self, growth: Growth) -> Result<(), QueueError> {
+        let event = growth.event();
+        tracing::info!(number = event.number, reason = %event.reason, "PR joins the writable set");
+        self.emit(EventBody::ScopeGrown(event)).await?;
+        self.forge.grow(growth);
+        Ok(())
     }
 
     /// Write what is left of the coalesced counts, then `session_end` with
@@ -297,6 +329,124 @@ impl Sidecar {
         self.finish(call, result, summary, Audit::Always).await
     }
 
+    /// `read_reviews`.
+    pub async fn read_reviews(
+        &self,
+        n: IssueNumber,
+        peer: Option<Peer>,
+    ) -> Result<Vec<Review>, RpcError> {
+        let call = self.begin(Method::ReadReviews.name(), Some(n), peer);
+        let result = self.on_forge(move |f| f.read_reviews(n)).await;
+        let summary = match &result {
+            Ok(list) => format!(
+                "read {} review(s) of PR #{} with {} inline comment(s)",
+                list.len(),
+                n.get(),
+                list.iter().map(|r| r.comments.len()).sum::<usize>()
+            ),
+            Err(e) => format!("failed to read reviews of PR #{}: {}", n.get(), reason(e)),
+        };
+        self.finish(call, result, summary, Audit::Always).await
+    }
+
+    /// `open_pr`: decided by the scope (branch, base, texts, commits,
+    /// limits), announced by an `intent`, sent once; the new PR joins the
+    /// writable set on record.
+    pub async fn open_pr(
+        &self,
+        title: Text,
+        body: Text,
+        base: Option<BranchName>,
+        peer: Option<Peer>,
+    ) -> Result<PullRequest, RpcError> {
+        let call = self.begin(Method::OpenPr.name(), None, peer);
+        let permit = match self
+            .on_scoped(move |f| Ok(f.authorize_pr(title, body, base)))
+            .await
+            .and_then(|r| r)
+        {
+            Ok(permit) => permit,
+            Err(e) => {
+                let summary = format!("denied open_pr: {}", reason(&e));
+                return self.finish(call, Err(e), summary, Audit::WithinRate).await;
+            }
+        };
+        let intent = EventBody::Intent(Intent {
+            op_id: call.op_id,
+            op: call.op.clone(),
+            target: None,
+        });
+        if let Err(cause) = self.emit(intent).await {
+            self.forge.release_pr(permit);
+            return Err(audit_unavailable(
+                &cause,
+                "nothing was sent to the forge; try again later",
+            ));
+        }
+        let (head, base) = (permit.head().to_string(), permit.base().to_string());
+        let permit = Arc::new(permit);
+        let sent = Arc::clone(&permit);
+        let opened = self.on_scoped(move |f| f.open_pr(&sent)).await;
+        let result = match opened {
+            Ok((pr, growth)) => {
+                if let Some(growth) = growth
+                    && let Err(cause) = self.record_growth(growth).await
+                {
+                    return Err(audit_unavailable(
+                        &cause,
+                        &format!(
+                            "PR #{} was opened but could not join the writable set; read it with read_pr, and ask a human",
+                            pr.number
+                        ),
+                    ));
+                }
+                Ok(pr)
+            }
+            Err(e) if e.code == ErrorCode::ForgeRejected && forge_status(&e) == Some(409) => {
+                let sent = Arc::clone(&permit);
+                match self.on_scoped(move |f| f.existing_pr(&sent)).await {
+                    Ok(Some((number, growth))) => {
+                        if let Some(growth) = growth
+                            && let Err(cause) = self.record_growth(growth).await
+                        {
+                            return Err(audit_unavailable(&cause, "try again later"));
+                        }
+                        Err(RpcError::new(
+                            ErrorCode::ForgeRejected,
+                            format!(
+                                "PR #{number} is already open for this branch ({head} into {base}); update it \
+                                 with update_description instead of opening another"
+                            ),
+                        )
+                        .with_data(serde_json::json!({ "status": 409, "existing": number })))
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(e) if e.code == ErrorCode::NotFound
+                || (e.code == ErrorCode::ForgeRejected && forge_status(&e) == Some(422)) =>
+            {
+                Err(RpcError::new(
+                    ErrorCode::ForgeRejected,
+                    format!(
+                        "the forge could not open a pull request from '{head}' into '{base}' ({}); \
+                         push the branch first (git push -u origin {head}), then call open_pr again",
+                        e.message
+                    ),
+                )
+                .with_data(serde_json::json!({ "branch": head, "base": base })))
+            }
+            Err(e) => Err(e),
+        };
+        let summary = match &result {
+            Ok(pr) => format!("opened PR #{} from {head} into {base}", pr.number),
+            Err(e) => format!("failed to open a PR from {head} into {base}: {}", reason(e)),
+        };
+        let mut call = call;
+        call.target = result.as_ref().ok().map(|pr| pr.number);
+        self.finish(call, result, summary, Audit::Always).await
+    }
+
     /// `post_comment`.
     pub async fn post_comment(
         &self,
@@ -379,17 +529,33 @@ impl Sidecar {
                 )
                 .await;
         }
+        // Commits are pushed outside the sidecar: read them now and leave
+        // the host what would act outside the scope. Never a refusal.
+        let warnings = self
+            .on_scoped(|f| Ok(f.done_warnings()))
+            .await
+            .unwrap_or_else(|e| {
+                vec![format!(
+                    "the session's commits could not be checked ({})",
+                    e.message
+                )]
+            });
         let event = EventBody::Done(Done {
             status,
             summary: summary.as_str().to_string(),
+            warnings: warnings.clone(),
         });
         match self.emit(event).await {
             Ok(written) => {
-                let text = format!("signalled done: {}", status.as_str());
+                let text = match warnings.len() {
+                    0 => format!("signalled done: {}", status.as_str()),
+                    n => format!("signalled done: {} with {n} warning(s)", status.as_str()),
+                };
                 self.finish(
                     call,
                     Ok(DoneReceipt {
                         event: written.name,
+                        warnings,
                     }),
                     text,
                     Audit::Always,
@@ -448,6 +614,15 @@ impl Sidecar {
         } else {
             "description update of"
         };
+        if !self.forge.is_writable(n)
+            && let Ok(Some(growth)) = self.on_scoped(move |f| Ok(f.discover(n))).await
+            && let Err(cause) = self.record_growth(growth).await
+        {
+            return Err(audit_unavailable(
+                &cause,
+                "nothing was sent to the forge; try again later",
+            ));
+        }
         let permit = match self.forge.authorize(method, n, body) {
             Ok(permit) => permit,
             Err(e) => {
@@ -460,7 +635,7 @@ impl Sidecar {
         let intent = EventBody::Intent(Intent {
             op_id: call.op_id,
             op: call.op.clone(),
-            target: n.get(),
+            target: Some(n.get()),
         });
         if let Err(cause) = self.emit(intent).await {
             self.forge.release(permit);
@@ -556,6 +731,27 @@ impl Sidecar {
             .map_err(ForgeError::into_rpc)
     }
 
+    /// Run `f` on the scoped forge: in place for a forge that answers from
+    /// memory, on the blocking pool otherwise.
+    async fn on_scoped<T, F>(&self, f: F) -> Result<T, RpcError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ScopedForge) -> Result<T, ForgeError> + Send + 'static,
+    {
+        if !self.forge.inner().blocks() {
+            return f(&self.forge).map_err(ForgeError::into_rpc);
+        }
+        let forge = Arc::clone(&self.forge);
+        tokio::task::spawn_blocking(move || f(&forge))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ForgeError::Unavailable(format!(
+                    "the forge call failed internally ({e})"
+                )))
+            })
+            .map_err(ForgeError::into_rpc)
+    }
+
     /// Write the call's `op` event (or count it, see [`Audit`]), then hand
     /// back its result. The error message and the summary are cut to
     /// [`MAX_MESSAGE_CHARS`], in the event and in the answer alike.
@@ -627,6 +823,11 @@ impl Sidecar {
     async fn emit(&self, body: EventBody) -> Result<Written, QueueError> {
         self.audit.append(body).await
     }
+}
+
+/// The HTTP status a `forge_rejected` error carries.
+fn forge_status(e: &RpcError) -> Option<u64> {
+    e.data.get("status")?.as_u64()
 }
 
 /// A short reason for a summary line: "out of scope", "not found", ...
@@ -733,7 +934,10 @@ mod tests {
         let EventBody::Intent(intent) = &evs[0].body else {
             panic!("intent first")
         };
-        assert_eq!((intent.op.as_str(), intent.target), ("post_comment", 17));
+        assert_eq!(
+            (intent.op.as_str(), intent.target),
+            ("post_comment", Some(17))
+        );
         assert_eq!(op(&evs[1]).op_id, intent.op_id);
         assert_eq!(op(&evs[1]).summary, "posted comment to #17");
     }

@@ -210,7 +210,7 @@ async fn a_write_interrupted_by_sigkill_is_audited_as_unknown_and_the_sidecar_as
             session.unknown_writes[0].op.as_str(),
             session.unknown_writes[0].target
         ),
-        ("post_comment", 17)
+        ("post_comment", Some(17))
     );
     assert_eq!(session.failed_writes.len(), 1, "the denied write is listed");
     let out = Command::new(workspace_bin("forge-queue"))

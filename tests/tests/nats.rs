@@ -157,12 +157,13 @@ fn backlog(dir: &Path, n: u64) -> String {
         EventBody::Intent(Intent {
             op_id: i,
             op: "post_comment".into(),
-            target: 17,
+            target: Some(17),
         })
     }));
     bodies.push(EventBody::Done(Done {
         status: DoneStatus::Success,
         summary: "finished".into(),
+        warnings: vec![],
     }));
     bodies.push(EventBody::SessionEnd(SessionEnd {
         reason: "SIGTERM".into(),

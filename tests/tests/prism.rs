@@ -109,4 +109,29 @@ fn every_request_the_client_sends_is_accepted_by_prism() {
     accepted("read_comments", forge.read_comments(n));
     accepted("post_comment", forge.post_comment(n, &body));
     accepted("update_description", forge.update_description(n, &body));
+    // The PR loop: branch names with a slash travel as one encoded segment.
+    let title = Text::new("Render an empty widget").unwrap();
+    accepted("default_branch (GET /repos)", forge.default_branch());
+    accepted(
+        "find_pr (GET /pulls/{base}/{head})",
+        forge.find_pr("main", "agent/issue-17"),
+    );
+    accepted(
+        "branch_commits (GET /compare/{basehead})",
+        forge.branch_commits("main", "agent/issue-17"),
+    );
+    accepted(
+        "open_pr (POST /pulls)",
+        forge.open_pr("agent/issue-17", "main", &title, &body),
+    );
+    // Prism answers every page with its example: these read until the
+    // page bound and report that, which still shows every request passed.
+    accepted(
+        "pr_commits (GET /pulls/{index}/commits)",
+        forge.pr_commits(n),
+    );
+    accepted(
+        "read_reviews (GET /pulls/{index}/reviews, .../reviews/{id}/comments)",
+        forge.read_reviews(n),
+    );
 }

@@ -369,6 +369,7 @@ mod tests {
             EventBody::Done(Done {
                 status,
                 summary: "s".into(),
+                warnings: vec![],
             }),
         )
     }

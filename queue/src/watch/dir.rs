@@ -496,6 +496,7 @@ mod tests {
             w.append(EventBody::Done(Done {
                 status: DoneStatus::Success,
                 summary: format!("{i}"),
+                warnings: vec![],
             }))
             .unwrap();
         }
@@ -552,6 +553,7 @@ mod tests {
         w.append(EventBody::Done(Done {
             status: DoneStatus::Failure,
             summary: "late".into(),
+            warnings: vec![],
         }))
         .unwrap();
         assert!(

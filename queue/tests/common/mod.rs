@@ -77,7 +77,7 @@ pub fn intent(op_id: u64, method: &str, target: u64) -> EventBody {
     EventBody::Intent(Intent {
         op_id,
         op: method.into(),
-        target,
+        target: Some(target),
     })
 }
 
@@ -85,6 +85,7 @@ pub fn done(status: DoneStatus, summary: &str) -> EventBody {
     EventBody::Done(Done {
         status,
         summary: summary.into(),
+        warnings: vec![],
     })
 }
 

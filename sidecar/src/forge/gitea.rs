@@ -11,13 +11,16 @@ use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use forge_protocol::{Comment, Issue, IssueNumber, PullRequest, State, Text, Updated};
+use forge_protocol::{
+    Comment, Issue, IssueNumber, PullRequest, Review, ReviewComment, ReviewState, State, Text,
+    Updated,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use ureq::Agent;
 use ureq::http::Response;
 
-use super::{Forge, ForgeError};
+use super::{CommitInfo, Forge, ForgeError};
 use crate::config::Secret;
 
 /// Largest forge response read, bytes; larger ones are refused unread.
@@ -28,6 +31,11 @@ const READ_ATTEMPTS: u32 = 3;
 const BACKOFF: Duration = Duration::from_millis(200);
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Items asked for per page of a list (Gitea's default `MAX_RESPONSE_ITEMS`;
+/// a server configured lower clamps it silently, which paging copes with).
+const PAGE_LIMIT: usize = 50;
+/// Most pages read of one list: a bound against a server that never ends.
+const MAX_PAGES: usize = 200;
 
 /// A Gitea repository reached over HTTP.
 pub struct GiteaForge {
@@ -69,6 +77,11 @@ impl GiteaForge {
     /// All attempts together stay within the configured timeout: a retry is
     /// only made if its backoff leaves time, and each attempt gets what is left.
     fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, HttpFailure> {
+        self.get_paged(url).map(|(value, _)| value)
+    }
+
+    /// [`GiteaForge::get`], also returning what the answer says about a next page.
+    fn get_paged<T: DeserializeOwned>(&self, url: &str) -> Result<(T, NextPage), HttpFailure> {
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 1;
         loop {
@@ -82,7 +95,10 @@ impl GiteaForge {
                 .header("Authorization", &self.auth)
                 .call();
             let failure = match result {
-                Ok(resp) if resp.status().is_success() => return self.parse(resp),
+                Ok(resp) if resp.status().is_success() => {
+                    let next = NextPage::of(&resp);
+                    return self.parse(resp).map(|value| (value, next));
+                }
                 Ok(resp) => HttpFailure::from_response(resp, MAX_RESPONSE_BYTES),
                 Err(err) => HttpFailure::Transport(describe_transport(&err)),
             };
@@ -127,6 +143,47 @@ impl GiteaForge {
                 "the forge sent a response that is not the expected JSON ({e})"
             ))
         })
+    }
+
+    /// Every item of a paginated list at `url` (which has no query yet):
+    /// pages of [`PAGE_LIMIT`] until the server says there is no next page
+    /// (`X-HasMore: false`, or a `Link` header without `rel="next"`) or a
+    /// page comes back empty.
+    fn all_pages<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        extra_query: &str,
+    ) -> Result<Vec<T>, HttpFailure> {
+        let mut all = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let (items, next): (Vec<T>, NextPage) = self.get_paged(&format!(
+                "{url}?page={page}&limit={PAGE_LIMIT}{extra_query}"
+            ))?;
+            let empty = items.is_empty();
+            all.extend(items);
+            if empty || next == NextPage::No {
+                return Ok(all);
+            }
+        }
+        Err(HttpFailure::BadResponse(format!(
+            "the forge's list at {} did not end after {MAX_PAGES} pages",
+            redact_base(url)
+        )))
+    }
+
+    fn pull_url(&self, n: IssueNumber) -> String {
+        format!("{}/pulls/{}", self.repo_path, n.get())
+    }
+
+    /// After a 404 on a pull request endpoint: the error `read_pr` gives.
+    fn pr_missing(&self, n: IssueNumber) -> ForgeError {
+        match self.read_pr(n) {
+            Ok(_) => ForgeError::NotFound(format!(
+                "pull request #{} answered 404 on this endpoint; try again later",
+                n.get()
+            )),
+            Err(e) => e,
+        }
     }
 
     fn issue_url(&self, n: IssueNumber) -> String {
@@ -314,6 +371,161 @@ impl Forge for GiteaForge {
         }
         Ok(Updated::Issue(issue.into_issue()))
     }
+
+    fn read_reviews(&self, n: IssueNumber) -> Result<Vec<Review>, ForgeError> {
+        let url = format!("{}/reviews", self.pull_url(n));
+        let reviews: Vec<GReview> = match self.all_pages(&url, "") {
+            Ok(list) => list,
+            Err(HttpFailure::Status { status: 404, .. }) => return Err(self.pr_missing(n)),
+            Err(f) => return Err(f.into_forge_error(n, "read")),
+        };
+        // Oldest first, whatever order the server lists them in.
+        let mut out = Vec::with_capacity(reviews.len());
+        for review in reviews {
+            // The comments of one review come in one answer (no pagination).
+            let comments: Vec<GReviewComment> =
+                match self.get(&format!("{url}/{}/comments", review.id)) {
+                    Ok(list) => list,
+                    Err(f) => return Err(f.into_forge_error(n, "read")),
+                };
+            out.push(review.into_review(comments));
+        }
+        out.sort_by(|a, b| (&a.submitted_at, a.id).cmp(&(&b.submitted_at, b.id)));
+        Ok(out)
+    }
+
+    fn default_branch(&self) -> Result<String, ForgeError> {
+        let repo: GRepo = self
+            .get(&self.repo_path)
+            .map_err(|f| f.into_repo_error("read the repository"))?;
+        repo.default_branch
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| ForgeError::Rejected {
+                status: 200,
+                message: "the repository has no default branch (is it empty?); push a branch first"
+                    .into(),
+            })
+    }
+
+    fn find_pr(&self, base: &str, head: &str) -> Result<Option<PullRequest>, ForgeError> {
+        // The head is a branch of this repository: no `owner:` prefix, so
+        // Gitea looks it up in this repository only.
+        let url = format!(
+            "{}/pulls/{}/{}",
+            self.repo_path,
+            encode_segment(base),
+            encode_segment(head)
+        );
+        match self.get::<GPull>(&url) {
+            Ok(pr) => Ok(Some(pr.into_pr())),
+            Err(HttpFailure::Status { status: 404, .. }) => Ok(None),
+            Err(f) => Err(f.into_repo_error("look up the pull request of the branch")),
+        }
+    }
+
+    fn open_pr(
+        &self,
+        head: &str,
+        base: &str,
+        title: &Text,
+        body: &Text,
+    ) -> Result<PullRequest, ForgeError> {
+        let url = format!("{}/pulls", self.repo_path);
+        let request = serde_json::json!({
+            "head": head,
+            "base": base,
+            "title": title.as_str(),
+            "body": body.as_str(),
+        });
+        match self.write::<GPull>("POST", &url, &request) {
+            Ok(pr) => Ok(pr.into_pr()),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(ForgeError::NotFound(format!(
+                "the forge has no branch '{head}' (or '{base}') in {}",
+                self.full_name()
+            ))),
+            Err(f) => Err(f.into_repo_error("open the pull request")),
+        }
+    }
+
+    fn branch_commits(&self, base: &str, head: &str) -> Result<Vec<CommitInfo>, ForgeError> {
+        let url = format!(
+            "{}/compare/{}",
+            self.repo_path,
+            encode_segment(&format!("{base}...{head}"))
+        );
+        match self.get::<GCompare>(&url) {
+            Ok(compare) => Ok(compare
+                .commits
+                .unwrap_or_default()
+                .into_iter()
+                .map(GCommit::into_info)
+                .collect()),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(ForgeError::NotFound(format!(
+                "the forge has no branch '{head}' (or '{base}') in {}",
+                self.full_name()
+            ))),
+            Err(f) => Err(f.into_repo_error("compare the branch with its base")),
+        }
+    }
+
+    fn pr_commits(&self, n: IssueNumber) -> Result<Vec<CommitInfo>, ForgeError> {
+        let url = format!("{}/commits", self.pull_url(n));
+        match self.all_pages::<GCommit>(&url, "&verification=false&files=false") {
+            Ok(list) => Ok(list.into_iter().map(GCommit::into_info).collect()),
+            Err(HttpFailure::Status { status: 404, .. }) => Err(self.pr_missing(n)),
+            Err(f) => Err(f.into_forge_error(n, "read")),
+        }
+    }
+}
+
+impl GiteaForge {
+    /// `owner/repo`.
+    fn full_name(&self) -> &str {
+        self.repo_path.rsplit("/repos/").next().unwrap_or_default()
+    }
+}
+
+/// What a list answer says about the page after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextPage {
+    /// There is one (`X-HasMore: true`, or `Link` has `rel="next"`).
+    Yes,
+    /// There is none (`X-HasMore: false`, or `Link` without `rel="next"`).
+    No,
+    /// The answer does not say: read on until a page is empty.
+    Unknown,
+}
+
+impl NextPage {
+    fn of(resp: &Response<ureq::Body>) -> NextPage {
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(more) = header("x-hasmore") {
+            return if more.trim().eq_ignore_ascii_case("true") {
+                NextPage::Yes
+            } else {
+                NextPage::No
+            };
+        }
+        match header("link") {
+            Some(link) if link.contains("rel=\"next\"") => NextPage::Yes,
+            Some(_) => NextPage::No,
+            None => NextPage::Unknown,
+        }
+    }
+}
+
+/// One path segment, percent-encoded: a branch `agent/issue-17` becomes
+/// `agent%2Fissue-17` (Gitea unescapes path parameters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Why an HTTP exchange failed, before mapping to a [`ForgeError`].
@@ -432,6 +644,47 @@ impl HttpFailure {
     }
 }
 
+impl HttpFailure {
+    /// The error of a repository-level call (no issue number to name).
+    fn into_repo_error(self, action: &str) -> ForgeError {
+        match self {
+            HttpFailure::Status {
+                status, message, ..
+            } if status == 429 || status >= 500 => ForgeError::Unavailable(format!(
+                "the forge is unavailable (HTTP {status}: {message}); could not {action}: try again later"
+            )),
+            HttpFailure::Status {
+                status: status @ 300..400,
+                location,
+                ..
+            } => ForgeError::Rejected {
+                status,
+                message: format!(
+                    "the forge redirected to {}; redirects are not followed (the repository may have moved: \
+                     ask the operator to update FORGE_OWNER/FORGE_REPO)",
+                    location
+                        .as_deref()
+                        .map(redact_base)
+                        .unwrap_or_else(|| "an unknown location".into())
+                ),
+            },
+            HttpFailure::Status {
+                status, message, ..
+            } => ForgeError::Rejected { status, message },
+            HttpFailure::Transport(m) => ForgeError::Unavailable(format!(
+                "could not {action} on the forge: {m}; try again later"
+            )),
+            HttpFailure::WriteTransport(m) => ForgeError::Unavailable(format!(
+                "the request to {action} may or may not have reached the forge ({m}); check before trying again"
+            )),
+            HttpFailure::BadResponse(m) => ForgeError::Rejected {
+                status: 200,
+                message: m,
+            },
+        }
+    }
+}
+
 fn read_capped(resp: Response<ureq::Body>, cap: u64) -> Result<Vec<u8>, HttpFailure> {
     let mut reader = resp.into_body().into_reader().take(cap + 1);
     let mut bytes = Vec::new();
@@ -498,6 +751,108 @@ struct GBranch {
     #[serde(rename = "ref")]
     ref_name: Option<String>,
     label: Option<String>,
+    repo: Option<GRepo>,
+}
+
+#[derive(Deserialize, Default)]
+struct GRepo {
+    full_name: Option<String>,
+    default_branch: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GReview {
+    id: u64,
+    user: Option<GUser>,
+    state: Option<String>,
+    body: Option<String>,
+    commit_id: Option<String>,
+    stale: Option<bool>,
+    dismissed: Option<bool>,
+    submitted_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GReviewComment {
+    id: u64,
+    user: Option<GUser>,
+    path: Option<String>,
+    position: Option<u64>,
+    original_position: Option<u64>,
+    diff_hunk: Option<String>,
+    body: Option<String>,
+    commit_id: Option<String>,
+    created_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GCompare {
+    commits: Option<Vec<GCommit>>,
+}
+
+#[derive(Deserialize)]
+struct GCommit {
+    sha: Option<String>,
+    commit: Option<GRepoCommit>,
+}
+
+#[derive(Deserialize)]
+struct GRepoCommit {
+    message: Option<String>,
+}
+
+impl GCommit {
+    fn into_info(self) -> CommitInfo {
+        CommitInfo {
+            sha: self.sha.unwrap_or_default(),
+            message: self.commit.and_then(|c| c.message).unwrap_or_default(),
+        }
+    }
+}
+
+impl GReview {
+    fn into_review(self, comments: Vec<GReviewComment>) -> Review {
+        let state = match self.state.as_deref().unwrap_or_default() {
+            "APPROVED" => ReviewState::Approved,
+            "REQUEST_CHANGES" => ReviewState::RequestChanges,
+            "COMMENT" => ReviewState::Comment,
+            "PENDING" => ReviewState::Pending,
+            "REQUEST_REVIEW" => ReviewState::ReviewRequested,
+            _ => ReviewState::Unknown,
+        };
+        Review {
+            id: self.id,
+            user: login(self.user),
+            state,
+            body: self.body.unwrap_or_default(),
+            commit: self.commit_id.unwrap_or_default(),
+            stale: self.stale.unwrap_or(false),
+            dismissed: self.dismissed.unwrap_or(false),
+            submitted_at: self.submitted_at.unwrap_or_default(),
+            comments: comments
+                .into_iter()
+                .map(GReviewComment::into_comment)
+                .collect(),
+        }
+    }
+}
+
+impl GReviewComment {
+    fn into_comment(self) -> ReviewComment {
+        ReviewComment {
+            id: self.id,
+            user: login(self.user),
+            path: self.path.unwrap_or_default(),
+            // Gitea: `position` is the line in the new file, 0 when the
+            // comment is on a removed line (then `original_position` has it).
+            line: self.position.filter(|l| *l > 0),
+            old_line: self.original_position.filter(|l| *l > 0),
+            diff_hunk: self.diff_hunk.unwrap_or_default(),
+            body: self.body.unwrap_or_default(),
+            commit: self.commit_id.unwrap_or_default(),
+            created_at: self.created_at.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -553,9 +908,14 @@ fn login(u: Option<GUser>) -> String {
     u.and_then(|u| u.login).unwrap_or_default()
 }
 
-fn branch(b: Option<GBranch>) -> String {
-    b.and_then(|b| b.ref_name.filter(|r| !r.is_empty()).or(b.label))
-        .unwrap_or_default()
+fn branch(b: Option<&GBranch>) -> String {
+    b.and_then(|b| {
+        b.ref_name
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or_else(|| b.label.clone())
+    })
+    .unwrap_or_default()
 }
 
 impl GIssue {
@@ -595,8 +955,13 @@ impl GPull {
             state: state(self.state),
             merged: self.merged.unwrap_or(false),
             draft: self.draft.unwrap_or(false),
-            head: branch(self.head),
-            base: branch(self.base),
+            head: branch(self.head.as_ref()),
+            head_repo: self
+                .head
+                .and_then(|h| h.repo)
+                .and_then(|r| r.full_name)
+                .filter(|n| !n.is_empty()),
+            base: branch(self.base.as_ref()),
             user: login(self.user),
             url: self.html_url.or(self.url).unwrap_or_default(),
             created_at: self.created_at.unwrap_or_default(),
@@ -642,6 +1007,37 @@ mod tests {
                 .unwrap()
                 .into_issue()
                 .is_pull_request
+        );
+    }
+
+    #[test]
+    fn branches_are_one_path_segment() {
+        assert_eq!(encode_segment("agent/issue-17"), "agent%2Fissue-17");
+        assert_eq!(encode_segment("main...a/b"), "main...a%2Fb");
+        assert_eq!(encode_segment("ü #?"), "%C3%BC%20%23%3F");
+    }
+
+    #[test]
+    fn review_lines_follow_gitea() {
+        let raw = r#"{"id": 5, "user": {"login": "a"}, "path": "x.rs", "position": 0,
+            "original_position": 7, "diff_hunk": "@@", "body": "b", "commit_id": "c",
+            "created_at": "t"}"#;
+        let c = serde_json::from_str::<GReviewComment>(raw)
+            .unwrap()
+            .into_comment();
+        assert_eq!((c.line, c.old_line), (None, Some(7)));
+        let pr = r#"{"number": 3, "head": {"ref": "agent/x", "repo": {"full_name": "mallory/widgets"}},
+            "base": {"ref": "main", "repo": null}}"#;
+        let pr = serde_json::from_str::<GPull>(pr).unwrap().into_pr();
+        assert_eq!(pr.head_repo.as_deref(), Some("mallory/widgets"));
+        let deleted_fork =
+            r#"{"number": 3, "head": {"ref": "agent/x", "repo": null, "repo_id": -1}}"#;
+        assert_eq!(
+            serde_json::from_str::<GPull>(deleted_fork)
+                .unwrap()
+                .into_pr()
+                .head_repo,
+            None
         );
     }
 

@@ -2,14 +2,23 @@
 //!
 //! Seed: issues #1..#20 with #17 the usual assigned issue, #18 and #19 pull
 //! requests for it, and #500 an unrelated issue; a few comments on #17 and
-//! #18. Writes change the in-memory state only and are lost at exit.
+//! #18, two reviews with inline comments on #18; branches `main` (the
+//! default), `fix-export`, `export-test`, `wip/cleanup` (a commit that says
+//! `Closes #500`) and `agent/issue-17` (pushed, no PR yet). Writes change the in-memory state only and are lost at exit; a new
+//! pull request takes the next number after the highest issue, as on Gitea.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use forge_protocol::{Comment, Issue, IssueNumber, PullRequest, State, Text, Updated};
+use forge_protocol::{
+    Comment, Issue, IssueNumber, PullRequest, Review, ReviewComment, ReviewState, State, Text,
+    Updated,
+};
 
-use super::{Forge, ForgeError};
+use super::{CommitInfo, Forge, ForgeError};
+
+/// The repository's default branch.
+const DEFAULT_BRANCH: &str = "main";
 
 const CREATED: &str = "2026-11-01T09:00:00+00:00";
 
@@ -21,6 +30,9 @@ struct Item {
 
 struct Store {
     items: BTreeMap<u64, Item>,
+    /// Branch name → its commits not on the default branch, oldest first.
+    branches: BTreeMap<String, Vec<CommitInfo>>,
+    reviews: BTreeMap<u64, Vec<Review>>,
     next_comment_id: u64,
     clock: u64,
 }
@@ -114,8 +126,87 @@ impl MemoryForge {
             "Not part of this task.",
             None,
         );
+        let commit = |sha: &str, message: &str| CommitInfo {
+            sha: sha.repeat(40 / sha.len()),
+            message: message.into(),
+        };
+        let branches = BTreeMap::from([
+            (DEFAULT_BRANCH.to_string(), vec![]),
+            (
+                "fix-export".to_string(),
+                vec![commit(
+                    "1a2b3c4d",
+                    "Fix off-by-one in the export loop\n\nFixes #17",
+                )],
+            ),
+            (
+                "export-test".to_string(),
+                vec![commit("5e6f7a8b", "Add an export regression test")],
+            ),
+            (
+                "wip/cleanup".to_string(),
+                vec![commit("7f8e9d0c", "Tidy up the exporter\n\nCloses #500")],
+            ),
+            (
+                "agent/issue-17".to_string(),
+                vec![
+                    commit(
+                        "9c0d1e2f",
+                        "Export the last row\n\nThe loop bound was one short.",
+                    ),
+                    commit("3a4b5c6d", "Test that 10 widgets export 10 rows"),
+                ],
+            ),
+        ]);
+        let inline = |id: u64, user: &str, line: u64, body: &str| ReviewComment {
+            id,
+            user: user.into(),
+            path: "src/export.rs".into(),
+            line: Some(line),
+            old_line: None,
+            diff_hunk: format!(
+                "@@ -{line},2 +{line},2 @@\n-    for i in 0..rows.len() - 1 {{\n+    for i in 0..rows.len() {{"
+            ),
+            body: body.into(),
+            commit: "1a2b3c4d".repeat(5),
+            created_at: "2026-11-01T10:00:00+00:00".into(),
+        };
+        let reviews = BTreeMap::from([(
+            18,
+            vec![
+                Review {
+                    id: 300,
+                    user: "alice".into(),
+                    state: ReviewState::RequestChanges,
+                    body: "The fix looks right; please add a test.".into(),
+                    commit: "1a2b3c4d".repeat(5),
+                    stale: false,
+                    dismissed: false,
+                    submitted_at: "2026-11-01T10:00:00+00:00".into(),
+                    comments: vec![inline(
+                        3001,
+                        "alice",
+                        42,
+                        "Cover the empty export here too.",
+                    )],
+                },
+                Review {
+                    id: 301,
+                    user: "bob".into(),
+                    state: ReviewState::Comment,
+                    body: String::new(),
+                    commit: "1a2b3c4d".repeat(5),
+                    stale: false,
+                    dismissed: false,
+                    submitted_at: "2026-11-01T11:00:00+00:00".into(),
+                    comments: vec![inline(3002, "bob", 43, "Nit: name the bound.")],
+                },
+            ],
+        )]);
         let mut store = Store {
             items,
+            branches,
+            reviews,
             next_comment_id: 1000,
             clock: 0,
         };
@@ -135,6 +226,10 @@ impl MemoryForge {
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
     }
 
     fn not_found(&self, n: IssueNumber) -> ForgeError {
@@ -175,7 +270,7 @@ impl Store {
     }
 }
 
-fn pr_of(item: &Item) -> Option<PullRequest> {
+fn pr_of(item: &Item, repo: &str) -> Option<PullRequest> {
     let (head, base) = item.pr.clone()?;
     let i = &item.issue;
     Some(PullRequest {
@@ -186,6 +281,7 @@ fn pr_of(item: &Item) -> Option<PullRequest> {
         merged: false,
         draft: i.number == 19,
         head,
+        head_repo: Some(repo.to_string()),
         base,
         user: i.user.clone(),
         url: i.url.clone(),
@@ -222,7 +318,7 @@ impl Forge for MemoryForge {
     fn read_pr(&self, n: IssueNumber) -> Result<PullRequest, ForgeError> {
         let store = self.store();
         let item = store.items.get(&n.get()).ok_or_else(|| self.not_found(n))?;
-        pr_of(item).ok_or_else(|| {
+        pr_of(item, &self.full_name()).ok_or_else(|| {
             ForgeError::NotFound(format!(
                 "#{} is an issue, not a pull request; read it with read_issue",
                 n.get()
@@ -253,10 +349,139 @@ impl Forge for MemoryForge {
             .ok_or_else(|| self.not_found(n))?;
         item.issue.body = body.as_str().to_string();
         item.issue.updated_at = ts;
-        Ok(match pr_of(item) {
-            Some(pr) => Updated::PullRequest(pr),
-            None => Updated::Issue(item.issue.clone()),
-        })
+        Ok(
+            match pr_of(item, &format!("{}/{}", self.owner, self.repo)) {
+                Some(pr) => Updated::PullRequest(pr),
+                None => Updated::Issue(item.issue.clone()),
+            },
+        )
+    }
+
+    fn read_reviews(&self, n: IssueNumber) -> Result<Vec<Review>, ForgeError> {
+        self.read_reviews_of(n)
+    }
+
+    fn default_branch(&self) -> Result<String, ForgeError> {
+        Ok(DEFAULT_BRANCH.into())
+    }
+
+    fn find_pr(&self, base: &str, head: &str) -> Result<Option<PullRequest>, ForgeError> {
+        let store = self.store();
+        // The latest PR for the pair, as Gitea's by-base-and-head lookup.
+        Ok(store
+            .items
+            .values()
+            .rev()
+            .find(|i| i.pr.as_ref().is_some_and(|(h, b)| h == head && b == base))
+            .and_then(|i| pr_of(i, &self.full_name())))
+    }
+
+    fn open_pr(
+        &self,
+        head: &str,
+        base: &str,
+        title: &Text,
+        body: &Text,
+    ) -> Result<PullRequest, ForgeError> {
+        self.open(head, base, title, body)
+    }
+
+    fn branch_commits(&self, base: &str, head: &str) -> Result<Vec<CommitInfo>, ForgeError> {
+        let store = self.store();
+        for branch in [base, head] {
+            if !store.branches.contains_key(branch) {
+                return Err(self.no_branch(branch));
+            }
+        }
+        Ok(store.branches[head].clone())
+    }
+
+    fn pr_commits(&self, n: IssueNumber) -> Result<Vec<CommitInfo>, ForgeError> {
+        let pr = self.read_pr(n)?;
+        Ok(self
+            .store()
+            .branches
+            .get(&pr.head)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl MemoryForge {
+    fn no_branch(&self, branch: &str) -> ForgeError {
+        ForgeError::NotFound(format!(
+            "branch '{branch}' does not exist in {}",
+            self.full_name()
+        ))
+    }
+}
+
+impl MemoryForge {
+    fn read_reviews_of(&self, n: IssueNumber) -> Result<Vec<Review>, ForgeError> {
+        self.read_pr(n)?;
+        Ok(self
+            .store()
+            .reviews
+            .get(&n.get())
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn open(
+        &self,
+        head: &str,
+        base: &str,
+        title: &Text,
+        body: &Text,
+    ) -> Result<PullRequest, ForgeError> {
+        let mut store = self.store();
+        for branch in [head, base] {
+            if !store.branches.contains_key(branch) {
+                return Err(self.no_branch(branch));
+            }
+        }
+        if head == base {
+            return Err(ForgeError::Rejected {
+                status: 422,
+                message: "head and base are the same branch".into(),
+            });
+        }
+        let open = store.items.values().find(|i| {
+            i.issue.state == State::Open
+                && i.pr.as_ref().is_some_and(|(h, b)| h == head && b == base)
+        });
+        if let Some(existing) = open {
+            return Err(ForgeError::Rejected {
+                status: 409,
+                message: format!(
+                    "pull request already exists for these targets [issue_id: {}, head_branch: {head}, base_branch: {base}]",
+                    existing.issue.number
+                ),
+            });
+        }
+        let number = store.items.keys().next_back().map_or(1, |n| n + 1);
+        let ts = store.now();
+        let issue = Issue {
+            number,
+            title: title.as_str().into(),
+            body: body.as_str().into(),
+            state: State::Open,
+            user: "agent-bot".into(),
+            labels: vec![],
+            assignees: vec![],
+            is_pull_request: true,
+            url: format!("http://forge.invalid/{}/pulls/{number}", self.full_name()),
+            created_at: ts.clone(),
+            updated_at: ts,
+        };
+        let item = Item {
+            issue,
+            pr: Some((head.into(), base.into())),
+            comments: vec![],
+        };
+        let pr = pr_of(&item, &self.full_name()).expect("a pull request item");
+        store.items.insert(number, item);
+        Ok(pr)
     }
 }
 
@@ -290,6 +515,31 @@ mod tests {
             f.read_issue(n(9999)),
             Err(ForgeError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn opened_pr_takes_the_next_number_and_duplicates_conflict() {
+        let f = MemoryForge::seeded("acme", "widgets");
+        let t = Text::new("Export the last row").unwrap();
+        let pr = f.open_pr("agent/issue-17", "main", &t, &t).unwrap();
+        assert_eq!(pr.number, 501);
+        assert_eq!(pr.head_repo.as_deref(), Some("acme/widgets"));
+        assert_eq!(
+            f.find_pr("main", "agent/issue-17")
+                .unwrap()
+                .map(|p| p.number),
+            Some(501)
+        );
+        let again = f.open_pr("agent/issue-17", "main", &t, &t).unwrap_err();
+        assert!(
+            matches!(again, ForgeError::Rejected { status: 409, .. }),
+            "{again}"
+        );
+        let missing = f.open_pr("agent/nope", "main", &t, &t).unwrap_err();
+        assert!(matches!(missing, ForgeError::NotFound(_)), "{missing}");
+        assert_eq!(f.pr_commits(n(501)).unwrap().len(), 2);
+        assert_eq!(f.read_reviews(n(18)).unwrap().len(), 2);
+        assert!(f.read_reviews(n(17)).is_err(), "an issue has no reviews");
     }
 
     #[test]

@@ -8,8 +8,24 @@ pub mod gitea;
 pub mod memory;
 
 use forge_protocol::{
-    Comment, ErrorCode, Issue, IssueNumber, PullRequest, RpcError, Text, Updated,
+    Comment, ErrorCode, Issue, IssueNumber, PullRequest, Review, RpcError, Text, Updated,
 };
+
+/// A commit of a branch or pull request: what the text checker reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Full commit id.
+    pub sha: String,
+    /// The whole commit message.
+    pub message: String,
+}
+
+impl CommitInfo {
+    /// The abbreviated id git shows (7 characters).
+    pub fn short(&self) -> &str {
+        self.sha.get(..7).unwrap_or(&self.sha)
+    }
+}
 
 /// A forge holding one repository. Every method blocks; call from a blocking pool.
 pub trait Forge: Send + Sync {
@@ -36,6 +52,29 @@ pub trait Forge: Send + Sync {
     fn post_comment(&self, number: IssueNumber, body: &Text) -> Result<Comment, ForgeError>;
     /// Replace the description.
     fn update_description(&self, number: IssueNumber, body: &Text) -> Result<Updated, ForgeError>;
+    /// The reviews of a pull request with their inline comments, oldest first, all pages.
+    fn read_reviews(&self, number: IssueNumber) -> Result<Vec<Review>, ForgeError>;
+    /// The repository's default branch.
+    fn default_branch(&self) -> Result<String, ForgeError>;
+    /// The pull request from `head` (a branch of this repository, never a
+    /// fork's) into `base`, if there is one.
+    fn find_pr(&self, base: &str, head: &str) -> Result<Option<PullRequest>, ForgeError>;
+    /// Open a pull request from `head` (a branch of this repository) into
+    /// `base`. An open PR for the same head and base is
+    /// [`ForgeError::Rejected`] with status 409; a missing branch is
+    /// [`ForgeError::NotFound`] or a 422 whose message says to push it.
+    fn open_pr(
+        &self,
+        head: &str,
+        base: &str,
+        title: &Text,
+        body: &Text,
+    ) -> Result<PullRequest, ForgeError>;
+    /// The commits of `head` that `base` lacks (what a PR would bring), oldest first.
+    /// A branch that does not exist is [`ForgeError::NotFound`].
+    fn branch_commits(&self, base: &str, head: &str) -> Result<Vec<CommitInfo>, ForgeError>;
+    /// The commits of a pull request, all pages.
+    fn pr_commits(&self, number: IssueNumber) -> Result<Vec<CommitInfo>, ForgeError>;
 }
 
 /// What can go wrong talking to a forge. Messages never contain the token.

@@ -586,7 +586,7 @@ pub(crate) fn parse_query(query: &str) -> impl Iterator<Item = (String, String)>
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, as in a
 /// query string: an unescaped `+` in `since=…+08:00` becomes a space, which
 /// is exactly the client bug the check should catch).
-fn percent_decode(s: &str, plus_is_space: bool) -> String {
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

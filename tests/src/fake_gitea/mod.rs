@@ -24,6 +24,12 @@
 //! | `POST /repos/acme/widgets/issues/{n}/comments` | 201 `Comment`; empty body: 422 `[Body]: Required`; missing issue: **500** |
 //! | `GET /repos/acme/widgets/pulls/{n}` | 200 `PullRequest`; a plain issue: 404 |
 //! | `PATCH /repos/acme/widgets/pulls/{n}` | **201** `PullRequest`; 404; 412 |
+//! | `POST /repos/acme/widgets/pulls` | **201** `PullRequest`, numbered from the issue sequence; missing head/base/title: 422 `[Head]: Required`; a missing branch or a fork head: 404; head = base: 422; an open PR for the same head and base: **409** |
+//! | `GET /repos/acme/widgets/pulls/{base}/{head}` | 200 the latest PR from `head` of this repository (never a fork's) into `base`; 404 |
+//! | `GET /repos/acme/widgets/pulls/{n}/reviews` | 200 `[PullReview]`, `page`/`limit` (30, at most 50), `X-Total-Count`; 404 |
+//! | `GET /repos/acme/widgets/pulls/{n}/reviews/{id}/comments` | 200 `[PullReviewComment]`, all; 404 |
+//! | `GET /repos/acme/widgets/pulls/{n}/commits` | 200 `[Commit]`, paginated, `X-Total`, `X-HasMore`, `Link`; 404 |
+//! | `GET /repos/acme/widgets/compare/{base}...{head}` | 200 `Compare`; a missing branch: 404 |
 //! | anything else in the spec | 404 `{"message":"not found",…}` |
 //! | anything not in the spec | 404, and a contract violation |
 //!
@@ -58,8 +64,9 @@ use contract::{Contract, RequestView};
 use render::Urls;
 use routes::Reply;
 pub use seed::{
-    ASSIGNED_ISSUE, ASSIGNED_PR, BOT_LOGIN, FakeComment, FakeIssue, FakePull, MERGED_PR,
-    MOVED_OWNER, OUT_OF_SCOPE_ISSUE, OWNER, REPO, TOKEN,
+    AGENT_BRANCH, ASSIGNED_ISSUE, ASSIGNED_PR, BOT_LOGIN, DEFAULT_BRANCH, FakeComment, FakeCommit,
+    FakeIssue, FakePull, FakeReview, FakeReviewComment, MERGED_PR, MOVED_OWNER, OUT_OF_SCOPE_ISSUE,
+    OWNER, REPO, TOKEN,
 };
 
 /// Largest request body the fake reads; a larger one gets 413.
@@ -400,6 +407,52 @@ impl FakeGitea {
             .into_iter()
             .cloned()
             .collect()
+    }
+
+    /// Pushes `branch` with these commit messages (oldest first), replacing
+    /// it if it exists.
+    pub fn push_branch(&self, branch: &str, messages: &[&str]) {
+        let at = seed::now();
+        let commits = messages
+            .iter()
+            .zip(0..)
+            .map(|(m, k)| seed::commit(branch, k, m, at))
+            .collect();
+        self.shared
+            .lock()
+            .store
+            .branches
+            .insert(branch.to_owned(), commits);
+    }
+
+    /// Opens a pull request outside the sidecar, from `head` of `head_repo`
+    /// (`acme/widgets`, or a fork such as `mallory/widgets`) into `base`;
+    /// returns its number.
+    pub fn add_pull(&self, head: &str, head_repo: &str, base: &str, author: &str) -> u64 {
+        self.shared.lock().store.add_pull(
+            head,
+            head_repo,
+            base,
+            author,
+            &format!("Changes from {head_repo}:{head}"),
+            "",
+        )
+    }
+
+    /// Adds a review to pull request `pull` with inline comments `(path,
+    /// line, body)` (a negative line is on the old side); returns its id.
+    pub fn add_review(
+        &self,
+        pull: u64,
+        author: &str,
+        state: &str,
+        body: &str,
+        inline: &[(&str, i64, &str)],
+    ) -> u64 {
+        self.shared
+            .lock()
+            .store
+            .add_review(pull, author, state, body, inline)
     }
 
     /// Every way a request so far broke the swagger spec: one line each,

@@ -8,7 +8,10 @@
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde_json::{Value, json};
 
-use super::seed::{self, FakeComment, FakeIssue, OWNER, REPO, REPO_ID, SEED_LABELS, Store};
+use super::seed::{
+    self, FakeComment, FakeCommit, FakeIssue, FakeReview, FakeReviewComment, OWNER, REPO, REPO_ID,
+    SEED_LABELS, Store,
+};
 
 /// The server's URLs, which depend on the port it got.
 #[derive(Clone, Debug)]
@@ -281,13 +284,32 @@ fn sha(seed: &str) -> String {
     out
 }
 
-fn branch(urls: &Urls, store: &Store, name: &str) -> Value {
+fn branch(urls: &Urls, store: &Store, name: &str, repo: &str) -> Value {
+    if repo.eq_ignore_ascii_case(seed::FULL_NAME) {
+        return json!({
+            "label": name,
+            "ref": name,
+            "sha": sha(name),
+            "repo_id": REPO_ID,
+            "repo": repository(urls, store),
+        });
+    }
+    // A fork: its own repository, owned by someone else.
+    let mut fork = repository(urls, store);
+    let (owner, name_part) = repo.split_once('/').unwrap_or((repo, REPO));
+    if let Value::Object(fields) = &mut fork {
+        fields.insert("id".into(), json!(REPO_ID + 1000));
+        fields.insert("full_name".into(), json!(repo));
+        fields.insert("name".into(), json!(name_part));
+        fields.insert("fork".into(), json!(true));
+        fields.insert("owner".into(), user(urls, owner));
+    }
     json!({
-        "label": name,
+        "label": format!("{owner}:{name}"),
         "ref": name,
         "sha": sha(name),
-        "repo_id": REPO_ID,
-        "repo": repository(urls, store),
+        "repo_id": REPO_ID + 1000,
+        "repo": fork,
     })
 }
 
@@ -335,8 +357,8 @@ pub(crate) fn pull_request(urls: &Urls, store: &Store, issue: &FakeIssue) -> Val
         "merge_commit_sha": merge_commit_sha,
         "merged_by": merged_by,
         "allow_maintainer_edit": false,
-        "base": branch(urls, store, &pull.base),
-        "head": branch(urls, store, &pull.head),
+        "base": branch(urls, store, &pull.base, seed::FULL_NAME),
+        "head": branch(urls, store, &pull.head, &pull.head_repo),
         "merge_base": sha(&format!("base-{}", issue.number)),
         "due_date": null,
         "created_at": ts(&issue.created_at),
@@ -355,6 +377,87 @@ pub(crate) fn pull_request(urls: &Urls, store: &Store, issue: &FakeIssue) -> Val
         fields.insert("changed_files".into(), json!(2));
     }
     value
+}
+
+/// A `PullReview` of pull request `issue`.
+pub(crate) fn review(urls: &Urls, issue: &FakeIssue, review: &FakeReview) -> Value {
+    let web = urls.issue_web(issue);
+    json!({
+        "id": review.id,
+        "user": user(urls, &review.author),
+        "team": null,
+        "state": review.state,
+        "body": review.body,
+        "commit_id": review.commit,
+        "stale": false,
+        "official": review.state == "APPROVED" || review.state == "REQUEST_CHANGES",
+        "dismissed": false,
+        "comments_count": review.comments.len(),
+        "submitted_at": ts(&review.submitted_at),
+        "updated_at": ts(&review.submitted_at),
+        "html_url": format!("{web}#issuecomment-{}", review.id),
+        "pull_request_url": web,
+    })
+}
+
+/// A `PullReviewComment` of `review`.
+pub(crate) fn review_comment(
+    urls: &Urls,
+    issue: &FakeIssue,
+    review: &FakeReview,
+    c: &FakeReviewComment,
+) -> Value {
+    let web = urls.issue_web(issue);
+    // Gitea: a positive line is on the new side (`position`), a negative
+    // one on the old side (`original_position`); the other is 0.
+    let (position, original) = if c.line >= 0 {
+        (c.line.unsigned_abs(), 0)
+    } else {
+        (0, c.line.unsigned_abs())
+    };
+    json!({
+        "id": c.id,
+        "body": c.body,
+        "user": user(urls, &c.author),
+        "resolver": null,
+        "pull_request_review_id": review.id,
+        "created_at": ts(&review.submitted_at),
+        "updated_at": ts(&review.submitted_at),
+        "path": c.path,
+        "commit_id": review.commit,
+        "original_commit_id": review.commit,
+        "diff_hunk": c.diff_hunk,
+        "position": position,
+        "original_position": original,
+        "html_url": format!("{web}/files#issuecomment-{}", c.id),
+        "pull_request_url": web,
+    })
+}
+
+/// A `Commit` (as listed for a pull request or a compare; no files, no stats).
+pub(crate) fn commit(urls: &Urls, c: &FakeCommit) -> Value {
+    let api = format!("{}/git/commits/{}", urls.repo_api(), c.sha);
+    let person =
+        json!({ "name": "Forge Bot", "email": "forge-bot@example.com", "date": ts(&c.at) });
+    json!({
+        "url": api,
+        "sha": c.sha,
+        "created": ts(&c.at),
+        "html_url": format!("{}/commit/{}", urls.repo_web(), c.sha),
+        "commit": {
+            "url": api,
+            "author": person,
+            "committer": person,
+            "message": c.message,
+            "tree": { "url": format!("{}/git/trees/{}", urls.repo_api(), c.sha), "sha": c.sha, "created": ts(&c.at) },
+            "verification": null,
+        },
+        "author": user(urls, seed::BOT_LOGIN),
+        "committer": user(urls, seed::BOT_LOGIN),
+        "parents": [],
+        "files": null,
+        "stats": null,
+    })
 }
 
 /// A `Comment` on `issue`.
@@ -409,6 +512,18 @@ mod tests {
             }
             for c in store.comments_of(issue.number) {
                 samples.push(("Comment", comment(&urls, issue, c)));
+            }
+        }
+        let pr = &store.issues[&ASSIGNED_PR];
+        for r in &store.reviews {
+            samples.push(("PullReview", review(&urls, pr, r)));
+            for c in &r.comments {
+                samples.push(("PullReviewComment", review_comment(&urls, pr, r, c)));
+            }
+        }
+        for commits in store.branches.values() {
+            for c in commits {
+                samples.push(("Commit", commit(&urls, c)));
             }
         }
         for (name, value) in samples {

@@ -10,9 +10,13 @@ use chrono::{DateTime, FixedOffset};
 use serde_json::{Map, Value};
 
 use super::Recorded;
-use super::contract::{Checked, parse_query};
+use super::contract::{Checked, parse_query, percent_decode};
 use super::render::{self, Urls};
-use super::seed::{self, BOT_LOGIN, BRANCHES, OWNER, REPO, Store, TOKEN};
+use super::seed::{self, BOT_LOGIN, FULL_NAME, OWNER, REPO, Store, TOKEN};
+
+/// Gitea's default and largest page size (`DEFAULT_PAGING_NUM`, `MAX_RESPONSE_ITEMS`).
+const DEFAULT_PAGE: usize = 30;
+const MAX_PAGE: usize = 50;
 
 /// An answer before it becomes an HTTP response.
 #[derive(Debug)]
@@ -75,6 +79,21 @@ pub(crate) fn respond(store: &mut Store, urls: &Urls, rec: &Recorded, checked: &
                 ("POST", ["issues", n, "comments"]) => create_comment(store, urls, number(n), rec),
                 ("GET", ["pulls", n]) => get_pull(store, urls, number(n)),
                 ("PATCH", ["pulls", n]) => edit_pull(store, urls, number(n), rec),
+                ("POST", ["pulls"]) => create_pull(store, urls, rec),
+                ("GET", ["pulls", n, "reviews"]) => list_reviews(store, urls, number(n), rec),
+                ("GET", ["pulls", n, "reviews", id, "comments"]) => {
+                    review_comments(store, urls, number(n), number(id))
+                }
+                ("GET", ["pulls", n, "commits"]) => pull_commits(store, urls, number(n), rec),
+                ("GET", ["pulls", base, head]) => pull_by_base_head(
+                    store,
+                    urls,
+                    &percent_decode(base, false),
+                    &percent_decode(head, false),
+                ),
+                ("GET", ["compare", basehead]) => {
+                    compare(store, urls, &percent_decode(basehead, false))
+                }
                 _ => Reply::not_found(urls),
             }
         }
@@ -198,7 +217,7 @@ fn edit_pull(store: &mut Store, urls: &Urls, number: Option<u64>, rec: &Recorded
         return Reply::not_found(urls);
     };
     let base = form.get("base").and_then(Value::as_str).unwrap_or("");
-    if !base.is_empty() && !BRANCHES.contains(&base) {
+    if !base.is_empty() && !store.branches.contains_key(base) {
         return Reply::not_found(urls);
     }
     if let Err(reply) = check_state(urls, &form, issue) {
@@ -210,6 +229,221 @@ fn edit_pull(store: &mut Store, urls: &Urls, number: Option<u64>, rec: &Recorded
     }
     let issue = issue.clone();
     Reply::json(201, render::pull_request(urls, store, &issue))
+}
+
+/// `POST /pulls`: Gitea's `CreatePullRequest`. `head` is a branch of this
+/// repository or `owner:branch` of a fork (the fake has no forks as
+/// repositories: 404); head, base and title are required (422); a missing
+/// branch is 404; an open PR for the same head and base is 409; the new
+/// PR takes the next number of the issue sequence.
+fn create_pull(store: &mut Store, urls: &Urls, rec: &Recorded) -> Reply {
+    let form = match bind(urls, rec) {
+        Ok(form) => form,
+        Err(reply) => return reply,
+    };
+    let field = |k: &str| form.get(k).and_then(Value::as_str).unwrap_or("");
+    for (key, name) in [("head", "Head"), ("base", "Base"), ("title", "Title")] {
+        if field(key).is_empty() {
+            return Reply::error(urls, 422, &format!("[{name}]: Required"));
+        }
+    }
+    let (head, base) = (field("head"), field("base"));
+    let head = match head.split_once(':') {
+        Some((owner, branch)) if owner.eq_ignore_ascii_case(OWNER) => branch,
+        Some(_) => return Reply::not_found(urls),
+        None => head,
+    };
+    if !store.branches.contains_key(head) || !store.branches.contains_key(base) {
+        return Reply::not_found(urls);
+    }
+    if head == base {
+        return Reply::error(
+            urls,
+            422,
+            "Invalid PullRequest: There are no changes between the head and the base",
+        );
+    }
+    let open = store.issues.values().find(|i| {
+        i.state == "open"
+            && i.pull
+                .as_ref()
+                .is_some_and(|p| p.head == head && p.base == base && p.head_repo == FULL_NAME)
+    });
+    if let Some(existing) = open {
+        let pull_id = existing.pull.as_ref().map_or(0, |p| p.id);
+        return Reply::error(
+            urls,
+            409,
+            &format!(
+                "pull request already exists for these targets [id: {pull_id}, issue_id: {}, head_repo_id: {}, base_repo_id: {}, head_branch: {head}, base_branch: {base}]",
+                existing.id,
+                seed::REPO_ID,
+                seed::REPO_ID
+            ),
+        );
+    }
+    let number = store.add_pull(
+        head,
+        FULL_NAME,
+        base,
+        BOT_LOGIN,
+        field("title"),
+        field("body"),
+    );
+    let issue = store.issues[&number].clone();
+    Reply::json(201, render::pull_request(urls, store, &issue))
+}
+
+/// `GET /pulls/{base}/{head}`: the latest PR from `head` of this
+/// repository (not a fork's branch of the same name) into `base`.
+fn pull_by_base_head(store: &Store, urls: &Urls, base: &str, head: &str) -> Reply {
+    let found = store.issues.values().rev().find(|i| {
+        i.pull
+            .as_ref()
+            .is_some_and(|p| p.head == head && p.base == base && p.head_repo == FULL_NAME)
+    });
+    match found {
+        Some(issue) => Reply::json(200, render::pull_request(urls, store, issue)),
+        None => Reply::not_found(urls),
+    }
+}
+
+/// `page` and `limit` as Gitea reads them: page from 1, limit defaulting
+/// to 30 and silently clamped to 50.
+fn paging(rec: &Recorded) -> (usize, usize) {
+    let (mut page, mut limit) = (1usize, 0usize);
+    for (key, value) in parse_query(rec.query.as_deref().unwrap_or("")) {
+        match key.as_str() {
+            "page" => page = value.parse().unwrap_or(1).max(1),
+            "limit" => limit = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let limit = if limit == 0 {
+        DEFAULT_PAGE
+    } else {
+        limit.min(MAX_PAGE)
+    };
+    (page, limit)
+}
+
+fn page_of<T: Clone>(all: &[T], page: usize, limit: usize) -> Vec<T> {
+    all.iter()
+        .skip((page - 1).saturating_mul(limit))
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
+/// `GET /pulls/{index}/reviews`: paginated, oldest first, with
+/// `X-Total-Count` (and no `Link`, as Gitea's handler).
+fn list_reviews(store: &Store, urls: &Urls, number: Option<u64>, rec: &Recorded) -> Reply {
+    let Some(issue) = number
+        .and_then(|n| store.issues.get(&n))
+        .filter(|i| i.is_pull_request())
+    else {
+        return Reply::not_found(urls);
+    };
+    let all: Vec<&seed::FakeReview> = store
+        .reviews
+        .iter()
+        .filter(|r| r.pull == issue.number)
+        .collect();
+    let (page, limit) = paging(rec);
+    let list: Vec<Value> = page_of(&all, page, limit)
+        .into_iter()
+        .map(|r| render::review(urls, issue, r))
+        .collect();
+    let mut reply = Reply::json(200, Value::from(list));
+    reply.headers.push(("X-Total-Count", all.len().to_string()));
+    reply
+}
+
+/// `GET /pulls/{index}/reviews/{id}/comments`: all inline comments of one
+/// review (not paginated).
+fn review_comments(store: &Store, urls: &Urls, number: Option<u64>, id: Option<u64>) -> Reply {
+    let Some(issue) = number
+        .and_then(|n| store.issues.get(&n))
+        .filter(|i| i.is_pull_request())
+    else {
+        return Reply::not_found(urls);
+    };
+    let Some(review) = store
+        .reviews
+        .iter()
+        .find(|r| Some(r.id) == id && r.pull == issue.number)
+    else {
+        return Reply::not_found(urls);
+    };
+    let list: Vec<Value> = review
+        .comments
+        .iter()
+        .map(|c| render::review_comment(urls, issue, review, c))
+        .collect();
+    Reply::json(200, Value::from(list))
+}
+
+/// `GET /pulls/{index}/commits`: the head branch's commits, paginated,
+/// with Gitea's `X-Total`, `X-HasMore`, ... and `Link` headers.
+fn pull_commits(store: &Store, urls: &Urls, number: Option<u64>, rec: &Recorded) -> Reply {
+    let Some(pull) = number
+        .and_then(|n| store.issues.get(&n))
+        .and_then(|i| i.pull.as_ref())
+    else {
+        return Reply::not_found(urls);
+    };
+    let all = store.branches.get(&pull.head).cloned().unwrap_or_default();
+    let (page, limit) = paging(rec);
+    let list: Vec<Value> = page_of(&all, page, limit)
+        .iter()
+        .map(|c| render::commit(urls, c))
+        .collect();
+    let pages = all.len().div_ceil(limit).max(1);
+    let has_more = page < pages;
+    let mut reply = Reply::json(200, Value::from(list));
+    let link = |p: usize, rel: &str| {
+        format!(
+            "<{}/repos/{OWNER}/{REPO}/pulls/{}/commits?limit={limit}&page={p}>; rel=\"{rel}\"",
+            urls.api(),
+            number.unwrap_or_default()
+        )
+    };
+    let mut links = Vec::new();
+    if has_more {
+        links.push(link(page + 1, "next"));
+        links.push(link(pages, "last"));
+    }
+    if page > 1 {
+        links.push(link(1, "first"));
+        links.push(link(page - 1, "prev"));
+    }
+    reply.headers.extend([
+        ("X-Total", all.len().to_string()),
+        ("X-Total-Count", all.len().to_string()),
+        ("X-PerPage", limit.to_string()),
+        ("X-Page", page.to_string()),
+        ("X-PageCount", pages.to_string()),
+        ("X-HasMore", has_more.to_string()),
+    ]);
+    if !links.is_empty() {
+        reply.headers.push(("Link", links.join(",")));
+    }
+    reply
+}
+
+/// `GET /compare/{base}...{head}`: the commits of head the base lacks.
+fn compare(store: &Store, urls: &Urls, basehead: &str) -> Reply {
+    let Some((base, head)) = basehead.split_once("...") else {
+        return Reply::not_found(urls);
+    };
+    let (Some(_), Some(commits)) = (store.branches.get(base), store.branches.get(head)) else {
+        return Reply::not_found(urls);
+    };
+    let list: Vec<Value> = commits.iter().map(|c| render::commit(urls, c)).collect();
+    Reply::json(
+        200,
+        serde_json::json!({ "total_commits": list.len(), "commits": list }),
+    )
 }
 
 /// Gitea's form binding: a JSON Content-Type, then a JSON object (an empty

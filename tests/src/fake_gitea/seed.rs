@@ -16,6 +16,13 @@
 //! | 20    | issue            | open           | text  |                                        |
 //! | 500   | issue            | open           | text  | outside any write scope                |
 //!
+//! Branches: `main` (the default), `develop`, `fix/empty-input` (#18's head,
+//! one commit `Handle empty input` + `Fixes #17`), `feature/colours` and
+//! `agent/issue-17` ([`AGENT_BRANCH`], pushed, two clean commits, no PR).
+//! Reviews: #18 has one `REQUEST_CHANGES` review by `alice` with one
+//! inline comment. Tests add branches, pull requests (also from forks) and
+//! reviews through [`super::FakeGitea`].
+//!
 //! All timestamps are in the server's zone, UTC+08:00, in whole seconds.
 
 use std::collections::BTreeMap;
@@ -47,8 +54,21 @@ pub const EMPTY_BODY_ISSUES: &[u64] = &[3, 12];
 pub const CLOSED_ISSUES: &[u64] = &[5, 10, 15];
 /// Database id of the repository.
 pub const REPO_ID: i64 = 42;
-/// Branches that exist in the repository (a PR's `base` must be one).
-pub const BRANCHES: &[&str] = &["main", "develop", "fix/empty-input", "feature/colours"];
+/// Branches that exist in the repository at the start (a PR's `base` and
+/// `head` must be branches).
+pub const BRANCHES: &[&str] = &[
+    "main",
+    "develop",
+    "fix/empty-input",
+    "feature/colours",
+    AGENT_BRANCH,
+];
+/// The repository's default branch.
+pub const DEFAULT_BRANCH: &str = "main";
+/// A pushed branch with no pull request yet: the agent's.
+pub const AGENT_BRANCH: &str = "agent/issue-17";
+/// `owner/repo` of the seeded repository.
+pub const FULL_NAME: &str = "acme/widgets";
 /// The server's time zone offset: not UTC, to catch clients that assume `Z`.
 pub const SERVER_UTC_OFFSET_SECS: i32 = 8 * 3600;
 
@@ -298,6 +318,9 @@ pub const SEED_COMMENTS: &[SeedComment] = &[
     },
 ];
 
+/// Inline review comments get ids above this one.
+pub const FIRST_REVIEW_COMMENT_ID: u64 = 80_000;
+
 /// The id the first comment created through the API gets.
 pub const FIRST_NEW_COMMENT_ID: u64 = 6001;
 
@@ -352,6 +375,57 @@ pub struct FakePull {
     pub merged_at: Option<DateTime<FixedOffset>>,
     /// Draft.
     pub draft: bool,
+    /// `owner/repo` of the head branch: this repository, or a fork.
+    pub head_repo: String,
+}
+
+/// A commit of a branch (one the default branch does not have).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeCommit {
+    /// 40 hex digits.
+    pub sha: String,
+    /// The whole message.
+    pub message: String,
+    /// Author and commit time.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A review of a pull request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeReview {
+    /// Forge-wide id.
+    pub id: u64,
+    /// The pull request's number.
+    pub pull: u64,
+    /// Login of the reviewer.
+    pub author: String,
+    /// Gitea's state: `APPROVED`, `REQUEST_CHANGES`, `COMMENT`, ...
+    pub state: String,
+    /// Summary text.
+    pub body: String,
+    /// Commit reviewed.
+    pub commit: String,
+    /// Submission time.
+    pub submitted_at: DateTime<FixedOffset>,
+    /// Inline comments.
+    pub comments: Vec<FakeReviewComment>,
+}
+
+/// An inline comment of a review.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeReviewComment {
+    /// Forge-wide id.
+    pub id: u64,
+    /// Login of the author.
+    pub author: String,
+    /// File.
+    pub path: String,
+    /// Line in the new file (positive), or in the old file (negative), as Gitea stores it.
+    pub line: i64,
+    /// Text.
+    pub body: String,
+    /// The diff hunk around the line.
+    pub diff_hunk: String,
 }
 
 /// A snapshot of a comment in the fake.
@@ -395,6 +469,29 @@ fn epoch() -> DateTime<FixedOffset> {
     at(2024, 5, 1, 12, 34, 56)
 }
 
+/// A stable fake commit id for the `k`-th commit of `branch`.
+pub(crate) fn commit_sha(branch: &str, k: u32) -> String {
+    let mut h: u64 = 0x8422_2325_cbf2_9ce4;
+    let mut out = String::new();
+    for round in 0u8..3 {
+        for b in branch.bytes().chain(k.to_le_bytes()).chain([round]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+    }
+    out.truncate(40);
+    out
+}
+
+/// The `k`-th commit of `branch`.
+pub(crate) fn commit(branch: &str, k: u32, message: &str, at: DateTime<FixedOffset>) -> FakeCommit {
+    FakeCommit {
+        sha: commit_sha(branch, k),
+        message: message.to_owned(),
+        at,
+    }
+}
+
 /// Looks up a seeded user.
 pub(crate) fn user(login: &str) -> Option<&'static SeedUser> {
     SEED_USERS.iter().find(|u| u.login == login)
@@ -407,6 +504,12 @@ pub(crate) struct Store {
     /// All comments in creation order (which is id order).
     pub comments: Vec<FakeComment>,
     next_comment_id: u64,
+    /// Branch name → its commits the default branch lacks, oldest first.
+    pub branches: BTreeMap<String, Vec<FakeCommit>>,
+    /// Every review, in creation order.
+    pub reviews: Vec<FakeReview>,
+    next_review_id: u64,
+    next_review_comment: u64,
 }
 
 impl Store {
@@ -427,6 +530,7 @@ impl Store {
                     merged: p.merged,
                     merged_at: if p.merged { closed_at } else { None },
                     draft: p.draft,
+                    head_repo: FULL_NAME.to_owned(),
                 });
                 let issue = FakeIssue {
                     number: seed.number,
@@ -466,11 +570,149 @@ impl Store {
                 }
             })
             .collect();
-        Store {
+        let mut branches: BTreeMap<String, Vec<FakeCommit>> = BRANCHES
+            .iter()
+            .map(|b| ((*b).to_owned(), Vec::new()))
+            .collect();
+        let at = epoch + Duration::days(20);
+        branches.insert(
+            "fix/empty-input".into(),
+            vec![commit(
+                "fix/empty-input",
+                0,
+                "Handle empty input\n\nFixes #17",
+                at,
+            )],
+        );
+        branches.insert(
+            AGENT_BRANCH.into(),
+            vec![
+                commit(
+                    AGENT_BRANCH,
+                    0,
+                    "Render an empty widget for empty input",
+                    at,
+                ),
+                commit(AGENT_BRANCH, 1, "Test render(\"\")", at),
+            ],
+        );
+        let mut store = Store {
             issues,
             comments,
             next_comment_id: FIRST_NEW_COMMENT_ID,
-        }
+            branches,
+            reviews: Vec::new(),
+            next_review_id: 900,
+            next_review_comment: 0,
+        };
+        store.add_review(
+            ASSIGNED_PR,
+            "alice",
+            "REQUEST_CHANGES",
+            "Please handle the whitespace-only case too.",
+            &[("src/render.rs", 12, "What about \"  \"?")],
+        );
+        store
+    }
+
+    /// The next issue number: after the highest one (PRs share the sequence).
+    pub(crate) fn next_number(&self) -> u64 {
+        self.issues.keys().next_back().map_or(1, |n| n + 1)
+    }
+
+    /// Adds a pull request (as if opened outside the sidecar) and returns its number.
+    pub(crate) fn add_pull(
+        &mut self,
+        head: &str,
+        head_repo: &str,
+        base: &str,
+        author: &str,
+        title: &str,
+        body: &str,
+    ) -> u64 {
+        let number = self.next_number();
+        let now = now();
+        let hours = i64::try_from(number).unwrap_or(0);
+        self.issues.insert(
+            number,
+            FakeIssue {
+                number,
+                id: 3000 + hours,
+                title: title.to_owned(),
+                body: body.to_owned(),
+                state: "open".into(),
+                author: author.to_owned(),
+                assignees: vec![],
+                labels: vec![],
+                created_at: now,
+                updated_at: now,
+                closed_at: None,
+                pull: Some(FakePull {
+                    id: 700 + hours,
+                    head: head.to_owned(),
+                    base: base.to_owned(),
+                    merged: false,
+                    merged_at: None,
+                    draft: false,
+                    head_repo: head_repo.to_owned(),
+                }),
+            },
+        );
+        number
+    }
+
+    /// Adds a review with inline comments `(path, line, body)` to pull
+    /// request `pull`; returns its id.
+    pub(crate) fn add_review(
+        &mut self,
+        pull: u64,
+        author: &str,
+        state: &str,
+        body: &str,
+        inline: &[(&str, i64, &str)],
+    ) -> u64 {
+        let id = self.next_review_id;
+        self.next_review_id += 1;
+        let comments = inline
+            .iter()
+            .map(|(path, line, text)| {
+                // Ids from their own range, so plain comments keep theirs.
+                self.next_review_comment += 1;
+                let cid = FIRST_REVIEW_COMMENT_ID + self.next_review_comment;
+                FakeReviewComment {
+                    id: cid,
+                    author: author.to_owned(),
+                    path: (*path).to_owned(),
+                    line: *line,
+                    body: (*text).to_owned(),
+                    diff_hunk: format!("@@ -{0},3 +{0},4 @@\n fn render(s: &str) {{\n+    if s.is_empty() {{ return Widget::empty(); }}", line.abs()),
+                }
+            })
+            .collect();
+        let head = self
+            .issues
+            .get(&pull)
+            .and_then(|i| i.pull.as_ref())
+            .map(|p| p.head.clone())
+            .unwrap_or_default();
+        let commit = self
+            .branches
+            .get(&head)
+            .and_then(|c| c.last())
+            .map_or_else(|| commit_sha(&head, 99), |c| c.sha.clone());
+        self.reviews.push(FakeReview {
+            id,
+            pull,
+            author: author.to_owned(),
+            state: state.to_owned(),
+            body: body.to_owned(),
+            commit,
+            submitted_at: epoch()
+                + Duration::days(40)
+                + Duration::minutes(i64::try_from(id).unwrap_or(0)),
+            comments,
+        });
+        id
     }
 
     /// The comments on issue `number`, oldest first.
