@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::types::DoneStatus;
+use crate::types::{DoneStatus, TextRules};
 
 /// Largest `op` event file, bytes: its caller-controlled parts are cut
 /// (method names to 64 characters, summaries and messages to 512, see
@@ -86,6 +86,10 @@ pub struct SessionStart {
     pub writable: Vec<u64>,
     /// The limits in force.
     pub limits: Limits,
+    /// The rules texts are checked against (keywords, per-text limits);
+    /// empty in events written before they were recorded.
+    #[serde(default)]
+    pub text: TextRules,
     /// Process id of the sidecar.
     pub pid: u32,
     /// The host's run this session belongs to (`FORGE_RUN_ID`); absent
@@ -195,6 +199,15 @@ pub struct Op {
     pub duration_ms: u64,
     /// Who called.
     pub peer: Option<Peer>,
+    /// For an allowed write: the distinct issues and pull requests outside
+    /// the writable set that its text refers to (`#500`, `other/repo#3`),
+    /// each of which gets a cross-reference notice. Absent for other calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_refs: Option<Vec<String>>,
+    /// For an allowed write: the distinct users and teams its text
+    /// mentions (`alice`, `org/team`), each of whom is notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
     /// Present on an `op` that stands for several calls over the audit rate
     /// (method as called -> number of calls, all with this `outcome`); such
     /// an event has `op` `(coalesced)`. Absent on the `op` of one call.

@@ -19,4 +19,6 @@ mod api;
 pub use api::{ForgeApiClient, ForgeApiServer};
 pub use error::{ErrorCode, RpcError};
 pub use params::{IssueNumber, Method, Text};
-pub use types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, State, Updated};
+pub use types::{
+    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, State, TextRules, Updated,
+};

@@ -144,4 +144,23 @@ pub struct ScopeInfo {
     pub writes_left: u32,
     /// Whether `signal_done` has been called.
     pub done: bool,
+    /// What the texts written may say: keywords refused before references
+    /// outside the scope, and the per-text limits.
+    pub text: TextRules,
+}
+
+/// The rules every text the sidecar writes is checked against, as
+/// reported by `scope` and in `session_start`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TextRules {
+    /// Closing keywords in force (lower case): Gitea's defaults plus the
+    /// configured ones. `<keyword> #N` is refused unless #N is writable.
+    pub close_keywords: Vec<String>,
+    /// Reopening keywords in force (lower case), likewise.
+    pub reopen_keywords: Vec<String>,
+    /// Most distinct references to issues or pull requests outside the
+    /// writable set in one text.
+    pub max_foreign_refs: u32,
+    /// Most distinct `@user` / `@org/team` mentions in one text.
+    pub max_mentions: u32,
 }

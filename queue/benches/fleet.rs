@@ -157,6 +157,7 @@ fn start(heartbeat_secs: u64) -> EventBody {
         },
         pid: std::process::id(),
         run: None,
+        text: Default::default(),
     })
 }
 
@@ -171,6 +172,8 @@ fn op(i: u64) -> EventBody {
         duration_ms: 12,
         peer: None,
         coalesced: None,
+        foreign_refs: None,
+        mentions: None,
     })
 }
 

@@ -165,6 +165,7 @@ fn start() -> EventBody {
             http_timeout_secs: 30,
             heartbeat_secs: 5,
         },
+        text: Default::default(),
         pid: std::process::id(),
         run: None,
     })
@@ -180,6 +181,8 @@ fn read_op(i: u64) -> EventBody {
         error: None,
         duration_ms: 12,
         peer: None,
+        foreign_refs: None,
+        mentions: None,
         coalesced: None,
     })
 }

@@ -549,6 +549,8 @@ mod tests {
             }),
             duration_ms: 1,
             peer: None,
+            foreign_refs: None,
+            mentions: None,
             coalesced: None,
         })
     }

@@ -83,6 +83,7 @@ mod tests {
                 http_timeout_secs: 1,
                 heartbeat_secs: 1,
             },
+            text: Default::default(),
             pid: 1,
             run: run.map(str::to_string),
         })

@@ -29,6 +29,8 @@ fn body() -> impl Strategy<Value = EventBody> {
                 error: None,
                 duration_ms: 1,
                 peer: None,
+                foreign_refs: None,
+                mentions: None,
                 coalesced: None,
             })),
         "\\PC{0,200}".prop_map(|summary| EventBody::Done(Done {

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use forge_protocol::IssueNumber;
 use forge_protocol::event::Limits;
+use forge_protocol::{IssueNumber, TextRules};
+
+use crate::text_check;
 use forge_queue::note::SigningKey;
 
 /// A secret whose `Debug` and `Display` print `***`.
@@ -131,6 +133,30 @@ pub struct ConfigArgs {
         default_value = "5"
     )]
     pub heartbeat_secs: String,
+    /// Closing keywords the forge accepts beyond Gitea's defaults, comma-separated (app.ini CLOSE_KEYWORDS).
+    #[arg(
+        long = "close-keywords",
+        env = "FORGE_CLOSE_KEYWORDS",
+        value_name = "WORD,WORD"
+    )]
+    pub close_keywords: Option<String>,
+    /// Reopening keywords beyond Gitea's defaults, comma-separated (app.ini REOPEN_KEYWORDS).
+    #[arg(
+        long = "reopen-keywords",
+        env = "FORGE_REOPEN_KEYWORDS",
+        value_name = "WORD,WORD"
+    )]
+    pub reopen_keywords: Option<String>,
+    /// Most distinct references to issues/PRs outside the writable set per text.
+    #[arg(
+        long = "max-foreign-refs",
+        env = "FORGE_MAX_FOREIGN_REFS",
+        default_value = "10"
+    )]
+    pub max_foreign_refs: String,
+    /// Most distinct @mentions per text.
+    #[arg(long = "max-mentions", env = "FORGE_MAX_MENTIONS", default_value = "5")]
+    pub max_mentions: String,
     /// The host's run: sessions of one run in one queue directory share the
     /// write budget and the done signal.
     #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
@@ -180,6 +206,8 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// Keywords and per-text limits every written text is checked against.
+    pub text: TextRules,
     /// Signs checkpoints of the queue; `Debug` prints `***`.
     pub signing_key: Option<SigningKey>,
     /// The host's run (`None`: the run of every session without one).
@@ -393,6 +421,28 @@ impl ConfigArgs {
         ));
         let signing_key = problems.take(self.signing_key());
         let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
+        let close_keywords = problems.take(
+            text_check::keyword_list(
+                &text_check::DEFAULT_CLOSE_KEYWORDS,
+                self.close_keywords.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad("FORGE_CLOSE_KEYWORDS (--close-keywords)", e)),
+        );
+        let reopen_keywords = problems.take(
+            text_check::keyword_list(
+                &text_check::DEFAULT_REOPEN_KEYWORDS,
+                self.reopen_keywords.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| bad("FORGE_REOPEN_KEYWORDS (--reopen-keywords)", e)),
+        );
+        let max_foreign_refs = problems.take(parse_text_limit(
+            "FORGE_MAX_FOREIGN_REFS (--max-foreign-refs)",
+            &self.max_foreign_refs,
+        ));
+        let max_mentions = problems.take(parse_text_limit(
+            "FORGE_MAX_MENTIONS (--max-mentions)",
+            &self.max_mentions,
+        ));
         let (
             Some(forge),
             Some(owner),
@@ -406,6 +456,10 @@ impl ConfigArgs {
             Some(timeout),
             Some(heartbeat),
             Some(signing_key),
+            Some(close_keywords),
+            Some(reopen_keywords),
+            Some(max_foreign_refs),
+            Some(max_mentions),
         ) = (
             forge,
             owner,
@@ -419,6 +473,10 @@ impl ConfigArgs {
             timeout,
             heartbeat,
             signing_key,
+            close_keywords,
+            reopen_keywords,
+            max_foreign_refs,
+            max_mentions,
         )
         else {
             return Err(ConfigErrors(problems.0));
@@ -426,6 +484,12 @@ impl ConfigArgs {
         if !problems.0.is_empty() {
             return Err(ConfigErrors(problems.0));
         }
+        let text = TextRules {
+            close_keywords,
+            reopen_keywords,
+            max_foreign_refs,
+            max_mentions,
+        };
         Ok(Config {
             forge,
             owner,
@@ -440,6 +504,7 @@ impl ConfigArgs {
             max_writes,
             http_timeout: Duration::from_secs(timeout.into()),
             heartbeat: Duration::from_secs(heartbeat.into()),
+            text,
             signing_key,
             run_id: run_id.flatten(),
         })
@@ -551,6 +616,22 @@ fn parse_number(setting: &'static str, v: &str) -> Result<IssueNumber, ConfigErr
         .ok_or_else(|| bad(setting, format!("'{v}' is not a positive issue number")))
 }
 
+/// A per-text limit: 0 to [`text_check::MAX_TEXT_LIMIT`] (each one found is
+/// listed in the audit event, which stays bounded).
+fn parse_text_limit(setting: &'static str, v: &str) -> Result<u32, ConfigError> {
+    let n: u32 = parse_nonneg(setting, v)?;
+    if n > text_check::MAX_TEXT_LIMIT {
+        return Err(bad(
+            setting,
+            format!(
+                "{n} is over {}: every reference and mention of a text is listed in its audit event",
+                text_check::MAX_TEXT_LIMIT
+            ),
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_nonneg<T: std::str::FromStr>(setting: &'static str, v: &str) -> Result<T, ConfigError> {
     v.trim()
         .parse()
@@ -611,6 +692,43 @@ mod tests {
         assert!(e.to_string().contains("FORGE_ISSUE_NUMBER"), "{e}");
         let e = parse(&["--forge", "memory", "--owner", "../etc"]).unwrap_err();
         assert!(e.to_string().contains("FORGE_OWNER"), "{e}");
+    }
+
+    #[test]
+    fn keywords_add_to_the_defaults_and_limits_parse() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.text, text_check::default_rules());
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--close-keywords",
+            " Schliesst, behebt ,fixes,",
+            "--reopen-keywords",
+            "öffnet",
+            "--max-foreign-refs",
+            "0",
+            "--max-mentions",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.text.close_keywords.len(), 11);
+        assert!(
+            c.text
+                .close_keywords
+                .ends_with(&["schliesst".into(), "behebt".into()])
+        );
+        assert_eq!(c.text.reopen_keywords.last().unwrap(), "öffnet");
+        assert_eq!((c.text.max_foreign_refs, c.text.max_mentions), (0, 2));
+        let e = parse(&["--forge", "memory", "--close-keywords", "fix-it"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("FORGE_CLOSE_KEYWORDS (--close-keywords): 'fix-it'"),
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--max-mentions=-1"]).unwrap_err();
+        assert!(e.to_string().contains("FORGE_MAX_MENTIONS"), "{e}");
+        let e = parse(&["--forge", "memory", "--max-foreign-refs", "51"]).unwrap_err();
+        assert!(e.to_string().contains("51 is over 50"), "{e}");
     }
 
     #[test]

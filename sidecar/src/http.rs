@@ -11,6 +11,11 @@
 //!   oldest idle connection when it is at its cap.
 //! - A connection over the cap is answered at once by [`refuse_now`] and
 //!   closed, holding no descriptor or task.
+//! - An answer is handed to hyper in chunks ([`ANSWER_CHUNK`]) and counted
+//!   in [`Unsent`] until its caller has taken it, so the bytes of answers
+//!   waiting for slow callers are bounded (forge reads wait while they are
+//!   over [`MAX_UNSENT_BYTES`]); a caller that takes longer than
+//!   [`ANSWER_WRITE_TIMEOUT`] to read an answer is disconnected.
 
 use std::future::Future;
 use std::io::{Read as _, Write as _};
@@ -24,7 +29,7 @@ use std::time::Instant;
 use forge_protocol::event::Peer;
 use forge_protocol::{ErrorCode, RpcError};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use jsonrpsee::core::BoxError;
@@ -38,6 +43,50 @@ use crate::service::Sidecar;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's body.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to read an answer.
+pub const ANSWER_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Answers are handed to hyper in pieces of this size, so hyper buffers
+/// little of an answer its caller is slow to read.
+pub const ANSWER_CHUNK: usize = 64 * 1024;
+/// Bytes of answers not yet taken by their callers above which forge reads
+/// wait (each answer is counted whole until it is taken).
+pub const MAX_UNSENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes of answers not yet taken by their callers, in all connections.
+#[derive(Debug, Default)]
+pub struct Unsent {
+    bytes: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Unsent {
+    /// The bytes counted now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Wait until fewer than `limit` bytes are counted.
+    pub async fn wait_below(&self, limit: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.bytes() < limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn sub(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::SeqCst);
+        self.drained.notify_waiters();
+    }
+}
 
 /// Milliseconds since the first call, the clock of [`Activity`].
 fn now_ms() -> u64 {
@@ -50,6 +99,8 @@ fn now_ms() -> u64 {
 pub struct Activity {
     requests: AtomicUsize,
     idle_since_ms: AtomicU64,
+    /// Since when an answer is being written (`u64::MAX`: none).
+    writing_since_ms: AtomicU64,
 }
 
 impl Default for Activity {
@@ -57,11 +108,18 @@ impl Default for Activity {
         Activity {
             requests: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(now_ms()),
+            writing_since_ms: AtomicU64::new(u64::MAX),
         }
     }
 }
 
 impl Activity {
+    /// How long the answer being written has been waiting for its caller.
+    fn writing_for(&self) -> Duration {
+        let since = self.writing_since_ms.load(Ordering::SeqCst);
+        Duration::from_millis(now_ms().saturating_sub(since))
+    }
+
     /// Since when the connection has been idle (ms on a private clock), or
     /// `None` while it is handling a request.
     pub fn idle_since(&self) -> Option<u64> {
@@ -75,8 +133,87 @@ impl Activity {
     }
 }
 
-/// A request in progress on a connection; dropping it marks the end.
+/// A request in progress on a connection (from its headers until its answer
+/// is taken); dropping it marks the end.
 struct Busy(Arc<Activity>);
+
+/// An answer on its way to its caller: handed to hyper in
+/// [`ANSWER_CHUNK`] pieces, counted in [`Unsent`] and keeping the
+/// connection busy until it is taken (dropped).
+struct Sending {
+    inner: HttpBody,
+    pending: Bytes,
+    counted: usize,
+    unsent: Arc<Unsent>,
+    busy: Busy,
+}
+
+impl Sending {
+    fn wrap(response: HttpResponse, unsent: &Arc<Unsent>, busy: Busy) -> HttpResponse {
+        response.map(|inner| {
+            let counted = usize::try_from(inner.size_hint().lower()).unwrap_or(usize::MAX);
+            unsent.add(counted);
+            busy.0.writing_since_ms.store(now_ms(), Ordering::SeqCst);
+            HttpBody::new(Sending {
+                inner,
+                pending: Bytes::new(),
+                counted,
+                unsent: Arc::clone(unsent),
+                busy,
+            })
+        })
+    }
+}
+
+impl hyper::body::Body for Sending {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = ANSWER_CHUNK.min(self.pending.len());
+                let chunk = self.pending.split_to(n);
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))));
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.pending = data,
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.inner.size_hint();
+        let pending = self.pending.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower() + pending);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + pending);
+        }
+        hint
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.busy
+            .0
+            .writing_since_ms
+            .store(u64::MAX, Ordering::SeqCst);
+        self.unsent.sub(self.counted);
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -125,13 +262,23 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let activity = Arc::clone(&service.activity);
     let conn = http1().serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn, stopped);
-    let result = tokio::select! {
-        result = &mut conn => result,
-        () = &mut stopped => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            result = &mut conn => break result,
+            () = &mut stopped => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = check.tick() => {
+                if activity.writing_for() > ANSWER_WRITE_TIMEOUT {
+                    tracing::info!("closing a connection whose caller did not read its answer in time");
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {
@@ -162,8 +309,8 @@ where
         let mut rpc = self.rpc.clone();
         let (peer, sidecar, limit) = (self.peer, Arc::clone(&self.sidecar), self.max_request_bytes);
         let busy = self.activity.busy();
+        let unsent = Arc::clone(self.sidecar.unsent());
         Box::pin(async move {
-            let _busy = busy;
             let (mut parts, body) = req.into_parts();
             let read =
                 tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
@@ -196,8 +343,10 @@ where
             if let Some(peer) = peer {
                 parts.extensions.insert(peer);
             }
-            rpc.call(hyper::Request::from_parts(parts, Full::new(bytes)))
-                .await
+            let response = rpc
+                .call(hyper::Request::from_parts(parts, Full::new(bytes)))
+                .await?;
+            Ok(Sending::wrap(response, &unsent, busy))
         })
     }
 }
@@ -279,4 +428,31 @@ fn error_response(status: hyper::StatusCode, err: &RpcError) -> HttpResponse {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_is_counted_until_taken_and_handed_over_in_chunks() {
+        let unsent = Arc::new(Unsent::default());
+        let activity = Arc::new(Activity::default());
+        let answer = HttpResponse::new(HttpBody::from(vec![b'x'; 200_000]));
+        let mut body = Sending::wrap(answer, &unsent, activity.busy()).into_body();
+        assert_eq!(unsent.bytes(), 200_000);
+        assert_eq!(activity.idle_since(), None, "busy while the answer waits");
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes, vec![65_536, 65_536, 65_536, 3_392]);
+        assert_eq!(unsent.bytes(), 200_000, "counted until the body is dropped");
+        drop(body);
+        assert_eq!(unsent.bytes(), 0);
+        assert!(activity.idle_since().is_some());
+        tokio::time::timeout(Duration::from_secs(1), unsent.wait_below(1))
+            .await
+            .expect("nothing waits once the answers are taken");
+    }
 }

@@ -8,7 +8,6 @@
 
 pub mod audit;
 pub mod client;
-pub mod closing;
 pub mod config;
 pub mod fds;
 pub mod flood;
@@ -20,3 +19,4 @@ pub mod scope;
 pub mod server;
 pub mod service;
 pub mod socket;
+pub mod text_check;

@@ -781,6 +781,7 @@ mod tests {
             max_writes: 100,
             http_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(60),
+            text: crate::text_check::default_rules(),
             signing_key: None,
             run_id: None,
         };

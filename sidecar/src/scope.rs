@@ -3,20 +3,23 @@
 //! Reads pass through to any number in the repository. A write must first
 //! be authorized ([`ScopedForge::authorize`]): the target must be the
 //! assigned issue or one of its PRs, the body within the size limit, the
-//! session's write budget not used up, and a new description must not carry
-//! a closing keyword aimed outside the scope (`closes #500` would close #500
-//! when the PR merges: a write outside the scope by other means). Only a [`WritePermit`] (which only
+//! session's write budget not used up, and the text must pass the text
+//! checker ([`crate::text_check`]): nothing in it may make the forge act
+//! outside the scope (`closes #500` would close #500 when the PR merges: a
+//! write outside the scope by other means), and its references and mentions
+//! stay within the per-text limits. Only a [`WritePermit`] (which only
 //! `authorize` makes) can be spent on a forge write, so no caller can skip
 //! the decision.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use forge_protocol::error::number_list;
-use forge_protocol::{Comment, ErrorCode, IssueNumber, Method, RpcError, ScopeInfo, Text, Updated};
+use forge_protocol::{
+    Comment, ErrorCode, IssueNumber, Method, RpcError, ScopeInfo, Text, TextRules, Updated,
+};
 
-use crate::closing::{ClosingRef, closing_refs};
 use crate::forge::{Forge, ForgeError};
+use crate::text_check::{self, Findings, Policy};
 
 /// The write scope and limits of a session.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct Scope {
     pub max_body_bytes: usize,
     /// Forge writes allowed in the session.
     pub max_writes: u32,
+    /// Keywords and per-text limits for every text written.
+    pub text: TextRules,
 }
 
 #[cfg(test)]
@@ -47,6 +52,7 @@ impl Scope {
             writable: vec![n(17), n(18)],
             max_body_bytes,
             max_writes,
+            text: text_check::default_rules(),
         }
     }
 }
@@ -55,6 +61,7 @@ impl Scope {
 pub struct ScopedForge {
     inner: Arc<dyn Forge>,
     scope: Scope,
+    policy: Policy,
     writes_used: AtomicU32,
 }
 
@@ -64,22 +71,25 @@ pub struct WritePermit {
     method: Method,
     number: IssueNumber,
     body: Text,
-    closing: Vec<ClosingRef>,
+    findings: Findings,
 }
 
 impl WritePermit {
-    /// The (in-scope) closing references the body carries, for the audit.
-    pub fn closing_refs(&self) -> &[ClosingRef] {
-        &self.closing
+    /// What the body refers to, mentions and closes (all allowed), for the audit.
+    pub fn findings(&self) -> &Findings {
+        &self.findings
     }
 }
 
 impl ScopedForge {
     /// Wrap `inner` in `scope`.
     pub fn new(inner: Arc<dyn Forge>, scope: Scope) -> Self {
+        let writable: Vec<u64> = scope.writable.iter().map(|n| n.get()).collect();
+        let policy = Policy::new(&scope.owner, &scope.repo, &writable, &scope.text);
         ScopedForge {
             inner,
             scope,
+            policy,
             writes_used: AtomicU32::new(0),
         }
     }
@@ -110,10 +120,12 @@ impl ScopedForge {
             writable: self.writable(),
             writes_left: self.writes_left(),
             done,
+            text: self.policy.rules().clone(),
         }
     }
 
-    /// Decide a write: scope, body size, budget. On success one unit of the
+    /// Decide a write: scope, body size, what the text makes the forge do,
+    /// budget. On success one unit of the
     /// budget is reserved; give it back with [`ScopedForge::release`] if the
     /// write is not sent.
     pub fn authorize(
@@ -137,32 +149,15 @@ impl ScopedForge {
             )
             .with_data(serde_json::json!({ "limit": "max_body_bytes", "max": self.scope.max_body_bytes, "size": body.len() })));
         }
-        let closing = if method == Method::UpdateDescription {
-            closing_refs(body.as_str())
-        } else {
-            vec![]
+        let subject = match method {
+            Method::PostComment => format!("comment to #{}", number.get()),
+            _ => format!("description of #{}", number.get()),
         };
-        if let Some(escape) = closing.iter().find(|r| {
-            !r.is_to(&self.scope.owner, &self.scope.repo) || !self.writable().contains(&r.number)
-        }) {
-            let target = escape.target();
-            return Err(RpcError::new(
-                ErrorCode::ScopeDenied,
-                format!(
-                    "description of #{} denied: '{escape}' would act on {target} when the pull request merges, \
-                     which is outside the assigned scope (writable: {}); mention it without a closing keyword \
-                     (e.g. 'see {target}')",
-                    number.get(),
-                    number_list(&self.writable())
-                ),
-            )
-            .with_data(serde_json::json!({
-                "number": number.get(),
-                "writable": self.writable(),
-                "referenced": target,
-                "keyword": escape.keyword.to_lowercase(),
-            })));
-        }
+        let findings = text_check::check(body.as_str(), &self.policy).map_err(|refusal| {
+            let mut err = refusal.to_rpc_error(&subject, &self.policy);
+            err.data["number"] = number.get().into();
+            err
+        })?;
         let reserved = self
             .writes_used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
@@ -182,7 +177,7 @@ impl ScopedForge {
             method,
             number,
             body,
-            closing,
+            findings,
         })
     }
 
@@ -278,31 +273,32 @@ mod tests {
     }
 
     #[test]
-    fn closing_keywords_outside_the_scope_are_denied() {
+    fn every_text_is_checked_for_what_it_makes_the_forge_do() {
         let f = scoped(5);
-        for body in [
-            "Closes #500",
-            "fixes acme/widgets#500",
-            "RESOLVES other/repo#17",
-            "reopens #3",
-        ] {
+        for method in [Method::PostComment, Method::UpdateDescription] {
+            for body in [
+                "Closes #500",
+                "fixes acme/widgets#500",
+                "RESOLVES other/repo#17",
+                ">reopens #3",
+            ] {
+                let err = f.authorize(method, n(18), text(body)).unwrap_err();
+                assert_eq!(err.code, ErrorCode::ScopeDenied, "{body}");
+                assert!(err.message.contains("the forge would"), "{}", err.message);
+                assert_eq!(err.data["number"], 18);
+            }
             let err = f
-                .authorize(Method::UpdateDescription, n(18), text(body))
+                .authorize(method, n(17), text("@a @b @c @d @e @f"))
                 .unwrap_err();
-            assert_eq!(err.code, ErrorCode::ScopeDenied, "{body}");
-            assert!(err.message.contains("would act on"), "{}", err.message);
+            assert_eq!(err.code, ErrorCode::LimitExceeded);
+            assert_eq!(err.data["limit"], "max_mentions");
         }
+        assert_eq!(f.writes_left(), 5, "a refused text must not use the budget");
         let permit = f
-            .authorize(
-                Method::UpdateDescription,
-                n(18),
-                text("Closes #17; see #500"),
-            )
+            .authorize(Method::PostComment, n(17), text("Closes #17; see #500"))
             .unwrap();
-        assert_eq!(permit.closing_refs().len(), 1);
-        // Comments do not close issues in Gitea: no keyword check there.
-        f.authorize(Method::PostComment, n(17), text("closes #500"))
-            .unwrap();
+        assert_eq!(permit.findings().closing.len(), 1);
+        assert_eq!(permit.findings().foreign_refs[0].to_string(), "#500");
     }
 
     #[test]
@@ -366,7 +362,7 @@ mod tests {
             }
         }
 
-        fn body() -> impl Strategy<Value = String> {
+        fn body() -> impl Strategy<Value = (String, bool)> {
             let keyword = prop_oneof![
                 Just(""),
                 Just("closes "),
@@ -375,20 +371,28 @@ mod tests {
                 Just("reopens "),
                 Just("see "),
             ];
+            // (reference, whether it is outside the writable set)
             let reference = prop_oneof![
-                (1u64..600).prop_map(|n| format!("#{n}")),
-                (1u64..600).prop_map(|n| format!("acme/widgets#{n}")),
-                (1u64..600).prop_map(|n| format!("other/repo#{n}")),
-                (1u64..600).prop_map(|n| format!("https://g.example/acme/widgets/pulls/{n}")),
+                (1u64..600).prop_map(|n| (format!("#{n}"), n != 17 && n != 18)),
+                (1u64..600).prop_map(|n| (format!("acme/widgets#{n}"), n != 17 && n != 18)),
+                (1u64..600).prop_map(|n| (format!("other/repo#{n}"), true)),
+                (1u64..600).prop_map(|n| (
+                    format!("https://g.example/acme/widgets/pulls/{n}"),
+                    n != 17 && n != 18
+                )),
             ];
             (
                 proptest::collection::vec((keyword, reference), 1..4),
                 "[a-z .]{0,20}",
             )
                 .prop_map(|(parts, tail)| {
-                    let mut s: String = parts.iter().map(|(k, r)| format!("{k}{r} ")).collect();
+                    let mut s: String =
+                        parts.iter().map(|(k, (r, _))| format!("{k}{r} ")).collect();
                     s.push_str(&tail);
-                    s
+                    let escapes = parts
+                        .iter()
+                        .any(|(k, (_, outside))| *outside && !k.is_empty() && *k != "see ");
+                    (s, escapes)
                 })
         }
 
@@ -404,8 +408,12 @@ mod tests {
                 let recording = Arc::new(Recording::default());
                 let scope = Scope::for_tests(1024, max_writes);
                 let forge = ScopedForge::new(recording.clone(), scope);
-                for (comment, number, body) in calls {
+                let mut escaping = std::collections::HashSet::new();
+                for (comment, number, (body, escapes)) in calls {
                     let method = if comment { Method::PostComment } else { Method::UpdateDescription };
+                    if escapes {
+                        escaping.insert(body.clone());
+                    }
                     if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
                         let _ = forge.write(&permit);
                     }
@@ -414,15 +422,10 @@ mod tests {
                 prop_assert!(writes.len() <= max_writes as usize);
                 for (method, number, body) in writes {
                     prop_assert!(number == 17 || number == 18, "write reached #{}", number);
-                    if method == Method::UpdateDescription {
-                        // Comments close nothing in Gitea; a description must not aim outside.
-                        for r in closing_refs(&body) {
-                            prop_assert!(
-                                r.is_to("acme", "widgets") && (r.number == 17 || r.number == 18),
-                                "description of #{} carries '{}'", number, r
-                            );
-                        }
-                    }
+                    prop_assert!(
+                        !escaping.contains(&body),
+                        "{} to #{} carries a keyword aimed outside: {:?}", method.name(), number, body
+                    );
                 }
             }
         }

@@ -109,6 +109,7 @@ impl Server {
             writable: config.writable(),
             max_body_bytes: config.max_body_bytes,
             max_writes: config.max_writes,
+            text: config.text.clone(),
         };
         let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
         let earlier =

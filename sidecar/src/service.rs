@@ -34,6 +34,7 @@ use crate::audit::AuditWriter;
 use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
+use crate::http::{MAX_UNSENT_BYTES, Unsent};
 use crate::scope::{ScopedForge, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
@@ -54,6 +55,7 @@ pub struct Sidecar {
     forge_slots: Semaphore,
     in_flight: Arc<InFlight>,
     rate: AuditRate,
+    unsent: Arc<Unsent>,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -63,6 +65,8 @@ struct CallInfo {
     target: Option<u64>,
     peer: Option<Peer>,
     started: Instant,
+    /// For an allowed write: the foreign references and mentions of its text.
+    reach: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// Whether a call's `op` event may be coalesced with others.
@@ -119,6 +123,7 @@ impl Sidecar {
             forge_slots: Semaphore::new(MAX_FORGE_CALLS),
             in_flight: Arc::default(),
             rate: AuditRate::default(),
+            unsent: Arc::default(),
         }
     }
 
@@ -138,6 +143,11 @@ impl Sidecar {
         self.audit.queue().session()
     }
 
+    /// The bytes of answers waiting for their callers (counted by the HTTP layer).
+    pub fn unsent(&self) -> &Arc<Unsent> {
+        &self.unsent
+    }
+
     /// The queue writer (for the heartbeat).
     pub fn queue(&self) -> &Arc<QueueWriter> {
         self.audit.queue()
@@ -155,6 +165,7 @@ impl Sidecar {
             issue: config.issue.get(),
             writable: self.forge.writable(),
             limits: config.limits(),
+            text: config.text.clone(),
             pid: std::process::id(),
             run: self.run.clone(),
         });
@@ -234,6 +245,8 @@ impl Sidecar {
                 error: None,
                 duration_ms: 0,
                 peer: None,
+                foreign_refs: None,
+                mentions: None,
                 coalesced: Some(by_op),
             });
             if let Err(cause) = self.emit(op).await {
@@ -429,7 +442,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<ForgeWrite, RpcError> {
-        let call = self.begin(method.name(), Some(n), peer);
+        let mut call = self.begin(method.name(), Some(n), peer);
         let noun = if method == Method::PostComment {
             "comment to"
         } else {
@@ -456,11 +469,20 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let closing: Vec<String> = permit
-            .closing_refs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let findings = permit.findings();
+        let closing: Vec<String> = findings.closing.iter().map(ToString::to_string).collect();
+        // Each at most MAX_ECHO_CHARS, so the op event stays bounded.
+        let listed = |items: Vec<String>| items.iter().map(|s| quote(s).into_owned()).collect();
+        call.reach = Some((
+            listed(
+                findings
+                    .foreign_refs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            listed(findings.mentions.clone()),
+        ));
         let forge = Arc::clone(&self.forge);
         let result = tokio::task::spawn_blocking(move || forge.write(&permit))
             .await
@@ -472,6 +494,9 @@ impl Sidecar {
             .map_err(ForgeError::into_rpc);
         drop(slot);
         let summary = match (&result, method) {
+            (Ok(_), Method::PostComment) if !closing.is_empty() => {
+                format!("posted comment to #{} ({})", n.get(), closing.join(", "))
+            }
             (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
             (Ok(_), _) if !closing.is_empty() => {
                 format!(
@@ -500,10 +525,12 @@ impl Sidecar {
             target: target.map(IssueNumber::get),
             peer,
             started: Instant::now(),
+            reach: None,
         }
     }
 
-    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots.
+    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots, once the
+    /// answers waiting for their callers are under [`MAX_UNSENT_BYTES`].
     async fn on_forge<T, F>(&self, f: F) -> Result<T, RpcError>
     where
         T: Send + 'static,
@@ -512,6 +539,9 @@ impl Sidecar {
         if !self.forge.inner().blocks() {
             return f(self.forge.inner()).map_err(ForgeError::into_rpc);
         }
+        // Answers waiting for slow callers hold memory: no new forge answer
+        // while they are over the bound.
+        self.unsent.wait_below(MAX_UNSENT_BYTES).await;
         // Never closed, so acquiring cannot fail.
         let _slot = self.forge_slots.acquire().await.ok();
         let forge = Arc::clone(&self.forge);
@@ -556,6 +586,11 @@ impl Sidecar {
         });
         tracing::info!(op = %call.op, target = call.target, outcome = outcome.as_str(), "{summary}");
         let was_write = Method::from_name(&call.op).is_some_and(Method::writes_forge);
+        // What the text reached is recorded for writes that were allowed.
+        let (foreign_refs, mentions) = match call.reach {
+            Some((refs, mentions)) if outcome != Outcome::Denied => (Some(refs), Some(mentions)),
+            _ => (None, None),
+        };
         let op = EventBody::Op(Op {
             op_id: call.op_id,
             op: call.op,
@@ -565,6 +600,8 @@ impl Sidecar {
             error,
             duration_ms: call.started.elapsed().as_millis() as u64,
             peer: call.peer,
+            foreign_refs,
+            mentions,
             coalesced: None,
         });
         if let Err(cause) = self.emit(op).await {

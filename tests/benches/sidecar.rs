@@ -1334,6 +1334,8 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                     uid: 0,
                     gid: 0,
                 }),
+                foreign_refs: None,
+                mentions: None,
                 coalesced: None,
             });
             let t = Instant::now();

@@ -485,6 +485,75 @@ fn bridge_without_sidecar_initializes_reports_unreachable_and_recovers() {
     sidecar.stop();
 }
 
+/// A closing keyword hidden in Markdown is refused through the bridge just
+/// as on the socket, for both write tools, and nothing reaches the forge.
+#[tokio::test(flavor = "multi_thread")]
+async fn hidden_closing_keywords_are_refused_through_mcp() {
+    let gitea = forge_e2e::fake_gitea::FakeGitea::start();
+    let mut sidecar = SidecarProcess::against(&gitea, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _) = rmcp_bridge(
+        &sidecar.socket,
+        &dir.path().join("bridge.log"),
+        ProtocolVersion::V_2025_06_18,
+    )
+    .await;
+    for (tool, number) in [("post_comment", 17), ("update_description", 18)] {
+        for body in [
+            ">closes #5",
+            "Fixes the crash.\n\n*see*closes #5",
+            "|fixes #5|",
+        ] {
+            let result = call_tool(&client, tool, json!({"number": number, "body": body})).await;
+            assert_eq!(
+                result.is_error,
+                Some(true),
+                "{tool} {body:?}: {}",
+                text(&result)
+            );
+            let reason = text(&result);
+            assert!(reason.starts_with("scope_denied:"), "{reason}");
+            assert!(
+                reason.contains("#5") && reason.contains("instead"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("closes #5") || reason.contains("fixes #5"),
+                "{reason}"
+            );
+        }
+    }
+    let allowed = call_tool(
+        &client,
+        "post_comment",
+        json!({"number": 17, "body": "Closes #17; see #5"}),
+    )
+    .await;
+    assert_eq!(allowed.is_error, Some(false), "{}", text(&allowed));
+    tokio::time::timeout(WAIT, client.cancel())
+        .await
+        .expect("bridge closed in time")
+        .expect("close");
+    let writes = gitea.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "only the allowed comment reached the forge"
+    );
+    assert_eq!(writes[0].body_json().unwrap()["body"], "Closes #17; see #5");
+    let events = queue_events(&sidecar.queue);
+    let denied = events
+        .iter()
+        .filter(|e| e["kind"] == "op" && e["outcome"] == "denied")
+        .count();
+    assert_eq!(denied, 6);
+    assert_eq!(
+        ops(&events, "post_comment", 17).last().unwrap()["foreign_refs"],
+        json!(["#5"])
+    );
+    sidecar.stop();
+}
+
 #[test]
 fn typescript_sdk_client_compiles_the_schemas_strictly_and_calls_tools() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-ts");

@@ -158,6 +158,7 @@ fn backlog(dir: &Path, n: u64) -> String {
         },
         pid: 1,
         run: None,
+        text: Default::default(),
     })];
     bodies.extend((1..n - 2).map(|i| {
         EventBody::Intent(Intent {
@@ -542,6 +543,7 @@ fn a_stale_sidecar_is_published_and_settles_its_session() {
         },
         pid: 1,
         run: None,
+        text: Default::default(),
     }))
     .unwrap();
     let session = w.session().to_string();

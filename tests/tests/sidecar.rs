@@ -157,7 +157,13 @@ async fn every_method_returns_its_documented_shape() {
     let scope = ok(&c, "scope", json!({})).await;
     assert_eq!(
         scope,
-        json!({"owner": "acme", "repo": "widgets", "issue": 17, "writable": [17, 18], "writes_left": 97, "done": false})
+        json!({"owner": "acme", "repo": "widgets", "issue": 17, "writable": [17, 18], "writes_left": 97, "done": false,
+        "text": {
+            "close_keywords": ["close", "closes", "closed", "fix", "fixes", "fixed", "resolve", "resolves", "resolved"],
+            "reopen_keywords": ["reopen", "reopens", "reopened"],
+            "max_foreign_refs": 10,
+            "max_mentions": 5
+        }})
     );
 
     // Each allowed write reached the forge exactly once.

@@ -272,6 +272,7 @@ mod tests {
                     http_timeout_secs: 1,
                     heartbeat_secs,
                 },
+                text: Default::default(),
                 pid: 7,
                 run: None,
             }),

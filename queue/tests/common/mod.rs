@@ -36,6 +36,7 @@ pub fn session_start(heartbeat_secs: u64) -> EventBody {
             http_timeout_secs: 30,
             heartbeat_secs,
         },
+        text: Default::default(),
         pid: 4242,
         run: None,
     })
@@ -66,6 +67,8 @@ pub fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody 
         error,
         duration_ms: 3,
         peer: None,
+        foreign_refs: None,
+        mentions: None,
         coalesced: None,
     })
 }

@@ -1,0 +1,247 @@
+//! End to end: what a written text makes the forge do. The real sidecar
+//! process and Gitea client against the fake Gitea; every text of the
+//! corpus (`tests/corpus/text_check.json`) goes through the socket as a
+//! comment and as a description, and only the harmless ones reach the forge.
+
+use std::time::Duration;
+
+use forge_e2e::fake_gitea::FakeGitea;
+use forge_e2e::sidecar::SidecarProcess;
+use forge_sidecar::client::SocketClient;
+use serde_json::{Value, json};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CORPUS: &str = include_str!("../corpus/text_check.json");
+const WRITES: [(&str, u64); 2] = [("post_comment", 17), ("update_description", 18)];
+
+async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
+    SocketClient::new(&s.socket, CALL_TIMEOUT)
+        .call(method, Some(params))
+        .await
+        .expect("sidecar reachable")
+}
+
+fn corpus(section: &str) -> Vec<Value> {
+    let all: Value = serde_json::from_str(CORPUS).expect("the corpus is JSON");
+    all[section].as_array().expect("a corpus section").clone()
+}
+
+fn ops(s: &SidecarProcess) -> Vec<Value> {
+    s.events()
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .filter(|v| v["kind"] == "op")
+        .collect()
+}
+
+/// The bodies the fake Gitea received in writes.
+fn written_bodies(gitea: &FakeGitea) -> Vec<String> {
+    gitea
+        .writes()
+        .iter()
+        .filter_map(|w| w.body_json())
+        .filter_map(|b| b["body"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_corpus_gets_its_verdicts_for_comments_and_descriptions() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[("FORGE_MAX_WRITES", "1000")]);
+    let mut refused = 0;
+    for section in ["refused", "over_refused"] {
+        for entry in corpus(section) {
+            let (name, body) = (&entry["name"], &entry["text"]);
+            for (method, number) in WRITES {
+                let e = call(&s, method, json!({"number": number, "body": body}))
+                    .await
+                    .expect_err(&format!("{section} '{name}' was accepted by {method}"));
+                assert_eq!(e["code"], -32001, "{name} ({method}): {e}");
+                assert_eq!(e["data"]["referenced"], entry["referenced"], "{name}: {e}");
+                assert_eq!(e["data"]["number"], number, "{name}: {e}");
+                let message = e["message"].as_str().unwrap();
+                assert!(
+                    message.contains("outside the assigned scope") && message.contains("instead"),
+                    "{name}: {message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        gitea.writes().is_empty(),
+        "a refused text reached the forge: {:?}",
+        written_bodies(&gitea)
+    );
+    let harmless = corpus("harmless");
+    let mut refused_harmless = Vec::new();
+    for entry in &harmless {
+        for (method, number) in WRITES {
+            if let Err(e) = call(&s, method, json!({"number": number, "body": entry["text"]})).await
+            {
+                refused_harmless.push(format!("{} ({method}): {e}", entry["name"]));
+            }
+        }
+    }
+    assert!(
+        refused_harmless.is_empty(),
+        "{} of {} harmless writes refused:\n{}",
+        refused_harmless.len(),
+        harmless.len() * 2,
+        refused_harmless.join("\n")
+    );
+    let expected: Vec<String> = harmless
+        .iter()
+        .flat_map(|e| {
+            let text = e["text"].as_str().unwrap().to_string();
+            [text.clone(), text]
+        })
+        .collect();
+    assert_eq!(
+        written_bodies(&gitea),
+        expected,
+        "exactly the harmless texts, unchanged"
+    );
+    eprintln!(
+        "text corpus: {refused} refused writes as expected, {} harmless writes accepted, 0 refused",
+        expected.len()
+    );
+
+    // The audit: every refusal counted as denied (over the audit rate,
+    // refusals are coalesced into counts), every allowed write on its own
+    // event with what it reached. Stopped first: the last counts are written
+    // at the end of the session.
+    s.stop();
+    let ops = ops(&s);
+    let is_write = |name: &str| name == "post_comment" || name == "update_description";
+    let mut denied = 0;
+    let mut allowed = 0;
+    for op in &ops {
+        if let Some(by_op) = op["coalesced"].as_object() {
+            if op["outcome"] == "denied" {
+                denied += by_op
+                    .iter()
+                    .filter(|(name, _)| is_write(name))
+                    .map(|(_, n)| n.as_u64().unwrap())
+                    .sum::<u64>() as usize;
+            }
+        } else if is_write(op["op"].as_str().unwrap()) {
+            if op["outcome"] == "denied" {
+                assert!(op.get("foreign_refs").is_none(), "{op}");
+                denied += 1;
+            } else {
+                assert_eq!(op["outcome"], "ok", "{op}");
+                assert!(
+                    op["foreign_refs"].is_array() && op["mentions"].is_array(),
+                    "{op}"
+                );
+                allowed += 1;
+            }
+        }
+    }
+    assert_eq!((denied, allowed), (refused, expected.len()));
+}
+
+#[tokio::test]
+async fn configured_keywords_are_refused_and_shown() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(
+        &gitea,
+        &[
+            ("FORGE_CLOSE_KEYWORDS", "schliesst"),
+            ("FORGE_REOPEN_KEYWORDS", "Öffnet, reactivates"),
+        ],
+    );
+    for (body, keyword) in [
+        ("Schliesst #500", "schliesst"),
+        ("fixes #500", "fixes"),
+        ("> öffnet #500", "öffnet"),
+    ] {
+        for (method, number) in WRITES {
+            let e = call(&s, method, json!({"number": number, "body": body}))
+                .await
+                .unwrap_err();
+            assert_eq!(e["code"], -32001, "{body}: {e}");
+            assert_eq!(e["data"]["keyword"], keyword, "{e}");
+        }
+    }
+    assert!(gitea.writes().is_empty());
+    let scope = call(&s, "scope", json!({})).await.unwrap();
+    let close = scope["text"]["close_keywords"].as_array().unwrap();
+    assert!(
+        close.contains(&json!("schliesst")) && close.contains(&json!("fixes")),
+        "{scope}"
+    );
+    assert_eq!(
+        scope["text"]["reopen_keywords"],
+        json!(["reopen", "reopens", "reopened", "öffnet", "reactivates"])
+    );
+    assert_eq!(
+        (
+            &scope["text"]["max_foreign_refs"],
+            &scope["text"]["max_mentions"]
+        ),
+        (&json!(10), &json!(5))
+    );
+    let start = s.events().into_iter().map(|(_, _, v)| v).next().unwrap();
+    assert_eq!(start["kind"], "session_start");
+    assert_eq!(start["text"], scope["text"]);
+    s.stop();
+}
+
+#[tokio::test]
+async fn references_and_mentions_are_limited_and_audited() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let eleven: String = (501..512).map(|n| format!("#{n} ")).collect();
+    let six = "@a @b @c @d @e @org/team";
+    for (method, number) in WRITES {
+        let e = call(&s, method, json!({"number": number, "body": eleven}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e["code"].clone(), e["data"]["limit"].clone()),
+            (json!(-32005), json!("max_foreign_refs")),
+            "{e}"
+        );
+        let e = call(&s, method, json!({"number": number, "body": six}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e["code"].clone(), e["data"]["limit"].clone()),
+            (json!(-32005), json!("max_mentions")),
+            "{e}"
+        );
+        assert_eq!(ops(&s).last().unwrap()["outcome"], "denied");
+    }
+    assert!(gitea.writes().is_empty());
+    s.stop();
+
+    let mut s = SidecarProcess::against(
+        &gitea,
+        &[
+            ("FORGE_MAX_FOREIGN_REFS", "11"),
+            ("FORGE_MAX_MENTIONS", "6"),
+        ],
+    );
+    let body = format!("{eleven}\n\nCloses #17, see other/Repo#3? no: {six}");
+    let e = call(&s, "post_comment", json!({"number": 17, "body": body}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e["data"]["limit"], "max_foreign_refs",
+        "12 with other/repo#3: {e}"
+    );
+    let body = format!("{eleven}\n\nCloses #17. Thanks {six}");
+    call(&s, "post_comment", json!({"number": 17, "body": body}))
+        .await
+        .unwrap();
+    let op = ops(&s).pop().unwrap();
+    assert_eq!(op["outcome"], "ok");
+    assert_eq!(op["summary"], "posted comment to #17 (Closes #17)");
+    let refs: Vec<String> = (501..512).map(|n| format!("#{n}")).collect();
+    assert_eq!(op["foreign_refs"], json!(refs));
+    assert_eq!(op["mentions"], json!(["a", "b", "c", "d", "e", "org/team"]));
+    assert_eq!(written_bodies(&gitea), [body]);
+    s.stop();
+}
