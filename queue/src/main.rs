@@ -513,6 +513,17 @@ impl UntilDone {
         };
         let open = matches!(slot, None | Some(Settled::Stale));
         let before = *slot;
+        if let (Some(trust), Delivery::Event(e)) = (&self.trust, d)
+            && matches!(e.event.body, EventBody::Done(_))
+            && open
+            && trust.checkpoints_seen(d.dir()) == 0
+        {
+            eprintln!(
+                "forge-queue: {}: done at seq {} waits for a checkpoint signed by the key (none seen yet: does the sidecar have FORGE_SIGNING_KEY_FILE?)",
+                d.dir().display(),
+                e.event.seq
+            );
+        }
         match d {
             Delivery::Event(e) => match &e.event.body {
                 EventBody::Done(done) if open && self.trust.is_none() => {
@@ -561,6 +572,14 @@ impl UntilDone {
                 Some(Settled::Done(DoneStatus::Success)) => {}
                 Some(s) => eprintln!("forge-queue: {}: {}", dir.display(), describe(*s)),
                 None => eprintln!("forge-queue: {}: not settled", dir.display()),
+            }
+            if let Some(pending) = self.trust.as_ref().map(|t| t.pending(dir)) {
+                for (session, seq) in pending {
+                    eprintln!(
+                        "forge-queue: {}: done at seq {seq} of session {session} not acted on: no checkpoint signed by the key covered it",
+                        dir.display()
+                    );
+                }
             }
         }
         if any(|s| *s == Settled::Done(DoneStatus::Failure)) {
@@ -775,6 +794,40 @@ mod tests {
             backlog: 0,
             sha256: String::new(),
         })
+    }
+
+    #[test]
+    fn durations_have_units() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "0s", "m", "3d", "-1s", "1.5m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_watchdog_is_its_own_exit_code_below_no_done() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let watcher = Watcher::new([a.path(), b.path()], WatchOptions::default()).unwrap();
+        let mut until = UntilDone::new(watcher.dirs(), watcher.stop_handle(), None);
+        let watchdog = |dir: &Path| {
+            Delivery::Watchdog(forge_queue::watch::WatchdogNotice {
+                dir: dir.to_path_buf(),
+                at: chrono::Utc::now(),
+                session: None,
+                last_event_ts: None,
+                idle: Duration::from_secs(3),
+                limit: Duration::from_secs(2),
+            })
+        };
+        until.observe(&watchdog(a.path()));
+        until.observe(&done(b.path(), DoneStatus::Blocked));
+        assert_eq!(until.exit_code(), EXIT_WATCHDOG);
+        until.observe(&Delivery::Stale(notice(b.path())));
+        assert_eq!(until.exit_code(), EXIT_WATCHDOG, "a done is final");
     }
 
     #[test]

@@ -75,6 +75,7 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct DoneTrust {
     pending: HashMap<PathBuf, Vec<Pending>>,
+    checkpoints: HashMap<PathBuf, u64>,
 }
 
 impl DoneTrust {
@@ -119,6 +120,7 @@ impl DoneTrust {
                 settle(&dir, pending, judged, &mut verdicts);
             }
             Delivery::Checkpoint(c) => {
+                *self.checkpoints.entry(dir.clone()).or_default() += 1;
                 let Some(pending) = self.pending.get_mut(&dir) else {
                     return verdicts;
                 };
@@ -128,6 +130,19 @@ impl DoneTrust {
             _ => {}
         }
         verdicts
+    }
+
+    /// The `done` events of `dir` still waiting: (session, seq).
+    pub fn pending(&self, dir: &std::path::Path) -> Vec<(String, u64)> {
+        self.pending
+            .get(dir)
+            .map(|p| p.iter().map(|p| (p.session.clone(), p.seq)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Verified checkpoints delivered for `dir` so far.
+    pub fn checkpoints_seen(&self, dir: &std::path::Path) -> u64 {
+        self.checkpoints.get(dir).copied().unwrap_or(0)
     }
 
     /// Give up on every `done` still pending in `dir` (it settled another

@@ -343,3 +343,64 @@ fn a_missing_directory_is_an_error_and_new_cur_are_created() {
     );
     assert!(dir.join("new").is_dir() && dir.join("cur").is_dir());
 }
+
+#[test]
+fn checkpoints_are_delivered_after_their_events_and_forged_ones_are_refused() {
+    use forge_queue::checkpoint::{Checkpoint, CheckpointSigner};
+    use forge_queue::note::SigningKey;
+    let (_t, dir) = tempdir();
+    let key = SigningKey::generate("test").unwrap();
+    let w = QueueWriter::open(&dir)
+        .unwrap()
+        .with_checkpoints(CheckpointSigner {
+            key: key.clone(),
+            repository: "acme/widgets".into(),
+            issue: 17,
+        });
+    w.append(session_start(5)).unwrap();
+    w.append(done(DoneStatus::Success, "ok")).unwrap();
+    let options = WatchOptions {
+        notify: false,
+        checkpoint_key: Some(key.verifier()),
+        ..WatchOptions::default()
+    };
+    let mut watcher = Watcher::new([&dir], options).unwrap();
+    let mut seen = Vec::new();
+    watcher
+        .poll(|d: &Delivery| -> Result<(), ()> {
+            seen.push(match d {
+                Delivery::Checkpoint(c) => format!("checkpoint:{}", c.checkpoint.events),
+                other => label(other),
+            });
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, ["session_start:0", "done:1", "checkpoint:2"]);
+    assert!(
+        poll(&mut watcher).is_empty(),
+        "an unchanged checkpoint is not delivered again"
+    );
+
+    // Someone without the key rewrites the checkpoint.
+    let path = dir.join("checkpoint").join(w.session());
+    let text = key
+        .verifier()
+        .open(&fs::read(&path).unwrap())
+        .unwrap()
+        .to_string();
+    let mut claim = Checkpoint::parse(&text).unwrap();
+    claim.events = 3;
+    let forger = SigningKey::generate("test").unwrap();
+    fs::write(&path, claim.sign(&forger).unwrap()).unwrap();
+    let mut refused = Vec::new();
+    watcher
+        .poll(|d: &Delivery| -> Result<(), ()> {
+            if let Delivery::BadCheckpoint(f) = d {
+                refused.push(f.reason.clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("not signed by test+"), "{}", refused[0]);
+}

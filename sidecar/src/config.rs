@@ -517,6 +517,23 @@ impl ConfigArgs {
         };
         let raw = std::fs::read_to_string(path)
             .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+        // Whoever reads the key can sign checkpoints, a done among them: a
+        // key any user of the machine (the agent's, say) can read is refused.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(path)
+                .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?
+                .permissions(),
+        );
+        if mode & 0o007 != 0 {
+            return Err(bad(
+                SETTING,
+                format!(
+                    "{} is open to every user (mode {:04o}): anyone who reads it can sign checkpoints; make it readable by the sidecar's user only (chmod 600)",
+                    path.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
         // The parse error names what is wrong, never the key material.
         SigningKey::parse(&raw).map(Some).map_err(|e| {
             bad(
@@ -810,6 +827,8 @@ mod tests {
         let path = dir.path().join("k.skey");
         let key = SigningKey::generate("bottle").unwrap();
         std::fs::write(&path, format!("{}\n", key.expose_encoded())).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let p = path.to_str().unwrap();
         let c = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap();
         let got = c.signing_key.as_ref().unwrap();
@@ -817,6 +836,10 @@ mod tests {
         let secret = key.expose_encoded();
         let seed = secret.rsplit('+').next().unwrap();
         assert!(!format!("{c:?}").contains(seed));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
+        assert!(e.to_string().contains("mode 0644"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&path, "PRIVATE+KEY+bottle+00000000+AAAA\n").unwrap();
         let e = parse(&["--forge", "memory", "--signing-key-file", p]).unwrap_err();
         assert!(e.0[0].setting.starts_with("FORGE_SIGNING_KEY_FILE"), "{e}");

@@ -1,9 +1,15 @@
-//! The process's descriptor limit.
+//! The process's resource settings: descriptors and the heap.
 //!
 //! A connection storm must not run the sidecar out of descriptors (then it
 //! could not accept, write an event or its heartbeat). At start the soft
 //! `RLIMIT_NOFILE` is raised to the hard limit, and the connection cap is
 //! derived from the result ([`crate::server::connection_cap`]).
+//!
+//! Forge answers are large, short-lived buffers made on many blocking-pool
+//! threads; glibc's allocator would keep each freed one in a per-thread
+//! arena (and raise its mmap threshold to their size), so memory would grow
+//! with the number of threads that ever read a large answer
+//! ([`bound_heap`]).
 
 /// Raise the soft descriptor limit to the hard limit; returns the soft
 /// limit now in force (the old one if raising failed).
@@ -33,6 +39,23 @@ pub fn raise_nofile_limit() -> u64 {
         tracing::warn!(cause = %std::io::Error::last_os_error(), "cannot raise the descriptor limit");
     }
     limit.rlim_cur
+}
+
+/// Keep freed large buffers from staying resident: at most 2 malloc arenas,
+/// and buffers of 256 KiB or more mapped on their own (returned to the
+/// system when freed). Call before the runtime starts its threads. No-op
+/// where the C library is not glibc.
+pub fn bound_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; both values are
+        // valid for these parameters.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
+    }
 }
 
 #[cfg(test)]

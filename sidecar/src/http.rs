@@ -50,7 +50,7 @@ pub const ANSWER_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ANSWER_CHUNK: usize = 64 * 1024;
 /// Bytes of answers not yet taken by their callers above which forge reads
 /// wait (each answer is counted whole until it is taken).
-pub const MAX_UNSENT_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_UNSENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Bytes of answers not yet taken by their callers, in all connections.
 #[derive(Debug, Default)]

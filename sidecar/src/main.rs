@@ -81,6 +81,9 @@ fn main() -> ExitCode {
     }
     let tokens = TokenSource { env_token };
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        forge_sidecar::fds::bound_heap();
+    }
     // One async thread: requests are small and every blocking step (forge
     // HTTP, audit fsync) runs on its own thread, so a second scheduler
     // thread would only add cross-CPU wake-ups (see BENCHMARKS.md).
@@ -255,8 +258,12 @@ async fn check(config: Config) -> ExitCode {
     let writable: Vec<String> = config.writable().iter().map(ToString::to_string).collect();
     match verdict {
         Ok(Ok(user)) => {
+            let signing = match &config.signing_key {
+                Some(key) => format!("; checkpoints signed by {}", key.verifier().label()),
+                None => String::new(),
+            };
             println!(
-                "ok: forge {} reachable as '{user}', {}/{} and issue {} readable; writable: {}",
+                "ok: forge {} reachable as '{user}', {}/{} and issue {} readable; writable: {}{signing}",
                 config.forge_label(),
                 config.owner,
                 config.repo,

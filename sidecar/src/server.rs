@@ -95,11 +95,14 @@ impl Server {
             .await?
             .with_context(|| format!("open queue directory {}", config.queue_dir.display()))?;
         let queue = match &config.signing_key {
-            Some(key) => queue.with_checkpoints(CheckpointSigner {
-                key: key.clone(),
-                repository: format!("{}/{}", config.owner, config.repo),
-                issue: config.issue.get(),
-            }),
+            Some(key) => {
+                tracing::info!(key = %key.verifier().label(), "signing checkpoints");
+                queue.with_checkpoints(CheckpointSigner {
+                    key: key.clone(),
+                    repository: format!("{}/{}", config.owner, config.repo),
+                    issue: config.issue.get(),
+                })
+            }
             None => queue,
         };
         let scope = Scope {

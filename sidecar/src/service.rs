@@ -539,11 +539,12 @@ impl Sidecar {
         if !self.forge.inner().blocks() {
             return f(self.forge.inner()).map_err(ForgeError::into_rpc);
         }
-        // Answers waiting for slow callers hold memory: no new forge answer
-        // while they are over the bound.
-        self.unsent.wait_below(MAX_UNSENT_BYTES).await;
         // Never closed, so acquiring cannot fail.
         let _slot = self.forge_slots.acquire().await.ok();
+        // Answers waiting for slow callers hold memory: no new forge answer
+        // while they are over the bound (checked holding the slot, so no
+        // call that passed it earlier can start later).
+        self.unsent.wait_below(MAX_UNSENT_BYTES).await;
         let forge = Arc::clone(&self.forge);
         tokio::task::spawn_blocking(move || f(forge.inner()))
             .await

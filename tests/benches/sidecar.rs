@@ -24,6 +24,10 @@
 //!    comments of an issue holding 100 comments of 65 KB (fake Gitea), and
 //!    the queue's growth under a flood of refused calls (1 MB param names
 //!    from 4 connections), each beside its documented bound.
+//! 8. **Signed checkpoints**: signing and opening one checkpoint note,
+//!    publishing one (sign, write, fsync, rename) on tmpfs and disk, and
+//!    `read_issue` latency on a sidecar signing a checkpoint every second
+//!    versus one without a key (interleaved blocks).
 //!
 //! Every client (sidecar, direct Gitea, ping servers) is the same: one hyper
 //! HTTP/1.1 client connection per caller (`hyper::client::conn::http1`) on a
@@ -38,7 +42,7 @@
 //! - `SIDECAR_BENCH_DISK_DIR`: where the disk queues go (default `/var/tmp`);
 //! - `SIDECAR_BENCH_TMPFS_DIR`: where the tmpfs queues go (default `/dev/shm`);
 //! - `SIDECAR_BENCH_DISK_SECS`: time bound of the disk series (default 30);
-//! - `SIDECAR_BENCH_ONLY=append,added,floor,pinned,cold,done,mcp,limits`: only
+//! - `SIDECAR_BENCH_ONLY=append,added,floor,pinned,cold,done,mcp,limits,signed`: only
 //!   these phases;
 //! - `SIDECAR_BENCH_BIN`: another `forge-sidecar` build to run (e.g. one
 //!   with symbols, for `perf`);
@@ -128,6 +132,7 @@ fn main() {
     });
     phase("mcp", &mut report, &mut |r| mcp(&rt, &opts, &bins, r));
     phase("limits", &mut report, &mut |r| limits(&rt, &opts, &bins, r));
+    phase("signed", &mut report, &mut |r| signed(&rt, &opts, &bins, r));
 
     report.note("bench_wall_secs", started.elapsed().as_secs_f64());
     report.note(
@@ -1369,6 +1374,160 @@ fn queue_append(opts: &Opts, report: &mut Report) {
     );
     report.stats("append_tmpfs", &tmpfs);
     report.stats("append_disk", &disk);
+}
+
+/// 8. What signed checkpoints cost: in process, and on the call path.
+fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
+    use forge_queue::checkpoint::{Checkpoint, CheckpointSigner};
+    use forge_queue::note::SigningKey;
+    section("signed checkpoints: sign, open and publish one (in process)");
+    let key = SigningKey::generate("bench").expect("key");
+    let checkpoint = Checkpoint {
+        repository: format!("{OWNER}/{REPO}"),
+        issue: ASSIGNED_ISSUE,
+        session: "20261125T120000.000Z-0a1b2c".into(),
+        events: 1234,
+        last: "3a".repeat(32),
+        time: "2026-11-25T12:00:05.123Z".into(),
+    };
+    let n = opts.seq_calls;
+    let (mut sign, mut open) = (Samples::default(), Samples::default());
+    let verifier = key.verifier();
+    for _ in 0..n {
+        let t = Instant::now();
+        let note = checkpoint.sign(&key).expect("sign");
+        sign.push(t.elapsed());
+        let t = Instant::now();
+        Checkpoint::open(note.as_bytes(), &verifier).expect("open");
+        open.push(t.elapsed());
+    }
+    let publish = |root: &Path, n: usize, max: Duration| -> Samples {
+        let dir = tempfile::tempdir_in(root).expect("tempdir");
+        let writer = QueueWriter::open(dir.path())
+            .expect("queue")
+            .with_checkpoints(CheckpointSigner {
+                key: key.clone(),
+                repository: format!("{OWNER}/{REPO}"),
+                issue: ASSIGNED_ISSUE,
+            });
+        writer
+            .append(EventBody::Intent(forge_protocol::event::Intent {
+                op_id: 1,
+                op: "post_comment".into(),
+                target: ASSIGNED_ISSUE,
+            }))
+            .expect("append");
+        let deadline = Instant::now() + max;
+        let mut s = Samples::default();
+        for _ in 0..n {
+            let t = Instant::now();
+            writer.publish_checkpoint().expect("publish");
+            s.push(t.elapsed());
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        s
+    };
+    let tmpfs = publish(&opts.tmpfs, n / 2, WAIT).stats();
+    let disk = publish(&opts.disk, n / 2, Duration::from_secs(3)).stats();
+    for (figure, stats, key) in [
+        (
+            "sign one checkpoint (Ed25519)",
+            sign.stats(),
+            "checkpoint_sign",
+        ),
+        (
+            "open one checkpoint (parse + verify)",
+            open.stats(),
+            "checkpoint_open",
+        ),
+        (
+            "publish one checkpoint, tmpfs (sign, write, fsync, rename)",
+            tmpfs,
+            "checkpoint_publish_tmpfs",
+        ),
+        (
+            "publish one checkpoint, disk",
+            disk,
+            "checkpoint_publish_disk",
+        ),
+    ] {
+        report.row("8 signed", figure, stats.show(), "—", None, "", None);
+        report.stats(key, &stats);
+    }
+
+    section(
+        "read_issue latency: signing a checkpoint every second vs no key (memory forge, tmpfs)",
+    );
+    let keys = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
+    let key_file = keys.path().join("bench.skey");
+    fs::write(&key_file, format!("{}\n", key.expose_encoded())).expect("key file");
+    // The sidecar refuses a key every user can read.
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let env = |signed: bool| {
+        let mut env = vec![
+            ("FORGE_LOG".to_string(), "info".to_string()),
+            ("FORGE_HEARTBEAT_SECS".to_string(), "1".to_string()),
+        ];
+        if signed {
+            env.push((
+                "FORGE_SIGNING_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ));
+        }
+        env
+    };
+    let mut plain = Sidecar::start(
+        &bins.sidecar,
+        &opts.tmpfs,
+        &["--forge", "memory"],
+        &env(false),
+    );
+    let mut signing = Sidecar::start(
+        &bins.sidecar,
+        &opts.tmpfs,
+        &["--forge", "memory"],
+        &env(true),
+    );
+    let req = Req::read_issue();
+    let (p, s) = rt
+        .block_on(async {
+            let mut a = Http1::unix(&plain.socket).await?;
+            let mut b = Http1::unix(&signing.socket).await?;
+            let mut warm = Samples::default();
+            sequential(&mut a, &req, 500, WAIT, &mut warm).await?;
+            sequential(&mut b, &req, 500, WAIT, &mut warm).await?;
+            interleaved(&mut a, &req, &mut b, &req, n, opts.block, WAIT * 6, || {}).await
+        })
+        .unwrap_or_else(|e| panic!("{e}\nsidecar log:\n{}", signing.log()));
+    let checkpoints = signing.queue.join("checkpoint");
+    let signed_files = fs::read_dir(&checkpoints).map_or(0, |d| d.count());
+    plain.stop();
+    signing.stop();
+    let (p, s) = (p.stats(), s.stats());
+    report.row(
+        "8 signed",
+        "read_issue, no signing key",
+        p.show(),
+        "—",
+        None,
+        "",
+        None,
+    );
+    report.row(
+        "8 signed",
+        "read_issue, signing a checkpoint every second",
+        s.show(),
+        format!("no key p50 {}", us(p.p50)),
+        Some(s.p50 / p.p50),
+        "report",
+        None,
+    );
+    report.figure("signed_checkpoint_files", signed_files);
+    report.stats("read_issue_unsigned", &p);
+    report.stats("read_issue_signed", &s);
 }
 
 /// 1. read_issue through the sidecar → fake Gitea vs the same GET direct.

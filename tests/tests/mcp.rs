@@ -503,6 +503,8 @@ async fn hidden_closing_keywords_are_refused_through_mcp() {
             ">closes #5",
             "Fixes the crash.\n\n*see*closes #5",
             "|fixes #5|",
+            "`ok`resolves #5",
+            "closes [x](http://host/acme/widgets/issues/5)",
         ] {
             let result = call_tool(&client, tool, json!({"number": number, "body": body})).await;
             assert_eq!(
@@ -517,10 +519,7 @@ async fn hidden_closing_keywords_are_refused_through_mcp() {
                 reason.contains("#5") && reason.contains("instead"),
                 "{reason}"
             );
-            assert!(
-                reason.contains("closes #5") || reason.contains("fixes #5"),
-                "{reason}"
-            );
+            assert!(reason.contains("keyword '"), "{reason}");
         }
     }
     let allowed = call_tool(
@@ -546,7 +545,7 @@ async fn hidden_closing_keywords_are_refused_through_mcp() {
         .iter()
         .filter(|e| e["kind"] == "op" && e["outcome"] == "denied")
         .count();
-    assert_eq!(denied, 6);
+    assert_eq!(denied, 10);
     assert_eq!(
         ops(&events, "post_comment", 17).last().unwrap()["foreign_refs"],
         json!(["#5"])

@@ -174,7 +174,10 @@ impl Liveness {
             // Nothing can change before the reference ages past the limit.
             (change, threshold - age + Duration::from_millis(1))
         };
-        if let Some(limit) = self.watchdog.filter(|_| !self.stale && !self.fired) {
+        // Only a session that exists can be silent: a directory where no
+        // sidecar ever came up is a matter for the stale check.
+        let watched = self.session.is_some() && !self.stale && !self.fired;
+        if let Some(limit) = self.watchdog.filter(|_| watched) {
             let since = self
                 .last_event
                 .as_ref()
@@ -394,6 +397,13 @@ mod tests {
             l.check(at(32), Some(&beat(32))).change,
             Some(Change::Watchdog { .. })
         ));
+    }
+
+    #[test]
+    fn an_empty_directory_goes_stale_not_watchdog() {
+        let mut l = Liveness::new(at(0), 5, 3, Some(Duration::from_secs(2)));
+        assert_eq!(l.check(at(10), None).change, None);
+        assert_eq!(l.check(at(16), None).change, Some(Change::BecameStale));
     }
 
     #[test]

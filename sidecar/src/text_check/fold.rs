@@ -15,7 +15,10 @@ use std::borrow::Cow;
 use unicode_general_category::{GeneralCategory, get_general_category};
 
 /// `text` with its HTML entities (`&#99;`, `&num;`, `&nbsp;`) decoded, as a
-/// browser would show them; borrowed when there are none.
+/// browser would show them; borrowed when there are none. Gitea's stripper
+/// writes text nodes as they stand in the source, so it reads `&#99;loses`
+/// undecoded; the checker decodes anyway, because a reader, and any
+/// renderer that decodes first, sees `closes`.
 pub fn decode_entities(text: &str) -> Cow<'_, str> {
     if text.contains('&') {
         html_escape::decode_html_entities(text)

@@ -25,7 +25,6 @@
 //!   [`Findings`] for the audit.
 //!
 //! ```
-//! use forge_protocol::TextRules;
 //! use forge_sidecar::text_check::{check, default_rules, Policy};
 //!
 //! let policy = Policy::new("acme", "widgets", &[17, 18], &default_rules());
@@ -383,58 +382,19 @@ fn list(items: impl ExactSizeIterator<Item = String>) -> String {
 /// refers to and mentions.
 pub fn check(text: &str, policy: &Policy) -> Result<Findings, Refusal> {
     let mut closing: Vec<ActionRef> = Vec::new();
-    let mut readings = vec![(text.to_string(), false, false)];
-    let decoded = fold::decode_entities(text);
-    if decoded != text {
-        readings.push((decoded.into_owned(), true, false));
-    }
-    for i in 0..readings.len() {
-        if let Some(folded) = fold::fold_unicode(&readings[i].0) {
-            let entities = readings[i].1;
-            readings.push((folded, entities, true));
-        }
-    }
     let mut counted = None;
-    for (reading, entities_decoded, unicode_folded) in &readings {
-        let stripped = markdown::strip(reading);
-        let found = |view, excerpt: &str| Found {
-            view,
-            entities_decoded: *entities_decoded,
-            unicode_folded: *unicode_folded,
-            excerpt: excerpt_of(excerpt),
-        };
-        let mut raw_actions: Vec<(RawAction, View)> = Vec::new();
-        for a in policy.finder.actions(&stripped.text) {
-            raw_actions.push((a, View::Markdown));
-        }
-        for link in &stripped.links {
-            let Some(target) = policy.finder.link_reference(&link.destination) else {
-                continue;
-            };
-            let line_start = reading[..link.start].rfind('\n').map_or(0, |i| i + 1);
-            if let Some(keyword) = policy
-                .finder
-                .keyword_at_end(&reading[line_start..link.start])
-            {
-                let excerpt = format!("{keyword} {}", link.destination);
-                raw_actions.push((
-                    RawAction {
-                        keyword: keyword.to_string(),
-                        target,
-                        excerpt,
-                    },
-                    View::Link,
-                ));
-            }
-        }
-        for a in policy.finder.actions(reading) {
-            raw_actions.push((a, View::Raw));
-        }
-        for (raw, view) in raw_actions {
+    for reading in readings(text) {
+        let stripped = markdown::strip(&reading.text);
+        for (raw, view) in actions_in(&reading.text, &stripped, policy) {
             let action = ActionRef {
                 action: policy.action_of(&raw.keyword),
                 target: policy.reference(&raw.target),
-                found: found(view, &raw.excerpt),
+                found: Found {
+                    view,
+                    entities_decoded: reading.entities_decoded,
+                    unicode_folded: reading.unicode_folded,
+                    excerpt: excerpt_of(&raw.excerpt),
+                },
                 keyword: raw.keyword,
             };
             if !policy.in_scope(&action.target) {
@@ -447,10 +407,9 @@ pub fn check(text: &str, policy: &Policy) -> Result<Findings, Refusal> {
                 closing.push(action);
             }
         }
-        if counted.is_none() {
-            // Plain references and mentions as Gitea reads them: the Markdown view of the text as written.
-            counted = Some(count(&stripped, policy));
-        }
+        // Plain references and mentions as Gitea reads them: the Markdown
+        // view of the text as written (the first reading).
+        counted.get_or_insert_with(|| count(&stripped, policy));
     }
     let (foreign_refs, mentions) = counted.unwrap_or_default();
     if foreign_refs.len() > policy.rules.max_foreign_refs as usize {
@@ -470,6 +429,73 @@ pub fn check(text: &str, policy: &Policy) -> Result<Findings, Refusal> {
         mentions,
         closing,
     })
+}
+
+/// One way of reading a text.
+struct Reading {
+    text: String,
+    entities_decoded: bool,
+    unicode_folded: bool,
+}
+
+/// The text as written first, then with entities decoded, then each of
+/// those with Unicode folded (only the readings that differ).
+fn readings(text: &str) -> Vec<Reading> {
+    let mut all = vec![Reading {
+        text: text.to_string(),
+        entities_decoded: false,
+        unicode_folded: false,
+    }];
+    let decoded = fold::decode_entities(text);
+    if decoded != text {
+        all.push(Reading {
+            text: decoded.into_owned(),
+            entities_decoded: true,
+            unicode_folded: false,
+        });
+    }
+    for i in 0..all.len() {
+        if let Some(folded) = fold::fold_unicode(&all[i].text) {
+            let entities_decoded = all[i].entities_decoded;
+            all.push(Reading {
+                text: folded,
+                entities_decoded,
+                unicode_folded: true,
+            });
+        }
+    }
+    all
+}
+
+/// Every keyword + reference in one reading: in its Markdown view, before
+/// its links to issues, and in the raw text.
+fn actions_in(
+    text: &str,
+    stripped: &markdown::Stripped,
+    policy: &Policy,
+) -> Vec<(RawAction, View)> {
+    let finder = &policy.finder;
+    let mut found: Vec<(RawAction, View)> = finder
+        .actions(&stripped.text)
+        .into_iter()
+        .map(|a| (a, View::Markdown))
+        .collect();
+    for link in &stripped.links {
+        let Some(target) = finder.link_reference(&link.destination) else {
+            continue;
+        };
+        let line_start = text[..link.start].rfind('\n').map_or(0, |i| i + 1);
+        if let Some(keyword) = finder.keyword_at_end(&text[line_start..link.start]) {
+            let action = RawAction {
+                keyword: keyword.to_string(),
+                target,
+                excerpt: format!("{keyword} {}", link.destination),
+            };
+            found.push((action, View::Link));
+        }
+    }
+    found.extend(finder.actions(text).into_iter().map(|a| (a, View::Raw)));
+    found
 }
 
 /// Distinct foreign references and mentions in the Markdown view.
