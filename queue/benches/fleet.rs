@@ -28,7 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use forge_protocol::event::{EventBody, Limits, Op, Outcome, SessionStart};
+use forge_protocol::DoneStatus;
+use forge_protocol::event::{
+    Done, EventBody, Limits, Op, Outcome, OutcomeCounts, SessionEnd, SessionStart,
+};
 use forge_queue::QueueWriter;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -177,11 +180,21 @@ fn op(i: u64) -> EventBody {
     })
 }
 
-/// `n` events of one session written by the queue's writer.
+/// `n` events of one session written by the queue's writer, ending in
+/// `done` and `session_end` (so `watch --until-done` can finish).
 fn backlog(dir: &Path, n: u64) -> QueueWriter {
     let w = QueueWriter::open(dir).unwrap();
     let mut bodies = vec![start(3600)];
-    bodies.extend((1..n).map(op));
+    bodies.extend((1..n - 2).map(op));
+    bodies.push(EventBody::Done(Done {
+        status: DoneStatus::Success,
+        summary: "benchmark finished".into(),
+    }));
+    bodies.push(EventBody::SessionEnd(SessionEnd {
+        reason: "SIGTERM".into(),
+        counts: OutcomeCounts::default(),
+        done: true,
+    }));
     let mut it = bodies.into_iter().peekable();
     while it.peek().is_some() {
         for r in w.append_batch(it.by_ref().take(5_000).collect()) {
@@ -260,6 +273,11 @@ fn restart_midway(n: u64) {
         .args(["--durable", "bench"])
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut expected = 0u64;
     let (mut lost, mut dup, mut disorder) = (0u64, 0u64, 0u64);
     let _ = &session;
@@ -347,6 +365,11 @@ fn latency(samples: u64) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The shipper creates the stream with the first event (session_start).
+    while count(&queue, "cur") == 0 {
+        assert!(t0.elapsed() < TIMEOUT, "nothing shipped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut watch = forge_queue()
         .args([
             "watch",

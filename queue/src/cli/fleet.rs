@@ -192,7 +192,9 @@ pub fn watch(args: &WatchNatsArgs, until_done: bool, json: bool) -> anyhow::Resu
         batch: args.batch as usize,
         ack_wait: Duration::from_secs(args.ack_wait_secs),
     };
-    let mut watcher = StreamWatcher::connect(&options).with_context(|| format!("watch {url}"))?;
+    let mut watcher =
+        StreamWatcher::connect(&options, |warning| eprintln!("forge-queue: {warning}"))
+            .with_context(|| format!("watch {url}"))?;
     let mut until = until_done.then(SessionsSettled::default);
     let mut stdout = io::stdout().lock();
     let print = |d: &Delivery| -> io::Result<()> {

@@ -3,9 +3,12 @@
 //! ([`crate::render`]) and handles them with the same code.
 //!
 //! **Ack.** A message is acked to JetStream after the handler returns `Ok`
-//! for it, as the directory watcher moves a file after its handler. Delivery
-//! is at-least-once: a crash between the two delivers the message again;
-//! `(session, seq)` stays the idempotency key.
+//! for it, as the directory watcher moves a file after its handler. Acks
+//! lost to a server restart do not repeat events: the process remembers
+//! each session's highest seq handled and skips (acks) redeliveries. A
+//! crash of the process between handling and ack delivers the message
+//! again to the next process: at-least-once; `(session, seq)` stays the
+//! idempotency key.
 //!
 //! **Order.** One consumer process per durable name. Messages are handled
 //! one at a time in stream order (which is seq order per session), and at
@@ -20,7 +23,7 @@
 //! ended without done (abandoned), or stale; the run stops once every
 //! session seen is settled and the consumer has caught up with the stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,14 +73,23 @@ pub enum ConsumeError<E> {
 pub struct StreamWatcher {
     rt: tokio::runtime::Runtime,
     client: async_nats::Client,
+    js: jetstream::Context,
     consumer: PullConsumer,
+    options: ConsumeOptions,
     batch: usize,
+    warn: Box<dyn FnMut(String) + Send>,
+    /// Per session, the highest seq handled by this process.
+    printed: HashMap<String, Option<u64>>,
 }
 
 impl StreamWatcher {
     /// Connect, and get or create the durable consumer (recreating it from
-    /// its ack floor if a previous process left messages unacked).
-    pub fn connect(options: &ConsumeOptions) -> Result<StreamWatcher, NatsError> {
+    /// its ack floor if a previous process left messages unacked). Later
+    /// failures (server restarts) are retried; `warn` gets a line for each.
+    pub fn connect(
+        options: &ConsumeOptions,
+        warn: impl FnMut(String) + Send + 'static,
+    ) -> Result<StreamWatcher, NatsError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -85,17 +97,21 @@ impl StreamWatcher {
                 what: "start the async runtime".into(),
                 source: Box::new(e),
             })?;
-        let (client, consumer) = rt.block_on(async {
+        let (client, js, consumer) = rt.block_on(async {
             let client = super::connect(&options.conn, false).await?;
             let js = jetstream::new(client.clone());
             let consumer = durable_consumer(&js, options).await?;
-            Ok::<_, NatsError>((client, consumer))
+            Ok::<_, NatsError>((client, js, consumer))
         })?;
         Ok(StreamWatcher {
             rt,
             client,
+            js,
             consumer,
+            options: options.clone(),
             batch: options.batch.max(1),
+            warn: Box::new(warn),
+            printed: HashMap::new(),
         })
     }
 
@@ -106,42 +122,101 @@ impl StreamWatcher {
         mut until_done: Option<&mut SessionsSettled>,
         mut handler: impl FnMut(&Delivery) -> Result<(), E>,
     ) -> Result<(), ConsumeError<E>> {
-        let (consumer, batch, client) = (&self.consumer, self.batch, &self.client);
+        let batch = self.batch;
+        let (consumer, client, js, options, warn, printed) = (
+            &mut self.consumer,
+            &self.client,
+            &self.js,
+            &self.options,
+            &mut self.warn,
+            &mut self.printed,
+        );
         self.rt.block_on(async {
-            let result = async {
+            let mut delay = Duration::from_millis(100);
+            let result = loop {
+                let failure =
+                    match pass(consumer, batch, printed, &mut until_done, &mut handler).await {
+                        Ok(()) => break Ok(()),
+                        Err(ConsumeError::Handler(e)) => break Err(ConsumeError::Handler(e)),
+                        Err(ConsumeError::Nats(e)) => e,
+                    };
+                // The server went away or the fetch failed: once it answers
+                // again, resume right after the last ack (messages in
+                // flight would otherwise come back only after the ack wait,
+                // behind newer ones).
+                let mut failure = failure;
                 loop {
-                    let mut messages = consumer
-                        .batch()
-                        .max_messages(batch)
-                        .expires(Duration::from_secs(5))
-                        .messages()
-                        .await
-                        .map_err(|e| NatsError::js("fetch")(Box::new(e)))?;
-                    while let Some(message) = messages.next().await {
-                        let message = message.map_err(NatsError::js("fetch"))?;
-                        let (delivery, pending) = to_delivery(&message);
-                        handler(&delivery).map_err(ConsumeError::Handler)?;
-                        let kind = match delivery {
-                            // In the stream for audit and verify to report;
-                            // redelivering it would change nothing.
-                            Delivery::Invalid(_) => AckKind::Term,
-                            _ => AckKind::Ack,
-                        };
-                        message.ack_with(kind).await.map_err(NatsError::js("ack"))?;
-                        if let Some(until) = until_done.as_deref_mut() {
-                            until.observe(&delivery);
-                            if pending == 0 && until.all_settled() {
-                                return Ok(());
-                            }
+                    warn(format!(
+                        "{failure}; resuming after the last ack in {} ms",
+                        delay.as_millis()
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    match durable_consumer(js, options).await {
+                        Ok(c) => {
+                            *consumer = c;
+                            delay = Duration::from_millis(100);
+                            break;
                         }
+                        Err(e) => failure = e,
                     }
                 }
-            }
-            .await;
+            };
             // Acks are fire-and-forget: push the last ones out.
             let _ = client.flush().await;
             result
         })
+    }
+}
+
+/// Fetch and deliver until `until_done` is satisfied (`Ok`) or something
+/// fails. An event whose session already had this seq or a later one
+/// handled by this process (a redelivery after a lost ack) is acked
+/// without handling it again.
+async fn pass<E>(
+    consumer: &PullConsumer,
+    batch: usize,
+    printed: &mut HashMap<String, Option<u64>>,
+    until_done: &mut Option<&mut SessionsSettled>,
+    handler: &mut impl FnMut(&Delivery) -> Result<(), E>,
+) -> Result<(), ConsumeError<E>> {
+    loop {
+        let mut messages = consumer
+            .batch()
+            .max_messages(batch)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| NatsError::js("fetch")(Box::new(e)))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(NatsError::js("fetch"))?;
+            let (delivery, pending) = to_delivery(&message);
+            let seen = match &delivery {
+                Delivery::Event(e) => {
+                    let last = printed.entry(e.event.session.clone()).or_default();
+                    let seen = last.is_some_and(|l| e.event.seq <= l);
+                    *last = Some(e.event.seq.max(last.unwrap_or(0)));
+                    seen
+                }
+                _ => false,
+            };
+            if !seen {
+                handler(&delivery).map_err(ConsumeError::Handler)?;
+            }
+            let kind = match delivery {
+                // In the stream for audit and verify to report; redelivering
+                // it would change nothing.
+                Delivery::Invalid(_) => AckKind::Term,
+                _ => AckKind::Ack,
+            };
+            message.ack_with(kind).await.map_err(NatsError::js("ack"))?;
+            if let Some(until) = until_done.as_deref_mut() {
+                until.observe(&delivery);
+                if pending == 0 && until.all_settled() {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 
