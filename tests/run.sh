@@ -16,3 +16,8 @@ tests/nats/install.sh
 # End-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# The attack tests once more against the release build, built as the
+# Dockerfile builds the image (each binary on its own).
+cargo build --release --locked -p forge-sidecar
+cargo build --release --locked -p forge-queue
+cargo test --release --locked -p forge-e2e --test adversary
