@@ -189,6 +189,7 @@ fn backlog(dir: &Path, n: u64) -> QueueWriter {
     bodies.push(EventBody::Done(Done {
         status: DoneStatus::Success,
         summary: "benchmark finished".into(),
+        warnings: Vec::new(),
     }));
     bodies.push(EventBody::SessionEnd(SessionEnd {
         reason: "SIGTERM".into(),

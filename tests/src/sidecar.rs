@@ -6,10 +6,45 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use forge_sidecar::client::SocketClient;
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::fake_gitea::FakeGitea;
+
+/// How long a test's call may wait for the sidecar's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A socket client for `s`.
+pub fn client(s: &SidecarProcess) -> SocketClient {
+    SocketClient::new(&s.socket, CALL_TIMEOUT)
+}
+
+/// Call `method` and return its result; panics, naming the call, on a
+/// JSON-RPC error or an unreachable sidecar.
+pub async fn call_ok(c: &SocketClient, method: &str, params: Value) -> Value {
+    match c
+        .call(method, Some(params.clone()))
+        .await
+        .expect("sidecar reachable")
+    {
+        Ok(v) => v,
+        Err(e) => panic!("{method} {params} failed: {e}"),
+    }
+}
+
+/// Call `method` and return its JSON-RPC error; panics, naming the call,
+/// if it succeeds or the sidecar is unreachable.
+pub async fn call_err(c: &SocketClient, method: &str, params: Value) -> Value {
+    match c
+        .call(method, Some(params.clone()))
+        .await
+        .expect("sidecar reachable")
+    {
+        Ok(v) => panic!("{method} {params} succeeded unexpectedly: {v}"),
+        Err(e) => e,
+    }
+}
 
 /// How long a sidecar may take to start or stop.
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(15);

@@ -3,40 +3,9 @@
 //! joins the writable set on record, reviews are read page by page, and
 //! text Gitea acts on (PR title and body, commit messages) is checked.
 
-use std::time::Duration;
-
 use forge_e2e::fake_gitea::{AGENT_BRANCH, ASSIGNED_PR, BOT_LOGIN, FakeGitea};
-use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
-use forge_sidecar::client::SocketClient;
+use forge_e2e::sidecar::{SidecarProcess, call_err as err, call_ok as ok, client, workspace_bin};
 use serde_json::{Value, json};
-
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn client(s: &SidecarProcess) -> SocketClient {
-    SocketClient::new(&s.socket, CALL_TIMEOUT)
-}
-
-async fn ok(c: &SocketClient, method: &str, params: Value) -> Value {
-    match c
-        .call(method, Some(params.clone()))
-        .await
-        .expect("sidecar reachable")
-    {
-        Ok(v) => v,
-        Err(e) => panic!("{method} {params} failed: {e}"),
-    }
-}
-
-async fn err(c: &SocketClient, method: &str, params: Value) -> Value {
-    match c
-        .call(method, Some(params.clone()))
-        .await
-        .expect("sidecar reachable")
-    {
-        Ok(v) => panic!("{method} {params} succeeded unexpectedly: {v}"),
-        Err(e) => e,
-    }
-}
 
 /// A sidecar with no PR assigned, pushing to `branch`.
 fn agent_sidecar(gitea: &FakeGitea, branch: &str, extra: &[(&str, &str)]) -> SidecarProcess {

@@ -6,38 +6,10 @@ use std::time::Duration;
 use forge_e2e::fake_gitea::{
     ASSIGNED_ISSUE, ASSIGNED_PR, FakeGitea, Fault, FaultFilter, OUT_OF_SCOPE_ISSUE, TOKEN,
 };
-use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_e2e::sidecar::{SidecarProcess, call_err as err, call_ok as ok, client, workspace_bin};
 use forge_queue::sha256_hex;
 use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
-
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn client(s: &SidecarProcess) -> SocketClient {
-    SocketClient::new(&s.socket, CALL_TIMEOUT)
-}
-
-async fn ok(c: &SocketClient, method: &str, params: Value) -> Value {
-    match c
-        .call(method, Some(params.clone()))
-        .await
-        .expect("sidecar reachable")
-    {
-        Ok(v) => v,
-        Err(e) => panic!("{method} {params} failed: {e}"),
-    }
-}
-
-async fn err(c: &SocketClient, method: &str, params: Value) -> Value {
-    match c
-        .call(method, Some(params.clone()))
-        .await
-        .expect("sidecar reachable")
-    {
-        Ok(v) => panic!("{method} {params} succeeded unexpectedly: {v}"),
-        Err(e) => e,
-    }
-}
 
 async fn raw(c: &SocketClient, body: &str) -> (u16, Value) {
     let (status, bytes) = c

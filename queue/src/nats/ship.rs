@@ -5,7 +5,7 @@
 //! ```no_run
 //! use forge_queue::nats::ship::{ShipOptions, Shipper};
 //! use forge_queue::watch::{WatchOptions, Watcher};
-//! # fn options() -> ShipOptions { unimplemented!() }
+//! # fn options() -> ShipOptions { panic!("an example") }
 //!
 //! let mut shipper = Shipper::connect(options(), |warning| eprintln!("{warning}"))?;
 //! let mut watcher = Watcher::new(["/run/forge/queue"], WatchOptions::default())?;
