@@ -607,17 +607,7 @@ impl HttpFailure {
         match self {
             HttpFailure::Status {
                 status, location, ..
-            } if (300..400).contains(&status) => ForgeError::Rejected {
-                status,
-                message: format!(
-                    "the forge redirected to {}; redirects are not followed (the repository may have moved: \
-                     ask the operator to update FORGE_OWNER/FORGE_REPO)",
-                    location
-                        .as_deref()
-                        .map(redact_base)
-                        .unwrap_or_else(|| "an unknown location".into())
-                ),
-            },
+            } if (300..400).contains(&status) => redirected(status, location.as_deref()),
             HttpFailure::Status {
                 status, message, ..
             } if status == 429 || status >= 500 => ForgeError::Unavailable(format!(
@@ -657,17 +647,7 @@ impl HttpFailure {
                 status: status @ 300..400,
                 location,
                 ..
-            } => ForgeError::Rejected {
-                status,
-                message: format!(
-                    "the forge redirected to {}; redirects are not followed (the repository may have moved: \
-                     ask the operator to update FORGE_OWNER/FORGE_REPO)",
-                    location
-                        .as_deref()
-                        .map(redact_base)
-                        .unwrap_or_else(|| "an unknown location".into())
-                ),
-            },
+            } => redirected(status, location.as_deref()),
             HttpFailure::Status {
                 status, message, ..
             } => ForgeError::Rejected { status, message },
@@ -682,6 +662,21 @@ impl HttpFailure {
                 message: m,
             },
         }
+    }
+}
+
+/// A 3xx answer: never followed, since following one can turn a write into
+/// a read or send the token elsewhere.
+fn redirected(status: u16, location: Option<&str>) -> ForgeError {
+    ForgeError::Rejected {
+        status,
+        message: format!(
+            "the forge redirected to {}; redirects are not followed (the repository may have moved: \
+             ask the operator to update FORGE_OWNER/FORGE_REPO)",
+            location
+                .map(redact_base)
+                .unwrap_or_else(|| "an unknown location".into())
+        ),
     }
 }
 
