@@ -20,6 +20,15 @@ pub fn client(s: &SidecarProcess) -> SocketClient {
     SocketClient::new(&s.socket, CALL_TIMEOUT)
 }
 
+/// Call `method` on `s`: its result, or its JSON-RPC error; panics if the
+/// sidecar is unreachable.
+pub async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
+    client(s)
+        .call(method, Some(params))
+        .await
+        .expect("sidecar reachable")
+}
+
 /// Call `method` and return its result; panics, naming the call, on a
 /// JSON-RPC error or an unreachable sidecar.
 pub async fn call_ok(c: &SocketClient, method: &str, params: Value) -> Value {

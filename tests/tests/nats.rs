@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use forge_e2e::nats_server::{NatsServer, wait_exit};
-use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_e2e::sidecar::{SidecarProcess, call, workspace_bin};
 use forge_protocol::DoneStatus;
 use forge_protocol::event::{
     Done, EventBody, Intent, Limits, OutcomeCounts, SessionEnd, SessionStart,
@@ -18,7 +18,6 @@ use forge_queue::QueueWriter;
 use forge_queue::nats::subject;
 use forge_queue::render;
 use forge_queue::watch::{WatchOptions, Watcher};
-use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
 
 /// Bound on every command the tests run.
@@ -216,13 +215,6 @@ fn spawn_ship(server: &NatsServer, dirs: &[&Path], log: &Path, extra: &[&str]) -
         .stderr(fs::File::create(log).unwrap())
         .spawn()
         .expect("spawn ship")
-}
-
-async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
-    SocketClient::new(&s.socket, Duration::from_secs(30))
-        .call(method, Some(params))
-        .await
-        .expect("reachable")
 }
 
 #[tokio::test]

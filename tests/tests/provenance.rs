@@ -8,17 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use forge_e2e::sidecar::{SidecarProcess, queue_events, workspace_bin};
+use forge_e2e::sidecar::{SidecarProcess, call, queue_events, workspace_bin};
 use forge_queue::sha256_hex;
-use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
-
-async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
-    SocketClient::new(&s.socket, Duration::from_secs(30))
-        .call(method, Some(params))
-        .await
-        .expect("reachable")
-}
 
 fn forge_queue(args: &[&str], paths: &[&Path]) -> Output {
     Command::new(workspace_bin("forge-queue"))
