@@ -5,11 +5,13 @@
 //! [`Comment`]), the parameters and results of every method ([`params`],
 //! [`Method`]), the error codes ([`error`]), the jsonrpsee API trait
 //! ([`ForgeApiServer`] / [`ForgeApiClient`]), the JSON Schemas of params and
-//! results ([`schema`]) and the queue event schema ([`event`]). The crate does no I/O.
+//! results ([`schema`]), the OpenRPC document of it all ([`openrpc`]) and the
+//! queue event schema ([`event`]). The crate does no I/O.
 
 pub mod echo;
 pub mod error;
 pub mod event;
+pub mod openrpc;
 pub mod params;
 pub mod schema;
 pub mod types;

@@ -51,7 +51,7 @@ pub struct Scope {
     pub branch: Option<BranchName>,
     /// Bases `open_pr` may target besides the default branch.
     pub base_branches: Vec<BranchName>,
-    /// Pull requests `open_pr` may open in the session.
+    /// Pull requests `open_pr` may open in the run (its sessions share them).
     pub max_prs: u32,
     /// Keywords and per-text limits for every text written.
     pub text: TextRules,
@@ -433,8 +433,9 @@ impl ScopedForge {
             return Err(RpcError::new(
                 ErrorCode::LimitExceeded,
                 format!(
-                    "this session may open {} pull request(s) and has opened them (0 left); update the \
-                     open one with update_description, or ask a human",
+                    "this run may open {} pull request(s) and its sessions (this one or an earlier \
+                     one of the run) have opened them (0 left); update the open one with \
+                     update_description, or ask a human",
                     self.scope.max_prs
                 ),
             )
@@ -577,7 +578,7 @@ impl ScopedForge {
                 RpcError::new(
                     ErrorCode::LimitExceeded,
                     format!(
-                        "the session's budget of {} forge writes is used up (0 left); finish with signal_done or ask a human",
+                        "the run's budget of {} forge writes, shared by its sessions, is used up (0 left); finish with signal_done or ask a human",
                         self.scope.max_writes
                     ),
                 )

@@ -781,7 +781,7 @@ async fn write_budget_is_enforced_and_reported() {
         e["message"]
             .as_str()
             .unwrap()
-            .contains("budget of 2 forge writes is used up"),
+            .contains("the run's budget of 2 forge writes, shared by its sessions, is used up"),
         "{e}"
     );
     assert_eq!(ok(&c, "scope", json!([])).await["writes_left"], 0);
