@@ -77,7 +77,11 @@ impl ForgeHealth {
 
     /// The last known state.
     pub fn state(&self) -> ForgeState {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
     /// The `/health` line: the state and how long ago it was learned.
@@ -126,7 +130,9 @@ mod tests {
         assert_eq!(health.line(), "forge: not contacted yet");
         let _ = health.observe::<()>(Err(ForgeError::Unavailable("refused".into())));
         assert!(
-            health.line().starts_with("forge: unreachable (refused); learned "),
+            health
+                .line()
+                .starts_with("forge: unreachable (refused); learned "),
             "{}",
             health.line()
         );

@@ -16,10 +16,10 @@ use std::time::Duration;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use forge_sidecar::client::SocketClient;
 use forge_sidecar::config::{Config, ConfigArgs, ForgeConfig, Secret, TokenSource};
-use forge_sidecar::forge::{Forge, ForgeError};
-use forge_sidecar::forge_health::ForgeState;
 use forge_sidecar::forge::gitea::GiteaForge;
 use forge_sidecar::forge::memory::MemoryForge;
+use forge_sidecar::forge::{Forge, ForgeError};
+use forge_sidecar::forge_health::ForgeState;
 use forge_sidecar::server::Server;
 
 /// Scoped, audited forge access for a sandboxed coding agent.
@@ -409,7 +409,11 @@ async fn health(socket: &Path, timeout: Duration) -> ExitCode {
         Ok((200, body)) => {
             // The second line of the answer: the forge's last known state.
             let body = String::from_utf8_lossy(&body);
-            let forge = body.lines().nth(1).map(|l| format!("; {l}")).unwrap_or_default();
+            let forge = body
+                .lines()
+                .nth(1)
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default();
             say(&format!(
                 "ok: forge-sidecar is serving on {}{forge}",
                 socket.display()
@@ -462,12 +466,7 @@ async fn check(config: Config, token_from: &str) -> ExitCode {
     }
 }
 
-async fn call(
-    socket: &Path,
-    method: &str,
-    params: Option<&str>,
-    timeout: Duration,
-) -> ExitCode {
+async fn call(socket: &Path, method: &str, params: Option<&str>, timeout: Duration) -> ExitCode {
     let params = match params
         .map(serde_json::from_str::<serde_json::Value>)
         .transpose()

@@ -439,7 +439,9 @@ impl ScopedForge {
                     self.scope.max_prs
                 ),
             )
-            .with_data(serde_json::json!({ "limit": "max_prs", "max": self.scope.max_prs, "left": 0 })));
+            .with_data(
+                serde_json::json!({ "limit": "max_prs", "max": self.scope.max_prs, "left": 0 }),
+            ));
         }
         let commits = self
             .inner

@@ -678,7 +678,10 @@ impl Sidecar {
                     "the forge call failed internally ({e})"
                 )))
             });
-        let result = self.forge_health.observe(result).map_err(ForgeError::into_rpc);
+        let result = self
+            .forge_health
+            .observe(result)
+            .map_err(ForgeError::into_rpc);
         drop(slot);
         let summary = match (&result, method) {
             (Ok(_), Method::PostComment) if !closing.is_empty() => {
