@@ -17,7 +17,8 @@
 //!   JetStream stream, then ack it; `watch`, `audit` and `verify` take
 //!   `--nats URL` instead of directories to read the stream.
 //!
-//! Output to a stdout whose reader went away (`| head -1`) ends quietly, 0.
+//! Output to a stdout whose reader went away (`| head -1`) ends quietly:
+//! exit 0, but 2 for `watch`, whose exit code is its verdict.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -329,6 +330,12 @@ fn load_verifier(arg: &str) -> anyhow::Result<note::VerifierKey> {
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors itself.
     let cli = Cli::parse();
+    // watch's exit code is its verdict: a consumer that went away is not a
+    // success there (it stays 2, silently); elsewhere it is the end of the output.
+    let gone_code = match cli.command {
+        Command::Watch(_) => EXIT_ERROR,
+        _ => 0,
+    };
     let result = match cli.command {
         Command::Watch(args) => watch(args),
         Command::Audit(args) => audit_cmd(args),
@@ -343,7 +350,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         // The reader of stdout went away (`| head -1`): stop quietly.
-        Err(e) if reader_gone(&e) => ExitCode::SUCCESS,
+        Err(e) if reader_gone(&e) => ExitCode::from(gone_code),
         Err(e) => {
             eprintln!("forge-queue: {}", error_chain(&e));
             ExitCode::from(EXIT_ERROR)

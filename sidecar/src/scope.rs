@@ -477,7 +477,7 @@ impl ScopedForge {
             .map_err(|_| {
                 RpcError::new(
                     ErrorCode::LimitExceeded,
-                    "another open_pr took the last pull request of this session",
+                    "another open_pr took the last pull request of this run",
                 )
             })?;
         if let Err(e) = self.reserve_write() {
