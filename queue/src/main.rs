@@ -33,7 +33,7 @@ use forge_protocol::DoneStatus;
 use forge_protocol::event::EventBody;
 use forge_queue::state::{HostState, WatchdogVerdict};
 use forge_queue::trust::{DoneTrust, Verdict};
-use forge_queue::watch::{Delivery, StopHandle, WatchOptions, Watcher};
+use forge_queue::watch::{Delivery, StopHandle, WatchError, WatchOptions, Watcher};
 use forge_queue::{audit, note, render, verify};
 
 #[cfg(feature = "nats")]
@@ -361,10 +361,24 @@ fn main() -> ExitCode {
 /// Whether `e` is a write to a stdout whose reader has gone.
 fn reader_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        let kind = match cause.downcast_ref::<io::Error>() {
+            Some(io) => Some(io.kind()),
+            // serde_json writes through its own error type.
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(io::ErrorKind::BrokenPipe)
     })
+}
+
+/// A watch error with the handler's own I/O error kept as the cause (so a
+/// reader gone away is recognised, see [`reader_gone`]).
+fn handler_cause(e: WatchError<io::Error>) -> anyhow::Error {
+    match e {
+        WatchError::Handler(io) => anyhow::Error::from(io).context("handler failed"),
+        other => other.into(),
+    }
 }
 
 /// `completions SHELL`: the script on stdout.
@@ -530,11 +544,17 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         }
         Ok(())
     };
-    watcher.run(&mut deliver).context("watch")?;
+    watcher
+        .run(&mut deliver)
+        .map_err(handler_cause)
+        .context("watch")?;
     if args.until_done {
         // Settled: still deliver what is already complete in new/ (the
         // done call's own op, a refused second done, session_end).
-        watcher.finish(&mut deliver).context("watch")?;
+        watcher
+            .finish(&mut deliver)
+            .map_err(handler_cause)
+            .context("watch")?;
     }
     Ok(until.map_or(0, |u| u.exit_code()))
 }

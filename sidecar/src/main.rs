@@ -318,11 +318,21 @@ fn verdict(e: &ForgeError, token_from: &str) -> String {
     }
 }
 
-/// Ask the forge as `check` does, waiting at most [`PROBE_TIMEOUT`].
+/// Ask the forge as `check` does, once, waiting at most [`PROBE_TIMEOUT`].
 async fn probe(config: &Config) -> Result<String, ForgeError> {
-    let mut quick = config.clone();
-    quick.http_timeout = config.http_timeout.min(PROBE_TIMEOUT);
-    let forge = forge_for(&quick);
+    let forge: Arc<dyn Forge> = match &config.forge {
+        ForgeConfig::Gitea { api_base, token } => Arc::new(
+            GiteaForge::new(
+                api_base,
+                &config.owner,
+                &config.repo,
+                token,
+                config.http_timeout.min(PROBE_TIMEOUT),
+            )
+            .without_retries(),
+        ),
+        ForgeConfig::Memory => forge_for(config),
+    };
     let issue = config.issue;
     tokio::task::spawn_blocking(move || forge.preflight(issue))
         .await

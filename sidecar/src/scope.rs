@@ -306,6 +306,12 @@ impl ScopedForge {
         self.own_pr(&pr, reason::ON_WRITE)
     }
 
+    /// Whether a branch is configured (`open_pr` and the discovery of its
+    /// pull requests need one).
+    pub fn has_branch(&self) -> bool {
+        self.scope.branch.is_some()
+    }
+
     /// The pull requests of the configured branch into each allowed base
     /// that already exist (at the start of a session). Blocks.
     pub fn discover_at_start(&self) -> Result<Vec<Growth>, ForgeError> {

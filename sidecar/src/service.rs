@@ -189,14 +189,14 @@ impl Sidecar {
             // The start-up probe has said so once; the lookup is made again on write.
             return Ok(());
         }
-        let found = match self.on_scoped(|f| Ok(f.discover_at_start())).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::warn!(cause = %e, "could not look up the branch's pull requests at start; they are looked up again on write");
-                return Ok(());
-            }
+        if !self.forge.has_branch() {
+            // Nothing to look up, and nothing learned of the forge.
+            return Ok(());
+        }
+        let found = match self.on_scoped(ScopedForge::discover_at_start).await {
+            Ok(found) => found,
             Err(e) => {
-                tracing::warn!(cause = %e.message, "could not look up the branch's pull requests at start");
+                tracing::warn!(cause = %e.message, "could not look up the branch's pull requests at start; they are looked up again on write");
                 return Ok(());
             }
         };

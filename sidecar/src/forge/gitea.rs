@@ -44,6 +44,7 @@ pub struct GiteaForge {
     repo_path: String,
     auth: String,
     timeout: Duration,
+    read_attempts: u32,
 }
 
 impl GiteaForge {
@@ -69,7 +70,15 @@ impl GiteaForge {
             api_base,
             auth: format!("token {}", token.expose()),
             timeout,
+            read_attempts: READ_ATTEMPTS,
         }
+    }
+
+    /// The same client, trying each read once: for a probe, whose verdict is
+    /// said once (a retry would only add its own warning and delay).
+    pub fn without_retries(mut self) -> GiteaForge {
+        self.read_attempts = 1;
+        self
     }
 
     /// GET with retries; the JSON body of a 2xx answer.
@@ -105,7 +114,7 @@ impl GiteaForge {
             let Some(delay) = failure.retry_delay(attempt) else {
                 return Err(failure);
             };
-            if attempt >= READ_ATTEMPTS || Instant::now() + delay >= deadline {
+            if attempt >= self.read_attempts || Instant::now() + delay >= deadline {
                 return Err(failure);
             }
             tracing::warn!(url = %redact_base(url), attempt, cause = %failure, "forge read failed; retrying");
