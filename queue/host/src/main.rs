@@ -13,7 +13,7 @@
 //! - `keygen NAME`: a signing key and its verifier key. 0, or 2.
 //! - `completions SHELL`, `man [--out-dir DIR]`: shell completions and man
 //!   pages from the command line definition. 0, or 2.
-//! - `ship DIR... --nats URL` (feature `nats`): publish every event to a
+//! - `ship DIR... --nats URL`: publish every event to a
 //!   JetStream stream, then ack it; `watch`, `audit` and `verify` take
 //!   `--nats URL` instead of directories to read the stream.
 //!
@@ -32,11 +32,11 @@ use clap::{Args, Parser, Subcommand};
 use forge_protocol::DoneStatus;
 use forge_protocol::event::EventBody;
 use forge_queue::state::{HostState, WatchdogVerdict};
-use forge_queue::trust::{DoneTrust, Verdict};
-use forge_queue::watch::{Delivery, StopHandle, WatchError, WatchOptions, Watcher};
-use forge_queue::{audit, note, render, verify};
+use forge_queue::{note, verify};
+use forge_queue_host::trust::{DoneTrust, Verdict};
+use forge_queue_host::watch::{Delivery, StopHandle, WatchError, WatchOptions, Watcher};
+use forge_queue_host::{audit, render};
 
-#[cfg(feature = "nats")]
 #[path = "cli/fleet.rs"]
 mod fleet;
 
@@ -166,7 +166,6 @@ enum Command {
     /// <prefix>.<owner>.<repo>.<issue>.<session>.<kind>; body = the file's
     /// bytes. Stale/recovered notices are published too. While the server
     /// is unreachable events wait in new/ and publishing is retried.
-    #[cfg(feature = "nats")]
     Ship(fleet::ShipArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, ...).
     Completions {
@@ -209,8 +208,7 @@ struct KeygenArgs {
 #[derive(Args)]
 struct WatchArgs {
     /// Queue directories.
-    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
-    #[cfg_attr(not(feature = "nats"), arg(required = true))]
+    #[arg(required_unless_present = "url")]
     dirs: Vec<PathBuf>,
     /// One JSON object per line: the event plus "dir".
     #[arg(long)]
@@ -249,7 +247,6 @@ struct WatchArgs {
     poll_only: bool,
     /// Consume a JetStream stream (`--nats URL --durable NAME`) instead of
     /// directories; --until-done then settles per session.
-    #[cfg(feature = "nats")]
     #[command(flatten)]
     nats: fleet::WatchNatsArgs,
 }
@@ -257,8 +254,7 @@ struct WatchArgs {
 #[derive(Args)]
 struct AuditArgs {
     /// Queue directories.
-    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
-    #[cfg_attr(not(feature = "nats"), arg(required = true))]
+    #[arg(required_unless_present = "url")]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
@@ -268,7 +264,6 @@ struct AuditArgs {
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
     /// Audit a JetStream stream (`--nats URL [--session S]`) instead.
-    #[cfg(feature = "nats")]
     #[command(flatten)]
     nats: fleet::ReadNatsArgs,
 }
@@ -276,8 +271,7 @@ struct AuditArgs {
 #[derive(Args)]
 struct VerifyArgs {
     /// Queue directories.
-    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
-    #[cfg_attr(not(feature = "nats"), arg(required = true))]
+    #[arg(required_unless_present = "url")]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
@@ -291,7 +285,6 @@ struct VerifyArgs {
     #[arg(long, value_name = "DIR", requires = "key")]
     state: Option<PathBuf>,
     /// Verify a JetStream stream (`--nats URL [--session S]`) instead.
-    #[cfg(feature = "nats")]
     #[command(flatten)]
     nats: fleet::ReadNatsArgs,
 }
@@ -342,7 +335,6 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify_cmd(args),
         Command::Keygen(args) => keygen(args),
         Command::Export(args) => export_cmd(args),
-        #[cfg(feature = "nats")]
         Command::Ship(args) => fleet::ship(args),
         Command::Completions { shell } => completions(shell),
         Command::Man { out_dir } => man(out_dir.as_deref()),
@@ -431,7 +423,6 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn watch(args: WatchArgs) -> anyhow::Result<u8> {
-    #[cfg(feature = "nats")]
     if args.nats.nats.url.is_some() {
         let dir_only = args.no_ack
             || args.poll_only
@@ -669,7 +660,7 @@ impl UntilDone {
                 .heartbeats
                 .get(d.dir())
                 .copied()
-                .unwrap_or(forge_queue::watch::DEFAULT_HEARTBEAT_SECS);
+                .unwrap_or(forge_queue_host::watch::DEFAULT_HEARTBEAT_SECS);
             hint_if_no_checkpoint(&self.awaiting, d.dir(), heartbeat);
         }
         match d {
@@ -754,7 +745,6 @@ fn describe(s: Settled) -> &'static str {
 }
 
 fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
-    #[cfg(feature = "nats")]
     if args.nats.nats.url.is_some() {
         if !args.dirs.is_empty() || args.state.is_some() {
             anyhow::bail!("with --nats, give no directories or --state");
@@ -790,7 +780,6 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
-    #[cfg(feature = "nats")]
     if args.nats.nats.url.is_some() {
         if !args.dirs.is_empty() || args.key.is_some() {
             anyhow::bail!(
@@ -830,7 +819,7 @@ fn export_cmd(args: ExportArgs) -> anyhow::Result<u8> {
         .map(|root| HostState::open(root, &args.dir))
         .transpose()
         .with_context(context)?;
-    let records = forge_queue::export::export_dir(
+    let records = forge_queue_host::export::export_dir(
         &args.dir,
         chrono::Utc::now(),
         args.session.as_deref(),
@@ -917,7 +906,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use forge_queue::watch::{EventDelivery, LivenessNotice};
+    use forge_queue_host::watch::{EventDelivery, LivenessNotice};
 
     fn notice(dir: &Path) -> LivenessNotice {
         LivenessNotice {
@@ -969,7 +958,7 @@ mod tests {
         let watcher = Watcher::new([a.path(), b.path()], WatchOptions::default()).unwrap();
         let mut until = UntilDone::new(watcher.dirs(), watcher.stop_handle(), None);
         let watchdog = |dir: &Path| {
-            Delivery::Watchdog(forge_queue::watch::WatchdogNotice {
+            Delivery::Watchdog(forge_queue_host::watch::WatchdogNotice {
                 dir: dir.to_path_buf(),
                 at: chrono::Utc::now(),
                 session: None,
