@@ -14,6 +14,7 @@ pub mod flood;
 pub mod forge;
 pub mod forge_health;
 pub mod http;
+pub mod listener;
 pub mod mcp;
 pub mod rpc;
 pub mod scope;
