@@ -84,7 +84,7 @@ pub struct ConfigArgs {
         value_name = "B,B"
     )]
     pub base_branches: Option<String>,
-    /// Pull requests open_pr may open per session.
+    /// Pull requests open_pr may open per run (the sessions of one FORGE_RUN_ID share them).
     #[arg(long = "max-prs", env = "FORGE_MAX_PRS", default_value = "1")]
     pub max_prs: String,
     /// File holding the forge token (preferred over FORGE_TOKEN).
@@ -129,7 +129,7 @@ pub struct ConfigArgs {
         default_value = "65536"
     )]
     pub max_body_bytes: String,
-    /// Forge writes allowed per session.
+    /// Forge writes allowed per run (the sessions of one FORGE_RUN_ID share them).
     #[arg(long = "max-writes", env = "FORGE_MAX_WRITES", default_value = "100")]
     pub max_writes: String,
     /// Whole-request timeout for forge calls, seconds.
@@ -207,7 +207,7 @@ pub struct Config {
     pub branch: Option<BranchName>,
     /// Bases `open_pr` may target besides the default branch.
     pub base_branches: Vec<BranchName>,
-    /// Pull requests `open_pr` may open per session.
+    /// Pull requests `open_pr` may open per run.
     pub max_prs: u32,
     /// Socket path.
     pub socket: PathBuf,
@@ -219,7 +219,7 @@ pub struct Config {
     pub max_request_bytes: u32,
     /// Largest body, bytes.
     pub max_body_bytes: usize,
-    /// Forge writes per session.
+    /// Forge writes per run.
     pub max_writes: u32,
     /// Forge request timeout.
     pub http_timeout: Duration,

@@ -1,6 +1,7 @@
 //! One connection's HTTP handling, in front of jsonrpsee.
 //!
-//! - `GET /health` answers 200 `ok` while serving.
+//! - `GET /health` answers 200 `ok` while serving, and on a second line the
+//!   forge's last known state ([`crate::forge_health`]).
 //! - The request body is read here, bounded in size
 //!   (`FORGE_MAX_REQUEST_BYTES`: over it, HTTP 413 with `limit_exceeded`,
 //!   audited) and in time (a client that trickles its body is cut off).
@@ -304,7 +305,8 @@ where
 
     fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
         if req.method() == hyper::Method::GET && req.uri().path() == "/health" {
-            return Box::pin(async { Ok(HttpResponse::new(HttpBody::from("ok\n"))) });
+            let body = format!("ok\n{}\n", self.sidecar.forge_health().line());
+            return Box::pin(async { Ok(HttpResponse::new(HttpBody::from(body))) });
         }
         let mut rpc = self.rpc.clone();
         let (peer, sidecar, limit) = (self.peer, Arc::clone(&self.sidecar), self.max_request_bytes);
