@@ -14,6 +14,7 @@ pub mod flood;
 pub mod forge;
 pub mod http;
 pub mod mcp;
+pub mod read_guard;
 pub mod rpc;
 pub mod scope;
 pub mod server;

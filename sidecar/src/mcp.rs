@@ -692,7 +692,10 @@ mod tests {
             }
         }
         let comments = Value::Object(output_schema(Method::ReadComments));
-        assert_eq!(comments["required"], json!(["comments"]));
+        assert_eq!(
+            comments["required"],
+            json!(["comments", "total", "remaining", "order", "notices"])
+        );
         assert_eq!(comments["properties"]["comments"]["type"], "array");
         assert_eq!(
             comments["properties"]["comments"]["items"]["required"],
@@ -812,6 +815,7 @@ mod tests {
             text: crate::text_check::default_rules(),
             signing_key: None,
             run_id: None,
+            read: crate::read_guard::ReadConfig::default(),
         };
         let forge = Arc::new(MemoryForge::seeded("acme", "widgets"));
         let server = Server::start(config, forge).await.unwrap();

@@ -1342,6 +1342,7 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                 foreign_refs: None,
                 mentions: None,
                 coalesced: None,
+                read: None,
             });
             let t = Instant::now();
             writer.append(body).expect("append");
