@@ -523,7 +523,7 @@ impl ReadGuard {
     /// always taken; a review too large alone loses its last inline
     /// comments, with a notice.
     #[allow(clippy::too_many_arguments)]
-    fn page<T: Serialize + Shrink>(
+    fn page<T: Serialize + Shrink + Clone>(
         &self,
         forge: &dyn Forge,
         list: List,
@@ -563,24 +563,36 @@ impl ReadGuard {
             if items.len() >= limit {
                 break;
             }
+            // What the item was before guarding, for one that may have to
+            // leave parts out (then it is guarded again, as it is sent).
+            let original = (item.parts() > 0).then(|| item.clone());
             let mut one = guard_one(self, forge, &mut item);
-            let mut size = json_len(&item) + one.notices.iter().map(json_len).sum::<usize>();
+            let notices_len = |p: &Pass| p.notices.iter().map(json_len).sum::<usize>();
+            let mut size = json_len(&item) + notices_len(&one);
             if used + size > budget {
                 if !items.is_empty() {
                     break;
                 }
-                let left = item.shrink_to(
-                    budget.saturating_sub(one.notices.iter().map(json_len).sum::<usize>() + 256),
-                );
-                if let Some((field, count)) = left {
-                    one.notices.push(Notice {
-                        field: format!("{}[id={}].{field}", list.noun(), id(&item)),
-                        what: NoticeKind::TooLargeForAnswer,
-                        count,
-                        action: NoticeAction::LeftOut,
-                    });
+                if let Some(mut original) = original {
+                    let room = budget.saturating_sub(notices_len(&one) + 256);
+                    let all_parts = item.parts();
+                    while item.parts() > 0 && json_len(&item) > room {
+                        item.keep(item.parts() - 1);
+                    }
+                    original.keep(item.parts());
+                    item = original;
+                    one = guard_one(self, forge, &mut item);
+                    let left = all_parts - item.parts();
+                    if left > 0 {
+                        one.notices.push(Notice {
+                            field: format!("{}[id={}].{}", list.noun(), id(&item), T::PARTS),
+                            what: NoticeKind::TooLargeForAnswer,
+                            count: left as u64,
+                            action: NoticeAction::LeftOut,
+                        });
+                    }
                 }
-                size = json_len(&item);
+                size = json_len(&item) + notices_len(&one);
             }
             used += size;
             pass.append(one);
@@ -613,28 +625,32 @@ struct Paged<T> {
     pass: Pass,
 }
 
-/// An item that can leave parts out to fit an answer.
+/// An item that can leave trailing parts out to fit an answer.
 trait Shrink {
-    /// Leave out trailing parts until the JSON is at most `budget` bytes;
-    /// the field and how many were left out, if any.
-    fn shrink_to(&mut self, budget: usize) -> Option<(&'static str, u64)>;
+    /// The name of the parts, as a field.
+    const PARTS: &'static str;
+    /// How many parts it has.
+    fn parts(&self) -> usize;
+    /// Keep the first `n` parts.
+    fn keep(&mut self, n: usize);
 }
 
 impl Shrink for Comment {
-    fn shrink_to(&mut self, _: usize) -> Option<(&'static str, u64)> {
-        // A comment's only long text is capped below the answer's budget.
-        None
+    // A comment's one long text is capped below the answer's budget.
+    const PARTS: &'static str = "";
+    fn parts(&self) -> usize {
+        0
     }
+    fn keep(&mut self, _: usize) {}
 }
 
 impl Shrink for Review {
-    fn shrink_to(&mut self, budget: usize) -> Option<(&'static str, u64)> {
-        let mut left = 0u64;
-        while !self.comments.is_empty() && json_len(self) > budget {
-            self.comments.pop();
-            left += 1;
-        }
-        (left > 0).then_some(("comments", left))
+    const PARTS: &'static str = "comments";
+    fn parts(&self) -> usize {
+        self.comments.len()
+    }
+    fn keep(&mut self, n: usize) {
+        self.comments.truncate(n);
     }
 }
 

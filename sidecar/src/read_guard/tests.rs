@@ -297,7 +297,7 @@ fn a_review_too_large_for_one_answer_says_what_was_left_out() {
     reviews[0].comments = (0..10)
         .map(|i| forge_protocol::ReviewComment {
             id: 1000 + i,
-            body: "z".repeat(20_000),
+            body: format!("z\u{200B}{}", "z".repeat(20_000)),
             ..template.clone()
         })
         .collect();
@@ -314,7 +314,45 @@ fn a_review_too_large_for_one_answer_says_what_was_left_out() {
         .expect("a notice for what was left out");
     assert_eq!(left.action, NoticeAction::LeftOut);
     assert_eq!(left.count as usize, 10 - page.reviews[0].comments.len());
+    let first = page.reviews[0].id;
+    assert_eq!(left.field, format!("reviews[id={first}].comments"));
+    // Notices name only what was sent.
+    let prefix = format!("reviews[id={first}].comments[id=");
+    for notice in &page.notices {
+        if let Some(rest) = notice.field.strip_prefix(&prefix) {
+            let id: u64 = rest.split(']').next().unwrap().parse().unwrap();
+            assert!(
+                page.reviews[0].comments.iter().any(|c| c.id == id),
+                "{notice:?}"
+            );
+        }
+    }
     assert_eq!(page.total, 2);
     assert_eq!(page.reviews.len() as u64 + page.remaining, 2);
     assert_eq!(page.next_cursor.is_some(), page.remaining > 0);
+}
+
+#[test]
+fn done_warnings_are_cleaned_like_any_text_read() {
+    let g = guard(ReadConfig {
+        invisible: Invisible::Mark,
+        ..ReadConfig::default()
+    });
+    let mut warnings = vec![
+        "PR #18 commit abc1234: 'Closes #500' would close #500".to_string(),
+        "PR #18 commit def5678: 'Fixes\u{202E} #9\u{E0041}' would close #9".to_string(),
+    ];
+    let report = g.warnings(&mut warnings).unwrap();
+    assert_eq!(
+        warnings[0],
+        "PR #18 commit abc1234: 'Closes #500' would close #500"
+    );
+    assert_eq!(
+        warnings[1],
+        "PR #18 commit def5678: 'Fixes[U+202E] #9[U+E0041]' would close #9"
+    );
+    assert_eq!(
+        (report.hidden_chars, report.hidden_action.as_str()),
+        (2, "marked")
+    );
 }
