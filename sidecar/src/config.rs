@@ -920,6 +920,69 @@ mod tests {
     }
 
     #[test]
+    fn read_settings_parse_and_bad_ones_are_named() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.read, ReadConfig::default());
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--read-invisible",
+            "MARK",
+            "--read-trust",
+            "collaborators",
+            "--trusted-users",
+            "Carol, dave",
+            "--max-read-bytes",
+            "8192",
+            "--max-field-bytes",
+            "4096",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.read,
+            ReadConfig {
+                invisible: Invisible::Mark,
+                trust: Trust::Collaborators,
+                trusted_users: vec!["carol".into(), "dave".into()],
+                max_read_bytes: 8192,
+                max_field_bytes: 4096,
+            }
+        );
+        let e = parse(&[
+            "--forge",
+            "memory",
+            "--read-invisible",
+            "hide",
+            "--read-trust",
+            "friends",
+            "--trusted-users",
+            "a b",
+            "--max-read-bytes",
+            "100",
+            "--max-field-bytes",
+            "99999999",
+        ])
+        .unwrap_err();
+        let settings: Vec<&str> = e.iter().map(|p| p.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "FORGE_READ_INVISIBLE (--read-invisible)",
+                "FORGE_READ_TRUST (--read-trust)",
+                "FORGE_TRUSTED_USERS (--trusted-users)",
+                "FORGE_MAX_READ_BYTES (--max-read-bytes)",
+            ],
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--max-field-bytes", "40000"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("give 1024 bytes up to half of FORGE_MAX_READ_BYTES (32768)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn run_id_is_optional_and_checked() {
         assert_eq!(parse(&["--forge", "memory"]).unwrap().run_id, None);
         let c = parse(&["--forge", "memory", "--run-id", "job-42:try.1"]).unwrap();
