@@ -1383,9 +1383,9 @@ fn queue_append(opts: &Opts, report: &mut Report) {
     report.stats("append_disk", &disk);
 }
 
-/// 9. What the read guard adds to `read_issue` (in process): cleaning of
-/// hidden characters and the per-field caps, on issue #17 as the Gitea
-/// client reads it from the fake, and on two larger bodies.
+/// Phase 9, what the read guard adds to `read_issue` (in process): the
+/// cleaning of hidden characters and the per-field caps, on issue #17 as
+/// the Gitea client reads it from the fake, and on two larger bodies.
 fn read_guard(opts: &Opts, report: &mut Report) {
     use forge_sidecar::config::Secret;
     use forge_sidecar::forge::Forge;
