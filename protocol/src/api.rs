@@ -8,9 +8,8 @@ use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 
 use crate::params::{BranchName, IssueNumber, Text};
-use crate::types::{
-    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ScopeInfo, Updated,
-};
+use crate::read::{CommentPage, Cursor, Order, PageLimit, ReviewPage};
+use crate::types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, Updated};
 
 /// The forge sidecar's API (README, "RPC reference").
 #[rpc(server)]
@@ -23,13 +22,27 @@ pub trait ForgeApi {
     #[method(name = "read_pr", with_extensions)]
     async fn read_pr(&self, number: IssueNumber) -> RpcResult<PullRequest>;
 
-    /// Read all comments of an issue or PR, oldest first.
+    /// Read one page of the comments of an issue or PR (oldest first
+    /// unless `order` says otherwise), with the total and a cursor for the rest.
     #[method(name = "read_comments", with_extensions)]
-    async fn read_comments(&self, number: IssueNumber) -> RpcResult<Vec<Comment>>;
+    async fn read_comments(
+        &self,
+        number: IssueNumber,
+        limit: Option<PageLimit>,
+        cursor: Option<Cursor>,
+        order: Option<Order>,
+    ) -> RpcResult<CommentPage>;
 
-    /// Read the reviews of a pull request with their inline comments, oldest first.
+    /// Read one page of the reviews of a pull request with their inline
+    /// comments, with the total and a cursor for the rest.
     #[method(name = "read_reviews", with_extensions)]
-    async fn read_reviews(&self, number: IssueNumber) -> RpcResult<Vec<Review>>;
+    async fn read_reviews(
+        &self,
+        number: IssueNumber,
+        limit: Option<PageLimit>,
+        cursor: Option<Cursor>,
+        order: Option<Order>,
+    ) -> RpcResult<ReviewPage>;
 
     /// Open the pull request of the configured branch into `base` (default:
     /// the repository's default branch); it joins the writable set.

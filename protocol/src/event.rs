@@ -249,6 +249,11 @@ pub struct Op {
     /// an event has `op` `(coalesced)`. Absent on the `op` of one call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalesced: Option<BTreeMap<String, u64>>,
+    /// For a read that returned texts: the hidden characters found, the
+    /// texts cut and the texts withheld from untrusted authors (and whose).
+    /// Absent for other calls, and for reads where nothing was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<crate::read::ReadReport>,
 }
 
 impl Op {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod openrpc;
 pub mod params;
+pub mod read;
 pub mod schema;
 pub mod types;
 
@@ -21,6 +22,10 @@ mod api;
 pub use api::ForgeApiServer;
 pub use error::{ErrorCode, RpcError};
 pub use params::{BranchName, IssueNumber, Method, Text};
+pub use read::{
+    CommentPage, Cursor, Notice, NoticeAction, NoticeKind, Order, PageLimit, PageParams,
+    ReadReport, ReviewPage,
+};
 pub use types::{
     Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ReviewComment, ReviewState,
     ScopeInfo, State, TextRules, Updated,

@@ -16,9 +16,8 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::types::{
-    Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ScopeInfo, Updated,
-};
+use crate::read::{CommentPage, PageParams, ReviewPage};
+use crate::types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, Updated};
 
 /// An issue or pull request number: a positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
@@ -110,7 +109,7 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-/// Parameters of `read_issue`, `read_pr` and `read_comments`.
+/// Parameters of `read_issue` and `read_pr`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NumberParams {
@@ -211,7 +210,7 @@ pub enum Method {
     ReadIssue,
     /// Read a pull request.
     ReadPr,
-    /// Read all comments of an issue or PR.
+    /// Read the comments of an issue or PR, a page at a time.
     ReadComments,
     /// Comment on the assigned issue or one of its PRs.
     PostComment,
@@ -272,9 +271,8 @@ impl Method {
     /// The parameter names, in positional order.
     pub fn param_names(self) -> &'static [&'static str] {
         match self {
-            Method::ReadIssue | Method::ReadPr | Method::ReadComments | Method::ReadReviews => {
-                &["number"]
-            }
+            Method::ReadIssue | Method::ReadPr => &["number"],
+            Method::ReadComments | Method::ReadReviews => &["number", "limit", "cursor", "order"],
             Method::OpenPr => &["title", "body", "base"],
             Method::PostComment | Method::UpdateDescription => &["number", "body"],
             Method::SignalDone => &["status", "summary"],
@@ -341,8 +339,8 @@ impl Method {
         match self {
             Method::ReadIssue => visitor.visit::<NumberParams, Issue>(),
             Method::ReadPr => visitor.visit::<NumberParams, PullRequest>(),
-            Method::ReadComments => visitor.visit::<NumberParams, Vec<Comment>>(),
-            Method::ReadReviews => visitor.visit::<NumberParams, Vec<Review>>(),
+            Method::ReadComments => visitor.visit::<PageParams, CommentPage>(),
+            Method::ReadReviews => visitor.visit::<PageParams, ReviewPage>(),
             Method::OpenPr => visitor.visit::<OpenPrParams, PullRequest>(),
             Method::PostComment => visitor.visit::<WriteParams, Comment>(),
             Method::UpdateDescription => visitor.visit::<WriteParams, Updated>(),

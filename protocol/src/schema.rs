@@ -146,7 +146,7 @@ mod tests {
             let result = m.result_schema();
             assert!(result.contains_key("type"), "{m}: {result:?}");
         }
-        assert_eq!(Method::ReadComments.result_schema()["type"], "array");
+        assert_eq!(Method::ReadComments.result_schema()["type"], "object");
         assert_eq!(Method::UpdateDescription.result_schema()["type"], "object");
     }
 }

@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::read::Notice;
+
 /// Whether an issue or pull request is open or closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +40,10 @@ pub struct Issue {
     pub created_at: String,
     /// Last update time, RFC 3339 as the forge reports it.
     pub updated_at: String,
+    /// What the sidecar changed in the texts before returning them (hidden
+    /// characters, cuts, withheld text); empty when nothing.
+    #[serde(default)]
+    pub notices: Vec<Notice>,
 }
 
 /// A pull request.
@@ -70,6 +76,10 @@ pub struct PullRequest {
     pub created_at: String,
     /// Last update time, RFC 3339 as the forge reports it.
     pub updated_at: String,
+    /// What the sidecar changed in the texts before returning them (hidden
+    /// characters, cuts, withheld text); empty when nothing.
+    #[serde(default)]
+    pub notices: Vec<Notice>,
 }
 
 /// A comment on an issue or pull request.

@@ -13,6 +13,8 @@ use clap::{Args, ValueEnum};
 use forge_protocol::event::Limits;
 use forge_protocol::{BranchName, IssueNumber, TextRules};
 
+use crate::read_guard::clean::Invisible;
+use crate::read_guard::{ReadConfig, Trust};
 use crate::text_check;
 use forge_queue::note::SigningKey;
 
@@ -174,6 +176,106 @@ pub struct ConfigArgs {
     /// write budget and the done signal.
     #[arg(long = "run-id", env = "FORGE_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
+    /// What the agent reads: hidden characters, trust, answer sizes.
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// The settings of what the agent reads (see [`crate::read_guard`]).
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// Hidden characters (tag, bidi, zero-width) in what the agent reads:
+    /// strip (remove), mark (show as [U+XXXX]) or keep.
+    #[arg(
+        long = "read-invisible",
+        env = "FORGE_READ_INVISIBLE",
+        default_value = "strip"
+    )]
+    pub invisible: String,
+    /// Whose texts the agent reads: all, or collaborators (the owner, the
+    /// repository's collaborators and FORGE_TRUSTED_USERS; others' are withheld).
+    #[arg(long = "read-trust", env = "FORGE_READ_TRUST", default_value = "all")]
+    pub trust: String,
+    /// Logins whose texts are shown under FORGE_READ_TRUST=collaborators, comma-separated.
+    #[arg(
+        long = "trusted-users",
+        env = "FORGE_TRUSTED_USERS",
+        value_name = "LOGIN,LOGIN"
+    )]
+    pub trusted_users: Option<String>,
+    /// Most bytes of one answer of read_comments or read_reviews.
+    #[arg(
+        long = "max-read-bytes",
+        env = "FORGE_MAX_READ_BYTES",
+        default_value = "65536"
+    )]
+    pub max_read_bytes: String,
+    /// Most bytes of one text read (a body, a comment, a diff hunk); longer ones are cut, saying so.
+    #[arg(
+        long = "max-field-bytes",
+        env = "FORGE_MAX_FIELD_BYTES",
+        default_value = "32768"
+    )]
+    pub max_field_bytes: String,
+}
+
+impl ReadArgs {
+    /// The validated read settings, or `None` after recording the problems.
+    fn validate(&self, problems: &mut Problems) -> Option<ReadConfig> {
+        let invisible = problems.take(Invisible::parse(&self.invisible).ok_or_else(|| {
+            bad(
+                "FORGE_READ_INVISIBLE (--read-invisible)",
+                format!("'{}' is not one of strip, mark, keep", self.invisible),
+            )
+        }));
+        let trust = problems.take(Trust::parse(&self.trust).ok_or_else(|| {
+            bad(
+                "FORGE_READ_TRUST (--read-trust)",
+                format!("'{}' is not one of all, collaborators", self.trust),
+            )
+        }));
+        let trusted_users = problems.take(
+            self.trusted_users
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|u| {
+                    check_name("FORGE_TRUSTED_USERS (--trusted-users)", u)
+                        .map(|()| u.to_ascii_lowercase())
+                })
+                .collect::<Result<Vec<_>, _>>(),
+        );
+        const READ: &str = "FORGE_MAX_READ_BYTES (--max-read-bytes)";
+        const FIELD: &str = "FORGE_MAX_FIELD_BYTES (--max-field-bytes)";
+        let max_read: Option<u32> = problems.take(parse_positive(READ, &self.max_read_bytes));
+        let max_read = problems.take(match max_read {
+            Some(n) if !(4096..=(16 << 20)).contains(&n) => Err(bad(
+                READ,
+                format!("{n} is out of range; give 4096 to 16777216 bytes"),
+            )),
+            other => Ok(other),
+        });
+        let max_field: Option<u32> = problems.take(parse_positive(FIELD, &self.max_field_bytes));
+        let max_field = problems.take(match (max_field, max_read.flatten()) {
+            (Some(field), Some(read)) if field < 1024 || field > read / 2 => Err(bad(
+                FIELD,
+                format!(
+                    "{field} is out of range; give 1024 bytes up to half of FORGE_MAX_READ_BYTES ({})",
+                    read / 2
+                ),
+            )),
+            (field, _) => Ok(field),
+        });
+        Some(ReadConfig {
+            invisible: invisible?,
+            trust: trust?,
+            trusted_users: trusted_users?,
+            max_read_bytes: max_read.flatten()? as usize,
+            max_field_bytes: max_field.flatten()? as usize,
+        })
+    }
 }
 
 /// Where the forge is and how to authenticate.
@@ -231,6 +333,8 @@ pub struct Config {
     pub signing_key: Option<SigningKey>,
     /// The host's run (`None`: the run of every session without one).
     pub run_id: Option<String>,
+    /// What the agent reads: hidden characters, trust, answer sizes.
+    pub read: ReadConfig,
 }
 
 impl Config {
@@ -379,6 +483,7 @@ impl ConfigArgs {
         let signing_key = problems.take(self.signing_key());
         let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
         let text = self.validate_text(&mut problems);
+        let read = self.read.validate(&mut problems);
         let (
             Some(forge),
             Some(target),
@@ -386,7 +491,8 @@ impl ConfigArgs {
             Some(limits),
             Some(signing_key),
             Some(text),
-        ) = (forge, target, socket_mode, limits, signing_key, text)
+            Some(read),
+        ) = (forge, target, socket_mode, limits, signing_key, text, read)
         else {
             return Err(ConfigErrors(problems.0));
         };
@@ -413,6 +519,7 @@ impl ConfigArgs {
             text,
             signing_key,
             run_id: run_id.flatten(),
+            read,
         })
     }
 
@@ -834,6 +941,69 @@ mod tests {
         assert!(e.to_string().contains("FORGE_MAX_MENTIONS"), "{e}");
         let e = parse(&["--forge", "memory", "--max-foreign-refs", "51"]).unwrap_err();
         assert!(e.to_string().contains("51 is over 50"), "{e}");
+    }
+
+    #[test]
+    fn read_settings_parse_and_bad_ones_are_named() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.read, ReadConfig::default());
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--read-invisible",
+            "MARK",
+            "--read-trust",
+            "collaborators",
+            "--trusted-users",
+            "Carol, dave",
+            "--max-read-bytes",
+            "8192",
+            "--max-field-bytes",
+            "4096",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.read,
+            ReadConfig {
+                invisible: Invisible::Mark,
+                trust: Trust::Collaborators,
+                trusted_users: vec!["carol".into(), "dave".into()],
+                max_read_bytes: 8192,
+                max_field_bytes: 4096,
+            }
+        );
+        let e = parse(&[
+            "--forge",
+            "memory",
+            "--read-invisible",
+            "hide",
+            "--read-trust",
+            "friends",
+            "--trusted-users",
+            "a b",
+            "--max-read-bytes",
+            "100",
+            "--max-field-bytes",
+            "99999999",
+        ])
+        .unwrap_err();
+        let settings: Vec<&str> = e.iter().map(|p| p.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "FORGE_READ_INVISIBLE (--read-invisible)",
+                "FORGE_READ_TRUST (--read-trust)",
+                "FORGE_TRUSTED_USERS (--trusted-users)",
+                "FORGE_MAX_READ_BYTES (--max-read-bytes)",
+            ],
+            "{e}"
+        );
+        let e = parse(&["--forge", "memory", "--max-field-bytes", "40000"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("give 1024 bytes up to half of FORGE_MAX_READ_BYTES (32768)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod forge_health;
 pub mod http;
 pub mod listener;
 pub mod mcp;
+pub mod read_guard;
 pub mod rpc;
 pub mod scope;
 pub mod server;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use forge_protocol::event::Peer;
 use forge_protocol::openrpc;
 use forge_protocol::{
-    BranchName, Comment, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer, Issue, IssueNumber,
-    Method, PullRequest, Review, RpcError, ScopeInfo, Text, Updated,
+    BranchName, Comment, CommentPage, Cursor, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer,
+    Issue, IssueNumber, Method, Order, PageLimit, PageParams, PullRequest, ReviewPage, RpcError,
+    ScopeInfo, Text, Updated,
 };
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::{RpcResult, async_trait};
@@ -67,16 +68,38 @@ impl ForgeApiServer for RpcHandler {
         &self,
         ext: &Extensions,
         number: IssueNumber,
-    ) -> RpcResult<Vec<Comment>> {
+        limit: Option<PageLimit>,
+        cursor: Option<Cursor>,
+        order: Option<Order>,
+    ) -> RpcResult<CommentPage> {
+        let params = PageParams {
+            number,
+            limit,
+            cursor,
+            order,
+        };
         self.call(
             ext,
-            move |s, p| async move { s.read_comments(number, p).await },
+            move |s, p| async move { s.read_comments(params, p).await },
         )
         .await
     }
 
-    async fn read_reviews(&self, ext: &Extensions, number: IssueNumber) -> RpcResult<Vec<Review>> {
-        Ok(self.sidecar.read_reviews(number, peer(ext)).await?)
+    async fn read_reviews(
+        &self,
+        ext: &Extensions,
+        number: IssueNumber,
+        limit: Option<PageLimit>,
+        cursor: Option<Cursor>,
+        order: Option<Order>,
+    ) -> RpcResult<ReviewPage> {
+        let params = PageParams {
+            number,
+            limit,
+            cursor,
+            order,
+        };
+        Ok(self.sidecar.read_reviews(params, peer(ext)).await?)
     }
 
     async fn open_pr(

@@ -776,6 +776,7 @@ mod tests {
             url: String::new(),
             created_at: String::new(),
             updated_at: String::new(),
+            notices: vec![],
         }
     }
 

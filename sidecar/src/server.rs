@@ -35,6 +35,7 @@ use crate::forge::Forge;
 use crate::forge_health::ForgeState;
 use crate::http::{self, Activity};
 use crate::listener::Listener;
+use crate::read_guard::ReadGuard;
 use crate::rpc::{RpcHandler, StrictParams};
 use crate::scope::{Scope, ScopedForge};
 use crate::service::Sidecar;
@@ -139,12 +140,15 @@ impl Server {
                     )
                 })?;
         let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
-        let sidecar = Arc::new(Sidecar::new(
-            ScopedForge::new(forge, scope),
-            audit,
-            config.max_body_bytes,
-            config.run_id.clone(),
-        ));
+        let sidecar = Arc::new(
+            Sidecar::new(
+                ScopedForge::new(forge, scope),
+                audit,
+                config.max_body_bytes,
+                config.run_id.clone(),
+            )
+            .with_read_guard(ReadGuard::new(config.read.clone(), &config.owner)),
+        );
         sidecar.continue_run(&earlier);
         if known != ForgeState::Unknown {
             sidecar.forge_health().record(known);

@@ -23,8 +23,8 @@ use forge_protocol::event::{
     Done, EventBody, Intent, Op, OpError, Outcome, OutcomeCounts, Peer, SessionEnd, SessionStart,
 };
 use forge_protocol::{
-    BranchName, Comment, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber, Method,
-    PullRequest, Review, RpcError, ScopeInfo, Text, Updated,
+    BranchName, Comment, CommentPage, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber,
+    Method, PageParams, PullRequest, ReadReport, ReviewPage, RpcError, ScopeInfo, Text, Updated,
 };
 use forge_queue::run::RunState;
 use forge_queue::{QueueError, QueueWriter, Written};
@@ -36,6 +36,8 @@ use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
 use crate::forge_health::{ForgeHealth, ForgeState};
 use crate::http::{MAX_UNSENT_BYTES, Unsent};
+use crate::read_guard::cursor::List;
+use crate::read_guard::{ReadConfig, ReadGuard};
 use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
@@ -58,6 +60,7 @@ pub struct Sidecar {
     rate: AuditRate,
     unsent: Arc<Unsent>,
     forge_health: ForgeHealth,
+    read: Arc<ReadGuard>,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -69,6 +72,8 @@ struct CallInfo {
     started: Instant,
     /// For an allowed write: the foreign references and mentions of its text.
     reach: Option<(Vec<String>, Vec<String>)>,
+    /// For a read: what was found in and done to the texts it returned.
+    read: Option<ReadReport>,
 }
 
 /// Whether a call's `op` event may be coalesced with others.
@@ -127,7 +132,15 @@ impl Sidecar {
             rate: AuditRate::default(),
             unsent: Arc::default(),
             forge_health: ForgeHealth::default(),
+            read: Arc::new(ReadGuard::new(ReadConfig::default(), "")),
         }
+    }
+
+    /// Guard what the agent reads with `guard` (the default strips hidden
+    /// characters, trusts every author and uses the default sizes).
+    pub fn with_read_guard(mut self, guard: ReadGuard) -> Self {
+        self.read = Arc::new(guard);
+        self
     }
 
     /// Continue the run from what its earlier sessions spent: their forge
@@ -292,6 +305,7 @@ impl Sidecar {
                 foreign_refs: None,
                 mentions: None,
                 coalesced: Some(by_op),
+                read: None,
             });
             if let Err(cause) = self.emit(op).await {
                 tracing::error!(cause = %cause, calls = total, "coalesced calls could not be audited");
@@ -301,13 +315,23 @@ impl Sidecar {
 
     /// `read_issue`.
     pub async fn read_issue(&self, n: IssueNumber, peer: Option<Peer>) -> Result<Issue, RpcError> {
-        let call = self.begin(Method::ReadIssue.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_issue(n)).await;
+        let mut call = self.begin(Method::ReadIssue.name(), Some(n), peer);
+        let guard = Arc::clone(&self.read);
+        let result = self
+            .on_forge(move |f| {
+                let mut issue = f.read_issue(n)?;
+                let report = guard.issue(f, &mut issue);
+                Ok((issue, report))
+            })
+            .await;
+        let (result, report) = split(result);
         let summary = match &result {
             Ok(i) if i.is_pull_request => format!("read PR #{n_} (issue view)", n_ = n.get()),
             Ok(_) => format!("read issue #{}", n.get()),
             Err(e) => format!("failed to read issue #{}: {}", n.get(), reason(e)),
         };
+        call.read = report;
+        let summary = with_report(summary, call.read.as_ref());
         self.finish(call, result, summary, Audit::Always).await
     }
 
@@ -317,47 +341,101 @@ impl Sidecar {
         n: IssueNumber,
         peer: Option<Peer>,
     ) -> Result<PullRequest, RpcError> {
-        let call = self.begin(Method::ReadPr.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_pr(n)).await;
+        let mut call = self.begin(Method::ReadPr.name(), Some(n), peer);
+        let guard = Arc::clone(&self.read);
+        let result = self
+            .on_forge(move |f| {
+                let mut pr = f.read_pr(n)?;
+                let report = guard.pr(f, &mut pr);
+                Ok((pr, report))
+            })
+            .await;
+        let (result, report) = split(result);
         let summary = match &result {
             Ok(_) => format!("read PR #{}", n.get()),
             Err(e) => format!("failed to read PR #{}: {}", n.get(), reason(e)),
         };
+        call.read = report;
+        let summary = with_report(summary, call.read.as_ref());
         self.finish(call, result, summary, Audit::Always).await
     }
 
-    /// `read_comments`.
+    /// `read_comments`: one page, at most `FORGE_MAX_READ_BYTES`.
     pub async fn read_comments(
         &self,
-        n: IssueNumber,
+        params: PageParams,
         peer: Option<Peer>,
-    ) -> Result<Vec<Comment>, RpcError> {
-        let call = self.begin(Method::ReadComments.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_comments(n)).await;
+    ) -> Result<CommentPage, RpcError> {
+        let n = params.number;
+        let mut call = self.begin(Method::ReadComments.name(), Some(n), peer);
+        let start = match self.read.position(List::Comments, &params) {
+            Ok(start) => start,
+            Err(e) => {
+                let summary = format!("refused read_comments of #{}: {}", n.get(), reason(&e));
+                return self.finish(call, Err(e), summary, Audit::WithinRate).await;
+            }
+        };
+        let guard = Arc::clone(&self.read);
+        let result = self
+            .on_forge(move |f| {
+                let all = f.read_comments(n)?;
+                Ok(guard.comment_page(f, n, all, &params, start))
+            })
+            .await;
+        let (result, report) = split(result);
         let summary = match &result {
-            Ok(list) => format!("read {} comment(s) of #{}", list.len(), n.get()),
+            Ok(page) => format!(
+                "read {} of {} comment(s) of #{} ({}, {} left)",
+                page.comments.len(),
+                page.total,
+                n.get(),
+                page.order.as_str().replace('_', " "),
+                page.remaining
+            ),
             Err(e) => format!("failed to read comments of #{}: {}", n.get(), reason(e)),
         };
+        call.read = report;
+        let summary = with_report(summary, call.read.as_ref());
         self.finish(call, result, summary, Audit::Always).await
     }
 
-    /// `read_reviews`.
+    /// `read_reviews`: one page, at most `FORGE_MAX_READ_BYTES`.
     pub async fn read_reviews(
         &self,
-        n: IssueNumber,
+        params: PageParams,
         peer: Option<Peer>,
-    ) -> Result<Vec<Review>, RpcError> {
-        let call = self.begin(Method::ReadReviews.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_reviews(n)).await;
+    ) -> Result<ReviewPage, RpcError> {
+        let n = params.number;
+        let mut call = self.begin(Method::ReadReviews.name(), Some(n), peer);
+        let start = match self.read.position(List::Reviews, &params) {
+            Ok(start) => start,
+            Err(e) => {
+                let summary = format!("refused read_reviews of PR #{}: {}", n.get(), reason(&e));
+                return self.finish(call, Err(e), summary, Audit::WithinRate).await;
+            }
+        };
+        let guard = Arc::clone(&self.read);
+        let result = self
+            .on_forge(move |f| {
+                let all = f.read_reviews(n)?;
+                Ok(guard.review_page(f, n, all, &params, start))
+            })
+            .await;
+        let (result, report) = split(result);
         let summary = match &result {
-            Ok(list) => format!(
-                "read {} review(s) of PR #{} with {} inline comment(s)",
-                list.len(),
+            Ok(page) => format!(
+                "read {} of {} review(s) of PR #{} with {} inline comment(s) ({}, {} left)",
+                page.reviews.len(),
+                page.total,
                 n.get(),
-                list.iter().map(|r| r.comments.len()).sum::<usize>()
+                page.reviews.iter().map(|r| r.comments.len()).sum::<usize>(),
+                page.order.as_str().replace('_', " "),
+                page.remaining
             ),
             Err(e) => format!("failed to read reviews of PR #{}: {}", n.get(), reason(e)),
         };
+        call.read = report;
+        let summary = with_report(summary, call.read.as_ref());
         self.finish(call, result, summary, Audit::Always).await
     }
 
@@ -499,7 +577,7 @@ impl Sidecar {
         summary: Text,
         peer: Option<Peer>,
     ) -> Result<DoneReceipt, RpcError> {
-        let call = self.begin(Method::SignalDone.name(), None, peer);
+        let mut call = self.begin(Method::SignalDone.name(), None, peer);
         if summary.len() > self.max_summary_bytes {
             let err = RpcError::new(
                 ErrorCode::LimitExceeded,
@@ -543,7 +621,7 @@ impl Sidecar {
         }
         // Commits are pushed outside the sidecar: read them now and leave
         // the host what would act outside the scope. Never a refusal.
-        let warnings = self
+        let mut warnings = self
             .on_scoped(|f| Ok(f.done_warnings()))
             .await
             .unwrap_or_else(|e| {
@@ -552,6 +630,8 @@ impl Sidecar {
                     e.message
                 )]
             });
+        // They quote commit messages: cleaned as every text the agent reads.
+        call.read = self.read.warnings(&mut warnings);
         let event = EventBody::Done(Done {
             status,
             summary: summary.as_str().to_string(),
@@ -716,6 +796,7 @@ impl Sidecar {
             peer,
             started: Instant::now(),
             reach: None,
+            read: None,
         }
     }
 
@@ -825,6 +906,7 @@ impl Sidecar {
             foreign_refs,
             mentions,
             coalesced: None,
+            read: call.read,
         });
         if let Err(cause) = self.emit(op).await {
             let next = if was_write && outcome == Outcome::Ok {
@@ -848,6 +930,41 @@ impl Sidecar {
     async fn emit(&self, body: EventBody) -> Result<Written, QueueError> {
         self.audit.append(body).await
     }
+}
+
+/// A guarded read's result and its report, apart.
+fn split<T>(
+    result: Result<(T, Option<ReadReport>), RpcError>,
+) -> (Result<T, RpcError>, Option<ReadReport>) {
+    match result {
+        Ok((value, report)) => (Ok(value), report),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// `summary` with what the read guard did, when it did something.
+fn with_report(summary: String, report: Option<&ReadReport>) -> String {
+    let Some(r) = report else {
+        return summary;
+    };
+    let mut parts = Vec::new();
+    if r.hidden_chars > 0 {
+        parts.push(format!(
+            "{} hidden character(s) {}",
+            r.hidden_chars, r.hidden_action
+        ));
+    }
+    if r.cut > 0 {
+        parts.push(format!("{} text(s) cut", r.cut));
+    }
+    if r.withheld > 0 {
+        parts.push(format!(
+            "{} text(s) withheld from {}",
+            r.withheld,
+            r.withheld_from.join(", ")
+        ));
+    }
+    format!("{summary}; {}", parts.join(", "))
 }
 
 /// The HTTP status a `forge_rejected` error carries.

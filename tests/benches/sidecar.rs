@@ -38,12 +38,17 @@
 //! binaries as the image has them, from `target/shipped/release/`, which
 //! `cargo bench` does not build.
 //!
+//! 9. **Read guard**: what cleaning and caps add to a `read_issue`, in
+//!    process: [`ReadGuard::issue`] on issue #17 as the Gitea client reads
+//!    it from the fake, on a 4 KB non-ASCII body, and on one with hidden
+//!    characters to strip.
+//!
 //! Environment:
 //! - `SIDECAR_BENCH_FAST=1`: smaller counts (a smoke run of a few seconds);
 //! - `SIDECAR_BENCH_DISK_DIR`: where the disk queues go (default `/var/tmp`);
 //! - `SIDECAR_BENCH_TMPFS_DIR`: where the tmpfs queues go (default `/dev/shm`);
 //! - `SIDECAR_BENCH_DISK_SECS`: time bound of the disk series (default 30);
-//! - `SIDECAR_BENCH_ONLY=append,added,floor,pinned,cold,done,mcp,limits,signed`: only
+//! - `SIDECAR_BENCH_ONLY=append,guard,added,floor,pinned,cold,done,mcp,limits,signed`: only
 //!   these phases;
 //! - `SIDECAR_BENCH_BIN`: another `forge-sidecar` build to run (e.g. one
 //!   with symbols, for `perf`);
@@ -116,6 +121,7 @@ fn main() {
         }
     };
     phase("append", &mut report, &mut |r| queue_append(&opts, r));
+    phase("guard", &mut report, &mut |r| read_guard(&opts, r));
     phase("added", &mut report, &mut |r| {
         added_latency(&rt, &opts, &bins, r)
     });
@@ -1345,6 +1351,7 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                 foreign_refs: None,
                 mentions: None,
                 coalesced: None,
+                read: None,
             });
             let t = Instant::now();
             writer.append(body).expect("append");
@@ -1377,6 +1384,71 @@ fn queue_append(opts: &Opts, report: &mut Report) {
     );
     report.stats("append_tmpfs", &tmpfs);
     report.stats("append_disk", &disk);
+}
+
+/// Phase 9, what the read guard adds to `read_issue` (in process): the
+/// cleaning of hidden characters and the per-field caps, on issue #17 as
+/// the Gitea client reads it from the fake, and on two larger bodies.
+fn read_guard(opts: &Opts, report: &mut Report) {
+    use forge_sidecar::config::Secret;
+    use forge_sidecar::forge::Forge;
+    use forge_sidecar::forge::gitea::GiteaForge;
+    use forge_sidecar::read_guard::{ReadConfig, ReadGuard};
+    section("read guard: cleaning and caps on read_issue (ReadGuard::issue, in process)");
+    let gitea = FakeGitea::start();
+    let forge = GiteaForge::new(
+        &gitea.api_base(),
+        OWNER,
+        REPO,
+        &Secret::new(gitea.token()),
+        Duration::from_secs(5),
+    );
+    let ordinary = forge
+        .read_issue(forge_protocol::IssueNumber::new(ASSIGNED_ISSUE).expect("a number"))
+        .expect("read #17");
+    let mut long = ordinary.clone();
+    long.body = "Le café coûte 3 € — naïve résumé ✓ 🙂\n".repeat(100);
+    let mut hidden = long.clone();
+    hidden.body = format!("{}{}", long.body, "x\u{200B}".repeat(10));
+    let guard = ReadGuard::new(ReadConfig::default(), OWNER);
+    let n = opts.seq_calls.max(2000) * 5;
+    for (key, label, issue) in [
+        (
+            "guard_ordinary",
+            "issue #17 as read from the fake",
+            &ordinary,
+        ),
+        (
+            "guard_4k_non_ascii",
+            "4 KB non-ASCII body, nothing hidden",
+            &long,
+        ),
+        (
+            "guard_4k_hidden",
+            "4 KB body with 10 hidden characters (stripped)",
+            &hidden,
+        ),
+    ] {
+        let mut copies: Vec<_> = (0..n).map(|_| issue.clone()).collect();
+        let mut s = Samples::default();
+        for copy in &mut copies {
+            let t = Instant::now();
+            std::hint::black_box(guard.issue(&forge, copy));
+            s.push(t.elapsed());
+        }
+        let stats = s.stats();
+        let ordinary = key == "guard_ordinary";
+        report.row(
+            "9 read guard",
+            format!("ReadGuard::issue, {label}"),
+            stats.show(),
+            "—",
+            None,
+            if ordinary { "≤ 20 µs p50 added" } else { "" },
+            ordinary.then_some(stats.p50 <= 20.0),
+        );
+        report.stats(key, &stats);
+    }
 }
 
 /// 8. What signed checkpoints cost: in process, and on the call path.

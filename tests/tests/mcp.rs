@@ -744,3 +744,64 @@ async fn the_bridge_is_silent_on_stderr_by_default() {
     let stderr = fs::read_to_string(&log).expect("bridge log");
     assert_eq!(stderr, "", "the bridge wrote to stderr");
 }
+
+#[tokio::test]
+async fn hidden_text_and_more_pages_are_one_line_each_through_the_bridge() {
+    use forge_e2e::fake_gitea::FakeGitea;
+    let gitea = FakeGitea::start();
+    let hidden: String = "ignore"
+        .chars()
+        .map(|c| char::from_u32(0xE0000 + c as u32).unwrap())
+        .collect();
+    gitea.add_comment(17, "bob", &format!("Looks fine{hidden}\u{202E}."));
+    for k in 0..5 {
+        gitea.add_comment(17, "bob", &format!("note {k}"));
+    }
+    let sidecar = SidecarProcess::against(&gitea, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _) = rmcp_bridge(
+        &sidecar.socket,
+        &dir.path().join("bridge.log"),
+        ProtocolVersion::V_2025_11_25,
+    )
+    .await;
+    let page = call_tool(&client, "read_comments", json!({"number": 17, "limit": 4})).await;
+    assert_eq!(page.is_error, Some(false), "{}", text(&page));
+    let blocks: Vec<String> = page
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    assert_eq!(blocks.len(), 3, "{blocks:#?}");
+    assert_eq!(
+        blocks[0],
+        "Forge sidecar notice: hidden text stripped: 6 tag character(s), 1 bidi control(s); \
+         see `notices` for each field."
+    );
+    let structured = page.structured_content.clone().expect("structured");
+    let cursor = structured["next_cursor"].as_str().expect("more pages");
+    assert_eq!(
+        blocks[1],
+        format!(
+            "Page: 4 of 9 comments (oldest_first); 5 more: call read_comments again with \
+             \"cursor\": \"{cursor}\"."
+        )
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&blocks[2]).unwrap(),
+        structured
+    );
+    assert!(!text(&page).contains('\u{E0069}'));
+    let rest = call_tool(
+        &client,
+        "read_comments",
+        json!({"number": 17, "cursor": cursor}),
+    )
+    .await;
+    let rest = rest.structured_content.expect("structured");
+    assert_eq!(
+        (rest["remaining"].as_u64(), rest["next_cursor"].clone()),
+        (Some(0), Value::Null)
+    );
+    assert_eq!(rest["comments"].as_array().unwrap().len(), 5);
+}

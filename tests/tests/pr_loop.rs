@@ -346,9 +346,31 @@ async fn read_reviews_returns_every_review_and_inline_comment() {
         &borrowed,
     );
 
-    let reviews = ok(&c, "read_reviews", json!({"number": ASSIGNED_PR})).await;
-    let reviews = reviews.as_array().unwrap();
-    assert_eq!(reviews.len(), 56, "1 seeded + 54 + 1, over two pages");
+    // Page by page, as an agent reads them: every review once, in order.
+    let mut reviews = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut params = json!({"number": ASSIGNED_PR, "limit": 20});
+        if let Some(cur) = &cursor {
+            params["cursor"] = json!(cur);
+        }
+        let page = ok(&c, "read_reviews", params).await;
+        pages += 1;
+        assert_eq!(page["total"], 56);
+        reviews.extend(page["reviews"].as_array().unwrap().iter().cloned());
+        assert_eq!(
+            page["remaining"].as_u64().unwrap() as usize,
+            56 - reviews.len()
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "paging did not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(reviews.len(), 56, "1 seeded + 54 + 1, over two forge pages");
     assert_eq!(reviews[0]["state"], "request_changes");
     assert_eq!(reviews[0]["comments"][0]["path"], "src/render.rs");
     let last = &reviews[55];
@@ -377,13 +399,18 @@ async fn read_reviews_returns_every_review_and_inline_comment() {
             .contains("not a pull request"),
         "{e}"
     );
-    let op = of_kind(&s, "op")
+    let summaries: Vec<Value> = of_kind(&s, "op")
         .into_iter()
-        .find(|o| o["op"] == "read_reviews")
-        .unwrap();
+        .filter(|o| o["op"] == "read_reviews" && o["outcome"] == "ok")
+        .map(|o| o["summary"].clone())
+        .collect();
     assert_eq!(
-        op["summary"],
-        "read 56 review(s) of PR #18 with 61 inline comment(s)"
+        summaries,
+        [
+            "read 20 of 56 review(s) of PR #18 with 1 inline comment(s) (oldest first, 36 left)",
+            "read 20 of 56 review(s) of PR #18 with 0 inline comment(s) (oldest first, 16 left)",
+            "read 16 of 56 review(s) of PR #18 with 60 inline comment(s) (oldest first, 0 left)",
+        ]
     );
     assert!(
         gitea.contract_violations().is_empty(),

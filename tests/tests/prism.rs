@@ -134,4 +134,8 @@ fn every_request_the_client_sends_is_accepted_by_prism() {
         "read_reviews (GET /pulls/{index}/reviews, .../reviews/{id}/comments)",
         forge.read_reviews(n),
     );
+    accepted(
+        "is_collaborator (GET /collaborators/{collaborator})",
+        forge.is_collaborator("alice"),
+    );
 }

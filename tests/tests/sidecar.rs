@@ -87,8 +87,14 @@ async fn every_method_returns_its_documented_shape() {
         (Some(true), Some("main"))
     );
 
-    let comments = ok(&c, "read_comments", json!({"number": ASSIGNED_ISSUE})).await;
-    let comments = comments.as_array().expect("an array");
+    let page = ok(&c, "read_comments", json!({"number": ASSIGNED_ISSUE})).await;
+    assert_eq!(
+        (page["total"].as_u64(), page["remaining"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(page["next_cursor"], Value::Null);
+    assert_eq!(page["notices"], json!([]));
+    let comments = page["comments"].as_array().expect("a comment list");
     assert_eq!(comments.len(), 3);
     assert!(
         comments

@@ -37,6 +37,7 @@ fn body() -> impl Strategy<Value = EventBody> {
                 foreign_refs: None,
                 mentions: None,
                 coalesced: None,
+                read: None,
             })),
         "\\PC{0,200}".prop_map(|summary| EventBody::Done(Done {
             status: DoneStatus::Success,

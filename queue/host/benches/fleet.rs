@@ -175,6 +175,7 @@ fn op(i: u64) -> EventBody {
         duration_ms: 12,
         peer: None,
         coalesced: None,
+        read: None,
         foreign_refs: None,
         mentions: None,
     })

@@ -184,6 +184,7 @@ fn read_op(i: u64) -> EventBody {
         foreign_refs: None,
         mentions: None,
         coalesced: None,
+        read: None,
     })
 }
 

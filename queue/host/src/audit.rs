@@ -598,6 +598,7 @@ mod tests {
             foreign_refs: None,
             mentions: None,
             coalesced: None,
+            read: None,
         })
     }
 

@@ -485,9 +485,53 @@ impl Forge for GiteaForge {
             Err(f) => Err(f.into_forge_error(n, "read")),
         }
     }
+
+    fn is_collaborator(&self, login: &str) -> Result<bool, ForgeError> {
+        let url = format!("{}/collaborators/{}", self.repo_path, encode_segment(login));
+        match self.status_of(&url) {
+            Ok(_) => Ok(true),
+            // 404: not a collaborator; 422: no such user (a deleted account).
+            Err(HttpFailure::Status {
+                status: 404 | 422, ..
+            }) => Ok(false),
+            Err(f) => Err(f.into_repo_error("check whether the author is a collaborator")),
+        }
+    }
 }
 
 impl GiteaForge {
+    /// GET with the retries of [`GiteaForge::get`] for an endpoint that
+    /// answers by its status alone (204 and no body): the 2xx status.
+    fn status_of(&self, url: &str) -> Result<u16, HttpFailure> {
+        let deadline = Instant::now() + self.timeout;
+        let mut attempt = 1;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = self
+                .agent
+                .get(url)
+                .config()
+                .timeout_global(Some(remaining))
+                .build()
+                .header("Authorization", &self.auth)
+                .call();
+            let failure = match result {
+                Ok(resp) if resp.status().is_success() => return Ok(resp.status().as_u16()),
+                Ok(resp) => HttpFailure::from_response(resp, MAX_RESPONSE_BYTES),
+                Err(err) => HttpFailure::Transport(describe_transport(&err)),
+            };
+            let Some(delay) = failure.retry_delay(attempt) else {
+                return Err(failure);
+            };
+            if attempt >= READ_ATTEMPTS || Instant::now() + delay >= deadline {
+                return Err(failure);
+            }
+            tracing::warn!(url = %redact_base(url), attempt, cause = %failure, "forge read failed; retrying");
+            thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
     /// `owner/repo`.
     fn full_name(&self) -> &str {
         self.repo_path.rsplit("/repos/").next().unwrap_or_default()
@@ -973,6 +1017,7 @@ impl GIssue {
             url: self.html_url.unwrap_or_default(),
             created_at: self.created_at.unwrap_or_default(),
             updated_at: self.updated_at.unwrap_or_default(),
+            notices: vec![],
         }
     }
 }
@@ -997,6 +1042,7 @@ impl GPull {
             url: self.html_url.or(self.url).unwrap_or_default(),
             created_at: self.created_at.unwrap_or_default(),
             updated_at: self.updated_at.unwrap_or_default(),
+            notices: vec![],
         }
     }
 }

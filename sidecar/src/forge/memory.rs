@@ -4,7 +4,8 @@
 //! requests for it, and #500 an unrelated issue; a few comments on #17 and
 //! #18, two reviews with inline comments on #18; branches `main` (the
 //! default), `fix-export`, `export-test`, `wip/cleanup` (a commit that says
-//! `Closes #500`) and `agent/issue-17` (pushed, no PR yet). Writes change the in-memory state only and are lost at exit; a new
+//! `Closes #500`) and `agent/issue-17` (pushed, no PR yet); alice, bob
+//! and agent-bot are the collaborators. Writes change the in-memory state only and are lost at exit; a new
 //! pull request takes the next number after the highest issue, as on Gitea.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ use super::{CommitInfo, Forge, ForgeError};
 
 /// The repository's default branch.
 const DEFAULT_BRANCH: &str = "main";
+
+/// The seed's collaborators (everyone who writes in it).
+const COLLABORATORS: [&str; 3] = ["alice", "bob", "agent-bot"];
 
 const CREATED: &str = "2026-11-01T09:00:00+00:00";
 
@@ -77,6 +81,7 @@ impl MemoryForge {
                 url,
                 created_at: CREATED.into(),
                 updated_at: CREATED.into(),
+                notices: vec![],
             };
             let pr = pr.map(|(h, b)| (h.to_string(), b.to_string()));
             items.insert(
@@ -287,6 +292,7 @@ fn pr_of(item: &Item, repo: &str) -> Option<PullRequest> {
         url: i.url.clone(),
         created_at: i.created_at.clone(),
         updated_at: i.updated_at.clone(),
+        notices: vec![],
     })
 }
 
@@ -405,6 +411,10 @@ impl Forge for MemoryForge {
             .cloned()
             .unwrap_or_default())
     }
+
+    fn is_collaborator(&self, login: &str) -> Result<bool, ForgeError> {
+        Ok(COLLABORATORS.iter().any(|c| c.eq_ignore_ascii_case(login)))
+    }
 }
 
 impl MemoryForge {
@@ -473,6 +483,7 @@ impl MemoryForge {
             url: format!("http://forge.invalid/{}/pulls/{number}", self.full_name()),
             created_at: ts.clone(),
             updated_at: ts,
+            notices: vec![],
         };
         let item = Item {
             issue,

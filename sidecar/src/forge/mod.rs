@@ -75,6 +75,17 @@ pub trait Forge: Send + Sync {
     fn branch_commits(&self, base: &str, head: &str) -> Result<Vec<CommitInfo>, ForgeError>;
     /// The commits of a pull request, all pages.
     fn pr_commits(&self, number: IssueNumber) -> Result<Vec<CommitInfo>, ForgeError>;
+    /// Whether `login` is a collaborator of the repository (Gitea: `GET
+    /// /repos/{owner}/{repo}/collaborators/{user}`, 204 yes, 404 no). A
+    /// forge that cannot tell says so with an error, and the caller
+    /// withholds (fails closed).
+    fn is_collaborator(&self, login: &str) -> Result<bool, ForgeError> {
+        let _ = login;
+        Err(ForgeError::Unavailable(format!(
+            "the {} forge cannot tell who collaborates on the repository",
+            self.kind()
+        )))
+    }
 }
 
 /// What can go wrong talking to a forge. Messages never contain the token.

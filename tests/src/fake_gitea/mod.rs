@@ -30,6 +30,7 @@
 //! | `GET /repos/acme/widgets/pulls/{n}/reviews/{id}/comments` | 200 `[PullReviewComment]`, all; 404 |
 //! | `GET /repos/acme/widgets/pulls/{n}/commits` | 200 `[Commit]`, paginated, `X-Total`, `X-HasMore`, `Link`; 404 |
 //! | `GET /repos/acme/widgets/compare/{base}...{head}` | 200 `Compare`; a missing branch: 404 |
+//! | `GET /repos/acme/widgets/collaborators/{user}` | **204** no body for a collaborator (alice, bob, forge-bot); 404 another known user; 422 no such user |
 //! | anything else in the spec | 404 `{"message":"not found",…}` |
 //! | anything not in the spec | 404, and a contract violation |
 //!
@@ -453,6 +454,36 @@ impl FakeGitea {
             .lock()
             .store
             .add_review(pull, author, state, body, inline)
+    }
+
+    /// Adds a comment by `author` to issue or PR `number` (as if posted
+    /// outside the sidecar); returns its id.
+    pub fn add_comment(&self, number: u64, author: &str, body: &str) -> u64 {
+        self.shared
+            .lock()
+            .store
+            .add_comment(number, author, body)
+            .id
+    }
+
+    /// Sets the author, title and body of issue or PR `number` (as if it
+    /// had been filed so).
+    pub fn set_issue_text(&self, number: u64, author: &str, title: &str, body: &str) {
+        if let Some(issue) = self.shared.lock().store.issues.get_mut(&number) {
+            issue.author = author.to_owned();
+            issue.title = title.to_owned();
+            issue.body = body.to_owned();
+        }
+    }
+
+    /// Makes `login` a collaborator of the repository, or no longer one.
+    pub fn set_collaborator(&self, login: &str, collaborator: bool) {
+        let collaborators = &mut self.shared.lock().store.collaborators;
+        if collaborator {
+            collaborators.insert(login.to_ascii_lowercase());
+        } else {
+            collaborators.retain(|c| !c.eq_ignore_ascii_case(login));
+        }
     }
 
     /// Every way a request so far broke the swagger spec: one line each,

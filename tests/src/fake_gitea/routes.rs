@@ -94,6 +94,9 @@ pub(crate) fn respond(store: &mut Store, urls: &Urls, rec: &Recorded, checked: &
                 ("GET", ["compare", basehead]) => {
                     compare(store, urls, &percent_decode(basehead, false))
                 }
+                ("GET", ["collaborators", user]) => {
+                    check_collaborator(store, urls, &percent_decode(user, false))
+                }
                 _ => Reply::not_found(urls),
             }
         }
@@ -127,6 +130,30 @@ fn get_issue(store: &Store, urls: &Urls, number: Option<u64>) -> Reply {
         Some(issue) => Reply::json(200, render::issue(urls, store, issue)),
         None => Reply::not_found(urls),
     }
+}
+
+/// `GET /repos/{owner}/{repo}/collaborators/{collaborator}`: 204 with no
+/// body for a collaborator, 404 for another user, 422 for no such user.
+fn check_collaborator(store: &Store, urls: &Urls, login: &str) -> Reply {
+    if store
+        .collaborators
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(login))
+    {
+        return Reply {
+            status: 204,
+            body: None,
+            headers: Vec::new(),
+        };
+    }
+    if store.knows_user(login) {
+        return Reply::not_found(urls);
+    }
+    Reply::error(
+        urls,
+        422,
+        &format!("user does not exist [uid: 0, name: {login}]"),
+    )
 }
 
 fn get_pull(store: &Store, urls: &Urls, number: Option<u64>) -> Reply {

@@ -25,7 +25,7 @@
 //!
 //! All timestamps are in the server's zone, UTC+08:00, in whole seconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, FixedOffset, TimeZone, Timelike, Utc};
 
@@ -497,6 +497,10 @@ pub(crate) fn user(login: &str) -> Option<&'static SeedUser> {
     SEED_USERS.iter().find(|u| u.login == login)
 }
 
+/// The seeded collaborators of the repository (the owner organisation is
+/// not one: Gitea's check looks at the collaboration table only).
+pub const SEED_COLLABORATORS: &[&str] = &["alice", "bob", BOT_LOGIN];
+
 /// The fake's mutable data.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -510,6 +514,8 @@ pub(crate) struct Store {
     pub reviews: Vec<FakeReview>,
     next_review_id: u64,
     next_review_comment: u64,
+    /// Logins that are collaborators of the repository (lower case).
+    pub collaborators: BTreeSet<String>,
 }
 
 impl Store {
@@ -604,6 +610,7 @@ impl Store {
             reviews: Vec::new(),
             next_review_id: 900,
             next_review_comment: 0,
+            collaborators: SEED_COLLABORATORS.iter().map(|c| (*c).to_owned()).collect(),
         };
         store.add_review(
             ASSIGNED_PR,
@@ -713,6 +720,17 @@ impl Store {
             comments,
         });
         id
+    }
+
+    /// Whether `login` is known to the fake: a seeded user or the author
+    /// of anything in the store (Gitea answers 422 for an unknown user).
+    pub(crate) fn knows_user(&self, login: &str) -> bool {
+        let is = |author: &str| author.eq_ignore_ascii_case(login);
+        SEED_USERS.iter().any(|u| is(u.login))
+            || self.collaborators.iter().any(|c| is(c))
+            || self.issues.values().any(|i| is(&i.author))
+            || self.comments.iter().any(|c| is(&c.author))
+            || self.reviews.iter().any(|r| is(&r.author))
     }
 
     /// The comments on issue `number`, oldest first.

@@ -698,3 +698,27 @@ async fn works_from_an_async_test() {
     assert_eq!(status, 200);
     drop(fake); // must not panic inside a runtime
 }
+
+#[test]
+fn collaborator_check_answers_by_status_alone() {
+    let fake = FakeGitea::start();
+    let base = "/repos/acme/widgets/collaborators";
+    let yes = get(&fake, &format!("{base}/alice"));
+    assert_eq!((yes.status, yes.text.as_str()), (204, ""));
+    assert_eq!(yes.content_type, None);
+    fake.add_comment(ASSIGNED_ISSUE, "mallory", "hello");
+    assert_eq!(get(&fake, &format!("{base}/mallory")).status, 404);
+    let unknown = get(&fake, &format!("{base}/nobody-at-all"));
+    assert_eq!(unknown.status, 422);
+    assert!(
+        unknown.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("user does not exist")
+    );
+    fake.set_collaborator("mallory", true);
+    assert_eq!(get(&fake, &format!("{base}/Mallory")).status, 204);
+    fake.set_collaborator("alice", false);
+    assert_eq!(get(&fake, &format!("{base}/alice")).status, 404);
+    fake.assert_contract_clean();
+}

@@ -70,6 +70,7 @@ pub fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody 
         foreign_refs: None,
         mentions: None,
         coalesced: None,
+        read: None,
     })
 }
 
