@@ -106,6 +106,23 @@ pub fn strip(source: &str) -> Stripped {
     out
 }
 
+/// `source` with Markdown's backslash escapes removed (`\/` is `/`), as a
+/// link destination reads them.
+pub fn remove_backslash_escapes(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(next) = chars.peek()
+            && next.is_ascii_punctuation()
+        {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn piece(out: &mut String, text: &str, joined: bool) {
     if !joined && !out.is_empty() {
         out.push('\n');
