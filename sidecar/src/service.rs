@@ -840,11 +840,9 @@ fn reason(e: &RpcError) -> String {
             e.data["action"].as_str(),
             e.data["referenced"].as_str(),
         ) {
-            (Some(excerpt), Some(action), Some(referenced)) => format!(
-                "'{}' would {action} {}",
-                quote(excerpt),
-                quote(referenced)
-            ),
+            (Some(excerpt), Some(action), Some(referenced)) => {
+                format!("'{}' would {action} {}", quote(excerpt), quote(referenced))
+            }
             _ => "out of scope".into(),
         },
         ErrorCode::LimitExceeded => format!("limit exceeded ({})", e.message),

@@ -573,6 +573,8 @@ mod tests {
     use serde_json::Value;
 
     const CORPUS: &str = include_str!("../../../tests/corpus/text_check.json");
+    /// Cases judged by the forge's own code, with its verdict.
+    const ORACLE_CORPUS: &str = include_str!("../../../tests/corpus/text_check_oracle.json");
 
     fn policy() -> &'static Policy {
         static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(|| {
@@ -582,11 +584,11 @@ mod tests {
     }
 
     fn corpus(section: &str) -> Vec<(String, String, Option<String>)> {
-        let all: Value = serde_json::from_str(CORPUS).expect("the corpus is JSON");
-        all[section]
-            .as_array()
-            .expect("a corpus section")
+        let files = [CORPUS, ORACLE_CORPUS]
+            .map(|f| -> Value { serde_json::from_str(f).expect("the corpus is JSON") });
+        files
             .iter()
+            .flat_map(|all| all[section].as_array().into_iter().flatten())
             .map(|e| {
                 (
                     e["name"].as_str().unwrap().to_string(),
@@ -726,6 +728,31 @@ mod tests {
         let refs: Vec<String> = found.foreign_refs.iter().map(ToString::to_string).collect();
         assert_eq!(refs, ["o/r#2", "#600"]);
         assert_eq!(found.mentions, ["x"]);
+    }
+
+    #[test]
+    fn every_reference_form_counts_against_the_limit() {
+        let policy = policy();
+        for form in [
+            |n: u32| format!("#{:0>30} ", n),
+            |n: u32| format!("[x](http://'@/acme/widgets/issues/{n}) "),
+            |n: u32| format!("<http://h//!{n})/b/issues/1> "),
+            |n: u32| format!("[x](/o/r/pulls/+{n}) "),
+        ] {
+            let text: String = (501..512).map(form).collect();
+            match check(&text, policy) {
+                Err(Refusal::TooManyForeignRefs { refs, .. }) => {
+                    assert!(refs.len() >= 11, "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+            let ten: String = (501..511).map(form).collect();
+            let found = check(&ten, policy).unwrap();
+            assert!(
+                found.foreign_refs.iter().any(|r| r.number == 501),
+                "{found:?}"
+            );
+        }
     }
 
     /// Markdown that may surround a closing reference: (before, after).
