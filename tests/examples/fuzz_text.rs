@@ -422,23 +422,31 @@ impl Oracle {
         Oracle { child, out }
     }
 
-    /// The judge's verdicts for `texts`, in order.
-    fn judge(&mut self, texts: &[String]) -> Vec<Value> {
+    /// Send `texts` to the judge (from a thread, so that both judges work at once).
+    fn send(&mut self, texts: &[String]) -> std::thread::JoinHandle<std::process::ChildStdin> {
         let mut input = String::new();
         for t in texts {
             input.push_str(&serde_json::to_string(t).expect("JSON"));
             input.push('\n');
         }
         let mut stdin = self.child.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             stdin
                 .write_all(input.as_bytes())
                 .expect("write to the judge");
             stdin
-        });
-        let mut out = Vec::with_capacity(texts.len());
+        })
+    }
+
+    /// The judge's verdicts for the `n` texts sent, in order.
+    fn receive(
+        &mut self,
+        n: usize,
+        writer: std::thread::JoinHandle<std::process::ChildStdin>,
+    ) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
         let mut line = String::new();
-        for _ in texts {
+        for _ in 0..n {
             line.clear();
             self.out.read_line(&mut line).expect("read from the judge");
             out.push(
@@ -513,7 +521,9 @@ fn main() {
         let n = BATCH.min(count - done);
         let batch: Vec<(&str, String)> = (0..n).map(|_| generate(&mut rng)).collect();
         let texts: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
-        let verdicts = [judges[0].judge(&texts), judges[1].judge(&texts)];
+        let writers = [judges[0].send(&texts), judges[1].send(&texts)];
+        let [w0, w1] = writers;
+        let verdicts = [judges[0].receive(n, w0), judges[1].receive(n, w1)];
         for (i, (class, text)) in batch.iter().enumerate() {
             let t = Instant::now();
             let ours = check(text, &policy);

@@ -85,14 +85,6 @@ fn ends_path(b: u8) -> bool {
     ends_token(b) || b == b'?' || b == b'#'
 }
 
-/// Trailing punctuation an autolink may lose (Markdown's linkify).
-fn is_trailing_punct(b: u8) -> bool {
-    matches!(
-        b,
-        b'?' | b'!' | b'.' | b',' | b':' | b'*' | b'_' | b'~' | b')' | b'\'' | b'"'
-    )
-}
-
 /// A reference as written: `owner/repo` (when named) and the number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRef {
@@ -207,7 +199,7 @@ impl Finder {
                 r#"(?:^|[^A-Za-z0-9]){keyword}:?[ \t*_~`'"<>()\[\]\\]*\z"#
             )),
             reference: compile(
-                r"(?:^|[^A-Za-z0-9_./#!&@-])(?:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+))?[#!](?P<number>[0-9]+)",
+                r"(?:^|[^A-Za-z0-9_./#!&@%-])(?:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+))?[#!](?P<number>[0-9]+)",
             ),
             path_any: compile(ISSUE_PATH),
             mention: compile(
@@ -430,8 +422,7 @@ struct Scan<'t> {
     path_end: NextOf,
     token_end: NextOf,
     slash: NextOf,
-    unsafe_byte: NextOf,
-    written: HashMap<(usize, usize, bool), Option<String>>,
+    written: HashMap<(usize, usize, bool), Vec<String>>,
 }
 
 impl<'t> Scan<'t> {
@@ -443,10 +434,6 @@ impl<'t> Scan<'t> {
             path_end: NextOf::new(ends_path),
             token_end: NextOf::new(ends_token),
             slash: NextOf::new(|b| b == b'/'),
-            unsafe_byte: NextOf::new(|b| {
-                // A byte that makes Go escape the whole path again.
-                !(b.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@!'()*[]%".contains(&b))
-            }),
             written: HashMap::new(),
         }
     }
@@ -552,54 +539,37 @@ impl<'t> Scan<'t> {
         if path_start >= url_end {
             return vec![];
         }
-        let mut ends = vec![url_end];
-        let mut trimmed = url_end;
-        while trimmed > path_start && is_trailing_punct(bytes[trimmed - 1]) {
-            trimmed -= 1;
-        }
-        // Linkify may also stop before a trailing `?`, `#` or `)`.
-        let token = self.token_end(p);
-        let mut t = token;
-        while t > path_start && is_trailing_punct(bytes[t - 1]) {
-            t -= 1;
-        }
-        ends.push(trimmed);
-        ends.push(t.min(url_end));
-        ends.sort_unstable();
-        ends.dedup();
-        let mut out = Vec::new();
-        for end in ends {
-            let valid = self.unsafe_byte.at(bytes, path_start) >= end;
-            let written = self
-                .written
-                .entry((path_start.min(end), end, valid))
-                .or_insert_with(|| written_for(&text[path_start..end], valid))
-                .clone();
-            out.extend(written);
-        }
-        out
+        self.written
+            .entry((path_start, url_end, true))
+            .or_insert_with(|| written_for(&text[path_start..url_end]))
+            .clone()
     }
 }
 
-/// `owner/repo#N` for a path whose last four escaped segments name an
-/// issue; `valid` when Go keeps the path as written.
-fn written_for(path: &str, valid: bool) -> Option<String> {
-    // Only the last four slashes matter: cut the path there first.
-    let mut cut = path.len();
-    for _ in 0..4 {
-        cut = path[..cut].rfind('/')?;
+/// What the forge may write for an autolink whose path is `path` (as
+/// written) or any beginning of it (linkify may end the link early, even
+/// before a `/`): for each `issues` or `pulls` segment with two segments
+/// before it, `owner/repo#N` from those and the one after it, as written
+/// and as Go escapes it again.
+fn written_for(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in [path.to_string(), gourl::reescaped(path)] {
+        let segments: Vec<&str> = path.split('/').collect();
+        for k in 3..segments.len() {
+            let pull = if segments[k].eq_ignore_ascii_case("pulls") {
+                '!'
+            } else if segments[k].eq_ignore_ascii_case("issues") {
+                '#'
+            } else {
+                continue;
+            };
+            let (owner, repo) = (segments[k - 2], segments[k - 1]);
+            let number = segments.get(k + 1).copied().unwrap_or("");
+            out.push(format!("{owner}/{repo}{pull}{number}"));
+        }
     }
-    let tail = &path[cut..];
-    let escaped = if valid {
-        tail.to_string()
-    } else {
-        gourl::escaped_path(tail)
-    };
-    let (owner, repo, pull, number) = gourl::issue_tail(&escaped)?;
-    Some(format!(
-        "{owner}/{repo}{}{number}",
-        if pull { '!' } else { '#' }
-    ))
+    out.dedup();
+    out
 }
 
 #[cfg(test)]

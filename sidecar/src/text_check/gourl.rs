@@ -71,6 +71,12 @@ pub fn escaped_path(path: &str) -> String {
     }
 }
 
+/// The path decoded and escaped again, as Go returns it when some byte
+/// of the path may not stand as written.
+pub fn reescaped(path: &str) -> String {
+    escape_path(&unescape(path))
+}
+
 /// Whether every byte may stand as written in an escaped path.
 fn valid_encoded(path: &str) -> bool {
     path.bytes().all(|b| {
