@@ -2,7 +2,7 @@
 //! to a handler, in order, and acks each one after the handler succeeds.
 //!
 //! ```no_run
-//! use forge_queue::watch::{Delivery, WatchOptions, Watcher};
+//! use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 //!
 //! let mut watcher = Watcher::new(["/run/forge/queue"], WatchOptions::default())?;
 //! watcher.run(|d: &Delivery| -> Result<(), std::io::Error> {
@@ -88,7 +88,7 @@ use dir::{DirWatch, Drained};
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
 
 /// A heartbeat older than this many intervals means the sidecar is gone
-/// (DESIGN §7).
+/// (README, "Delivery semantics").
 pub const STALE_INTERVALS: u32 = 3;
 
 /// Every this many periodic rescans, list every `new/` even if its
