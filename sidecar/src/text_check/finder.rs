@@ -46,6 +46,10 @@ use regex::Regex;
 
 use super::gourl;
 
+/// At most this many HTML tags and autolinks are read past between a
+/// keyword and its reference.
+const MAX_SKIPPED: usize = 16;
+
 /// Bytes allowed between a keyword and its reference.
 fn is_separator(b: u8) -> bool {
     matches!(
@@ -226,10 +230,40 @@ impl Finder {
                 p += 1;
             }
             let sep_start = p;
-            while p < bytes.len() && is_separator(bytes[p]) {
-                p += 1;
+            // Where a reference may start: after the separators, and also
+            // after HTML tags and autolinks to other hosts, which the forge
+            // writes as nothing (`fixes <b>http://host//!5)/b/issues/1`),
+            // and at a `_` that begins a name (`fixes _acme/widgets#5`).
+            let mut starts = Vec::new();
+            for _ in 0..MAX_SKIPPED {
+                while p < bytes.len() && is_separator(bytes[p]) {
+                    if bytes[p] == b'_' {
+                        starts.push(p);
+                    }
+                    if bytes[p] == b'<' {
+                        starts.push(p + 1);
+                        let gt = scan.tag_end(p + 1);
+                        if bytes.get(gt) == Some(&b'>') {
+                            p = gt;
+                        }
+                    }
+                    p += 1;
+                }
+                starts.push(p);
+                if p < bytes.len() && bytes[p].is_ascii_alphabetic() {
+                    let end = scan.token_end(p);
+                    let www = bytes.len() >= p + 4 && bytes[p..p + 4].eq_ignore_ascii_case(b"www.");
+                    if end > p && (www || scan.after_scheme(p).is_some_and(|r| r > p)) {
+                        p = end;
+                        continue;
+                    }
+                }
+                break;
             }
-            let bracket = text[sep_start..p].rfind('[').map(|i| sep_start + i);
+            let p = starts.first().copied().unwrap_or(p).max(sep_start);
+            let bracket = text[sep_start..p.max(sep_start)]
+                .rfind('[')
+                .map(|i| sep_start + i);
             let mut push = |target: RawRef, end: usize| {
                 found.push(RawAction {
                     keyword: m.as_str().to_string(),
@@ -237,16 +271,22 @@ impl Finder {
                     excerpt: text[m.start()..end.max(p)].to_string(),
                 });
             };
-            if let Some((r, end)) = scan.short_ref(p) {
-                push(r, end);
+            for &q in &starts {
+                if let Some((r, end)) = scan.short_ref(q) {
+                    push(r, end);
+                }
+                for (r, end) in self.link_refs_at(&mut scan, q, dests) {
+                    push(r, end);
+                }
+                if let Some(r) = scan.autolink_ref(q) {
+                    let end = scan.token_end(q);
+                    push(r, end);
+                }
             }
-            for (r, end) in self.link_refs_at(&mut scan, p, dests) {
-                push(r, end);
-            }
-            if let Some(r) = scan.autolink_ref(p) {
-                let end = scan.token_end(p);
-                push(r, end);
-            }
+            let bracket = bracket.or_else(|| {
+                let last = starts.last().copied().unwrap_or(p);
+                text[sep_start..last].rfind('[').map(|i| sep_start + i)
+            });
             if let Some(b) = bracket {
                 // The forge reads a keyword before the `[` nearest before a
                 // destination's `(`: every `(` up to the next `[`.
@@ -421,6 +461,7 @@ struct Scan<'t> {
     name_end: NextOf,
     path_end: NextOf,
     token_end: NextOf,
+    tag_end: NextOf,
     slash: NextOf,
     written: HashMap<(usize, usize, bool), Vec<String>>,
 }
@@ -433,9 +474,19 @@ impl<'t> Scan<'t> {
             name_end: NextOf::new(|b| !is_name(b)),
             path_end: NextOf::new(ends_path),
             token_end: NextOf::new(ends_token),
+            tag_end: NextOf::new(|b| matches!(b, b'>' | b'<' | b'\n')),
             slash: NextOf::new(|b| b == b'/'),
             written: HashMap::new(),
         }
+    }
+
+    /// The `>` (or line end, or `<`) that ends an HTML tag begun before `p`.
+    fn tag_end(&mut self, p: usize) -> usize {
+        let bytes = self.text.as_bytes();
+        if p >= bytes.len() {
+            return p;
+        }
+        self.tag_end.at(bytes, p)
     }
 
     fn token_end(&mut self, p: usize) -> usize {

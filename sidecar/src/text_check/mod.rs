@@ -467,13 +467,26 @@ fn readings(text: &str) -> Vec<Reading> {
         entities_decoded: false,
         unicode_folded: false,
     }];
-    let decoded = fold::decode_entities(text);
-    if decoded != text {
+    // A hard line break (`\` or two spaces before a new line) joins its
+    // lines with nothing between them in the forge's reading.
+    let joined = markdown::join_hard_breaks(text);
+    if joined != text {
         all.push(Reading {
-            text: decoded.into_owned(),
-            entities_decoded: true,
+            text: joined,
+            entities_decoded: false,
             unicode_folded: false,
         });
+    }
+    for i in 0..all.len() {
+        let decoded = fold::decode_entities(&all[i].text);
+        if decoded != all[i].text {
+            let text = decoded.into_owned();
+            all.push(Reading {
+                text,
+                entities_decoded: true,
+                unicode_folded: false,
+            });
+        }
     }
     for i in 0..all.len() {
         if let Some(folded) = fold::fold_unicode(&all[i].text) {
