@@ -975,7 +975,18 @@ fn forge_status(e: &RpcError) -> Option<u64> {
 /// A short reason for a summary line: "out of scope", "not found", ...
 fn reason(e: &RpcError) -> String {
     match e.code {
-        ErrorCode::ScopeDenied => "out of scope".into(),
+        // A text refused for what it would make the forge do: the same
+        // reason the caller got ("'Fixes #500' would close #500").
+        ErrorCode::ScopeDenied => match (
+            e.data["excerpt"].as_str(),
+            e.data["action"].as_str(),
+            e.data["referenced"].as_str(),
+        ) {
+            (Some(excerpt), Some(action), Some(referenced)) => {
+                format!("'{}' would {action} {}", quote(excerpt), quote(referenced))
+            }
+            _ => "out of scope".into(),
+        },
         ErrorCode::LimitExceeded => format!("limit exceeded ({})", e.message),
         ErrorCode::InvalidParams | ErrorCode::MethodNotFound => e.message.clone(),
         code => format!("{} ({})", code.name().replace('_', " "), e.message),
@@ -1061,6 +1072,23 @@ mod tests {
         assert_eq!(evs.len(), 1, "a denied write has an op and no intent");
         assert_eq!(op(&evs[0]).outcome, Outcome::Denied);
         assert_eq!(op(&evs[0]).summary, "denied comment to #500: out of scope");
+    }
+
+    #[tokio::test]
+    async fn a_refused_text_is_audited_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, _forge) = test_sidecar_with_forge(dir.path());
+        let err = sidecar
+            .post_comment(n(17), text("Fixes #00500, thanks"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ScopeDenied);
+        assert!(err.message.contains("'Fixes #00500'"), "{}", err.message);
+        let evs = events(dir.path());
+        assert_eq!(
+            op(&evs[0]).summary,
+            "denied comment to #17: 'Fixes #00500' would close #500"
+        );
     }
 
     #[tokio::test]

@@ -1,17 +1,22 @@
 //! End to end: what a written text makes the forge do. The real sidecar
 //! process and Gitea client against the fake Gitea; every text of the
-//! corpus (`tests/corpus/text_check.json`) goes through the socket as a
-//! comment and as a description, and only the harmless ones reach the forge.
+//! corpus (`tests/corpus/text_check.json`, and `text_check_oracle.json`
+//! with the cases judged by the forge's own reference code) goes through
+//! the socket as a comment, as a description, and as a pull request's
+//! title, body and commit message; only the harmless ones reach the forge.
 
 use std::time::Duration;
 
 use forge_e2e::fake_gitea::FakeGitea;
-use forge_e2e::sidecar::SidecarProcess;
+use forge_e2e::sidecar::{SidecarProcess, call_err, call_ok, client};
 use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const CORPUS: &str = include_str!("../corpus/text_check.json");
+const ORACLE_CORPUS: &str = include_str!("../corpus/text_check_oracle.json");
+/// The branch the pull request tests push and open from.
+const BRANCH: &str = "agent/text-corpus";
 const WRITES: [(&str, u64); 2] = [("post_comment", 17), ("update_description", 18)];
 
 async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, Value> {
@@ -22,8 +27,13 @@ async fn call(s: &SidecarProcess, method: &str, params: Value) -> Result<Value, 
 }
 
 fn corpus(section: &str) -> Vec<Value> {
-    let all: Value = serde_json::from_str(CORPUS).expect("the corpus is JSON");
-    all[section].as_array().expect("a corpus section").clone()
+    [CORPUS, ORACLE_CORPUS]
+        .iter()
+        .flat_map(|file| {
+            let all: Value = serde_json::from_str(file).expect("the corpus is JSON");
+            all[section].as_array().cloned().unwrap_or_default()
+        })
+        .collect()
 }
 
 fn ops(s: &SidecarProcess) -> Vec<Value> {
@@ -243,5 +253,119 @@ async fn references_and_mentions_are_limited_and_audited() {
     assert_eq!(op["foreign_refs"], json!(refs));
     assert_eq!(op["mentions"], json!(["a", "b", "c", "d", "e", "org/team"]));
     assert_eq!(written_bodies(&gitea), [body]);
+    s.stop();
+}
+
+#[tokio::test]
+async fn the_corpus_gets_its_verdicts_in_pull_requests() {
+    let gitea = FakeGitea::start();
+    // #17 and the assigned PR #18 writable, as for the corpus's verdicts;
+    // pull requests opened from a branch of their own.
+    let mut s = SidecarProcess::against(&gitea, &[("FORGE_BRANCH", BRANCH)]);
+    let c = client(&s);
+    let pr_posts = || {
+        gitea
+            .writes()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/pulls"))
+            .count()
+    };
+    let mut refused = 0;
+    for section in ["refused", "over_refused"] {
+        for entry in corpus(section) {
+            let (name, text) = (&entry["name"], &entry["text"]);
+            gitea.push_branch(BRANCH, &["Render empty input"]);
+            for (part, params) in [
+                ("title", json!({"title": text, "body": "Closes #17"})),
+                ("body", json!({"title": "Fix", "body": text})),
+            ] {
+                let e = call_err(&c, "open_pr", params).await;
+                assert_eq!(e["code"], -32001, "{name} as the {part}: {e}");
+                assert_eq!(e["data"]["referenced"], entry["referenced"], "{name}: {e}");
+                refused += 1;
+            }
+            gitea.push_branch(BRANCH, &["Render empty input", text.as_str().unwrap()]);
+            let e = call_err(&c, "open_pr", json!({"title": "Fix", "body": "Closes #17"})).await;
+            assert_eq!(e["code"], -32001, "{name} as a commit message: {e}");
+            assert_eq!(e["data"]["referenced"], entry["referenced"], "{name}: {e}");
+            assert!(
+                e["message"].as_str().unwrap().contains("reword commit "),
+                "{name}: {e}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(pr_posts(), 0, "a refused text reached the forge");
+
+    // Harmless: all of them as the branch's commit messages, then as the
+    // title and body. The first pull request opens; after it the texts
+    // still pass the checker and meet the one-PR limit instead.
+    let harmless = corpus("harmless");
+    let messages: Vec<&str> = harmless
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    gitea.push_branch(BRANCH, &messages);
+    call_ok(
+        &c,
+        "open_pr",
+        json!({"title": "Fix", "body": harmless[0]["text"]}),
+    )
+    .await;
+    for entry in &harmless {
+        let e = call_err(
+            &c,
+            "open_pr",
+            json!({"title": entry["text"], "body": entry["text"]}),
+        )
+        .await;
+        assert_eq!(
+            (&e["code"], &e["data"]["limit"]),
+            (&json!(-32005), &json!("max_prs")),
+            "{}: {e}",
+            entry["name"]
+        );
+    }
+    assert_eq!(pr_posts(), 1);
+    eprintln!(
+        "pull request corpus: {refused} refused titles, bodies and commit messages; {} harmless accepted",
+        harmless.len()
+    );
+    s.stop();
+}
+
+#[tokio::test]
+async fn the_audit_names_the_reason_and_every_reference_form() {
+    let gitea = FakeGitea::start();
+    let mut s = SidecarProcess::against(&gitea, &[]);
+    let e = call(
+        &s,
+        "post_comment",
+        json!({"number": 17, "body": "Fixes #000500"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e["data"]["referenced"], "#500", "{e}");
+    let op = ops(&s).pop().unwrap();
+    assert_eq!(
+        (&op["outcome"], &op["summary"]),
+        (
+            &json!("denied"),
+            &json!("denied comment to #17: 'Fixes #000500' would close #500")
+        )
+    );
+    call(
+        &s,
+        "post_comment",
+        json!({"number": 17, "body": "See #0000501 and [x](http://'@/acme/widgets/issues/502), <http://h//!503)/b/issues/1>"}),
+    )
+    .await
+    .unwrap();
+    let op = ops(&s).pop().unwrap();
+    assert_eq!(op["outcome"], "ok", "{op}");
+    let refs = op["foreign_refs"].as_array().unwrap();
+    for r in ["#501", "#502", "#503"] {
+        assert!(refs.contains(&json!(r)), "{r} in {op}");
+    }
     s.stop();
 }

@@ -1,47 +1,101 @@
 //! The reference finder: keywords, references and mentions in one view of a
 //! text (the Markdown-stripped pieces, or the raw text).
 //!
-//! It follows Gitea's reference grammar and is looser wherever Gitea is
-//! strict, so that it finds at least what Gitea acts on:
+//! It reads every form the forge reads, and is looser wherever the forge is
+//! strict, so that it finds at least what the forge acts on:
 //!
 //! * a keyword may follow the start of the text or *any* character that is
-//!   not a letter or digit (Gitea: whitespace, `(`, `[`);
+//!   not an ASCII letter or digit (the forge: whitespace, `(`, `[`); a
+//!   keyword of ten bytes or more needs nothing before it (the forge looks
+//!   only twelve bytes back, so such a word can start its window);
 //! * between the keyword and the reference, after an optional `:`, any run
 //!   of spaces, tabs and markup characters (`*_~` `` ` `` `'"<>()[]\`)
-//!   is allowed, also none (Gitea: exactly one space), and so is the text of
-//!   a Markdown link whose destination is the reference
-//!   (`closes [this](https://host/o/r/issues/5)`);
-//! * a reference is `#N`, `!N`, `owner/repo#N`, `owner/repo!N` (names no
-//!   longer than the forge allows: 40 characters for an owner, 100 for a
-//!   repository; longer ones name nothing), or a URL
-//!   of any host ending in `/owner/repo/issues/N` or `/pulls/N`; it ends
-//!   where no letter or digit follows (Gitea wants whitespace or some
-//!   punctuation there).
+//!   is allowed, also none (the forge: exactly one space);
+//! * what follows is read in every form the forge reads a reference in:
+//!   - `#N`, `!N`, `owner/repo#N`, `owner/repo!N`, names of any length;
+//!   - a link destination (`[scheme:][//authority]/owner/repo/issues/N`,
+//!     or `/pulls/N`), split by Go's `net/url` rules ([`super::gourl`]),
+//!     on any host; the forge reads a keyword before a link's
+//!     destination wherever that destination first appears in the text,
+//!     so the number also counts when it is followed by more characters,
+//!     and each shorter number that another link in the text points to
+//!     counts too ([`Destinations`]);
+//!   - the text before a `[`: each `(` up to the next `[` may open a link
+//!     destination read as above (the forge looks for a keyword before the
+//!     `[` of a link);
+//!   - an autolink (`<scheme:...>`, `http://...`, `www....`): the forge
+//!     writes one that points at itself in place as
+//!     `owner/repo#N` from the last four segments of its escaped path,
+//!     whatever those segments hold, and reads that text again;
+//! * a number is any run of digits, leading zeros allowed, as Go's
+//!   `strconv.ParseInt` reads it; one too large for a 64-bit integer names
+//!   nothing (the forge cannot parse it); it ends where no letter or digit
+//!   follows (the forge wants whitespace or some punctuation there).
 //!
 //! Keywords match without regard to case, with Unicode case folding, as
 //! Go's `(?i)` does: `cloſes` is `closes`.
+//!
+//! Every scan is linear in the text: positions found by scanning forward
+//! are cached and reused by the next keyword in the same run, so a text of
+//! many keywords in one long token costs no more than its length.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use regex::{Captures, Regex};
+use regex::Regex;
 
-/// Characters allowed between a keyword and its reference.
-const SEPARATOR: &str = r#"[ \t*_~`'"<>()\[\]\\]*"#;
-/// `#N`, `!N`, `owner/repo#N`, `owner/repo!N`.
-const SHORT_REF: &str = r"(?:(?P<owner>[A-Za-z0-9_.-]{1,40})/(?P<repo>[A-Za-z0-9_.-]{1,100}))?[#!](?P<number>[0-9]{1,19})";
-/// An issue or pull request URL on any host, with a scheme or starting
-/// with `www.` (which Gitea's linkify turns into an `http://` link).
-const URL_REF: &str = r#"(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:www)\.)[^ \t\r\n<>()\[\]`"']*?/(?P<url_owner>[A-Za-z0-9_.-]{1,40})/(?P<url_repo>[A-Za-z0-9_.-]{1,100})/(?i:issues|pulls)/(?P<url_number>[0-9]{1,19})"#;
-/// A Markdown link's text before a URL reference, `[text](`.
-const LINK_TEXT: &str = r"(?:\[[^\]\n]*\]\([ \t]*<?)?";
+use super::gourl;
+
+/// At most this many HTML tags and autolinks are read past between a
+/// keyword and its reference.
+const MAX_SKIPPED: usize = 16;
+
+/// Bytes allowed between a keyword and its reference.
+fn is_separator(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t'
+            | b'*'
+            | b'_'
+            | b'~'
+            | b'`'
+            | b'\''
+            | b'"'
+            | b'<'
+            | b'>'
+            | b'('
+            | b')'
+            | b'['
+            | b']'
+            | b'\\'
+    )
+}
+
+fn is_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+fn is_scheme(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-')
+}
+
+/// Ends an autolink candidate: whitespace or an angle bracket.
+fn ends_token(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == b'<' || b == b'>'
+}
+
+/// Ends the path of a URL: the query, the fragment or the end of the token.
+fn ends_path(b: u8) -> bool {
+    ends_token(b) || b == b'?' || b == b'#'
+}
 
 /// A reference as written: `owner/repo` (when named) and the number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRef {
     /// `owner/repo` as written, when the reference names a repository.
     pub repo: Option<String>,
-    /// The number.
-    pub number: u64,
+    /// The number (negative only from a link path such as `/issues/-5`).
+    pub number: i64,
 }
 
 /// A keyword followed by a reference.
@@ -55,15 +109,66 @@ pub struct RawAction {
     pub excerpt: String,
 }
 
+/// The numbers of every issue or pull request path in a text (all its
+/// readings): a link elsewhere whose destination is a prefix of what
+/// follows a keyword makes the keyword act on it.
+#[derive(Debug, Default)]
+pub struct Destinations {
+    numbers: HashSet<String>,
+}
+
+impl Destinations {
+    /// Collect from `texts` with `finder`'s path pattern.
+    pub fn of<'a>(finder: &Finder, texts: impl IntoIterator<Item = &'a str>) -> Destinations {
+        let mut numbers = HashSet::new();
+        for text in texts {
+            for c in finder.path_any.captures_iter(text) {
+                if let Some(m) = c.name("number") {
+                    numbers.insert(format!(
+                        "{}{}",
+                        c.name("sign").map_or("", |s| s.as_str()),
+                        m.as_str()
+                    ));
+                }
+            }
+        }
+        Destinations { numbers }
+    }
+
+    fn contains(&self, number: &str) -> bool {
+        self.numbers.contains(number)
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 10, 64)` for `[+-]?[0-9]+`: leading zeros
+/// allowed, `None` when it does not fit.
+pub fn parse_number(sign: &str, digits: &str) -> Option<i64> {
+    let trimmed = digits.trim_start_matches('0');
+    if trimmed.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.is_empty() {
+        return None;
+    }
+    let value: i128 = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.parse().ok()?
+    };
+    let value = if sign == "-" { -value } else { value };
+    i64::try_from(value).ok()
+}
+
 /// The compiled patterns for one keyword list (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Finder {
-    action: Regex,
+    keyword: Regex,
     keyword_at_end: Regex,
     reference: Regex,
+    path_any: Regex,
     mention: Regex,
     link_ref: Regex,
 }
+
+/// An issue or pull request path: `/owner/repo/issues/N` (or `/pulls/N`).
+const ISSUE_PATH: &str = r"/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)/(?i:issues|pulls)/(?P<sign>[+-]?)(?P<number>[0-9]+)";
 
 impl Finder {
     /// Patterns for these keywords (letters only, as Gitea accepts them).
@@ -91,42 +196,146 @@ impl Finder {
         } else {
             format!("(?P<keyword>(?i:{}))", words.join("|"))
         };
-        // Anything but an ASCII letter or digit: a letter of another script
-        // before a keyword counts as a boundary too (fail closed).
-        let boundary = r"(?:^|[^A-Za-z0-9])";
         let compile = |p: &str| Regex::new(p).expect("the finder's patterns compile");
         Finder {
-            action: compile(&format!(
-                "{boundary}{keyword}:?{SEPARATOR}(?:{LINK_TEXT}{URL_REF}|{SHORT_REF})"
+            keyword: compile(&keyword),
+            keyword_at_end: compile(&format!(
+                r#"(?:^|[^A-Za-z0-9]){keyword}:?[ \t*_~`'"<>()\[\]\\]*\z"#
             )),
-            keyword_at_end: compile(&format!(r"{boundary}{keyword}:?{SEPARATOR}\z")),
-            reference: compile(&format!(
-                r"(?:^|[^A-Za-z0-9_./#!&@-])(?:{URL_REF}|{SHORT_REF})"
-            )),
+            reference: compile(
+                r"(?:^|[^A-Za-z0-9_./#!&@%-])(?:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+))?[#!](?P<number>[0-9]+)",
+            ),
+            path_any: compile(ISSUE_PATH),
             mention: compile(
                 r"(?:^|[^A-Za-z0-9_@./-])@(?P<name>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,39}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99})?)",
             ),
-            link_ref: compile(&format!(
-                r"^{URL_REF}/?(?:[?#].*)?$|^/(?P<owner>[A-Za-z0-9_.-]{{1,40}})/(?P<repo>[A-Za-z0-9_.-]{{1,100}})/(?i:issues|pulls)/(?P<number>[0-9]{{1,19}})/?(?:[?#].*)?$"
-            )),
+            // `[scheme:]` is matched apart: `[//authority]/owner/repo/issues/N`.
+            link_ref: compile(&format!(r"\A(?://[^/?#\s]*)?{ISSUE_PATH}")),
         }
     }
 
-    /// Every keyword + reference in `text`, in order.
-    pub fn actions(&self, text: &str) -> Vec<RawAction> {
-        self.action
-            .captures_iter(text)
-            .filter(|c| ends_at_boundary(text, c))
-            .filter_map(|c| {
-                let keyword = c.name("keyword")?;
-                let whole = c.get(0)?;
-                Some(RawAction {
-                    keyword: keyword.as_str().to_string(),
-                    target: raw_ref(&c)?,
-                    excerpt: text[keyword.start()..whole.end()].to_string(),
-                })
-            })
-            .collect()
+    /// Every keyword + reference in `text`, in order; `dests` are the
+    /// issue paths of the whole text.
+    pub fn actions(&self, text: &str, dests: &Destinations) -> Vec<RawAction> {
+        let bytes = text.as_bytes();
+        let mut scan = Scan::new(text);
+        let mut found = Vec::new();
+        for m in self.keyword.find_iter(text) {
+            let before = text[..m.start()].bytes().next_back();
+            if m.len() < 10 && before.is_some_and(|b| b.is_ascii_alphanumeric()) {
+                continue;
+            }
+            let mut p = m.end();
+            if bytes.get(p) == Some(&b':') {
+                p += 1;
+            }
+            let sep_start = p;
+            // Where a reference may start: after the separators, and also
+            // after HTML tags and autolinks to other hosts, which the forge
+            // writes as nothing (`fixes <b>http://host//!5)/b/issues/1`),
+            // and at a `_` that begins a name (`fixes _acme/widgets#5`).
+            let mut starts = Vec::new();
+            for _ in 0..MAX_SKIPPED {
+                while p < bytes.len() && is_separator(bytes[p]) {
+                    if bytes[p] == b'_' {
+                        starts.push(p);
+                    }
+                    if bytes[p] == b'<' {
+                        starts.push(p + 1);
+                        let gt = scan.tag_end(p + 1);
+                        if bytes.get(gt) == Some(&b'>') {
+                            p = gt;
+                        }
+                    }
+                    p += 1;
+                }
+                starts.push(p);
+                if p < bytes.len() && bytes[p].is_ascii_alphabetic() {
+                    let end = scan.token_end(p);
+                    let www = bytes.len() >= p + 4 && bytes[p..p + 4].eq_ignore_ascii_case(b"www.");
+                    if end > p && (www || scan.after_scheme(p).is_some_and(|r| r > p)) {
+                        p = end;
+                        continue;
+                    }
+                }
+                break;
+            }
+            let p = starts.first().copied().unwrap_or(p).max(sep_start);
+            let bracket = text[sep_start..p.max(sep_start)]
+                .rfind('[')
+                .map(|i| sep_start + i);
+            let mut push = |target: RawRef, end: usize| {
+                found.push(RawAction {
+                    keyword: m.as_str().to_string(),
+                    target,
+                    excerpt: text[m.start()..end.max(p)].to_string(),
+                });
+            };
+            for &q in &starts {
+                if let Some((r, end)) = scan.short_ref(q) {
+                    push(r, end);
+                }
+                for (r, end) in self.link_refs_at(&mut scan, q, dests) {
+                    push(r, end);
+                }
+                if let Some(r) = scan.autolink_ref(q) {
+                    let end = scan.token_end(q);
+                    push(r, end);
+                }
+            }
+            let bracket = bracket.or_else(|| {
+                let last = starts.last().copied().unwrap_or(p);
+                text[sep_start..last].rfind('[').map(|i| sep_start + i)
+            });
+            if let Some(b) = bracket {
+                // The forge reads a keyword before the `[` nearest before a
+                // destination's `(`: every `(` up to the next `[`.
+                let stop = text[b + 1..].find('[').map_or(text.len(), |i| b + 1 + i);
+                for (i, _) in text[b + 1..stop].match_indices('(') {
+                    let q = b + 1 + i + 1;
+                    for (r, end) in self.link_refs_at(&mut scan, q, dests) {
+                        push(r, end);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Link destinations starting at `p` that name an issue: the whole
+    /// number, and each shorter number another link points to.
+    fn link_refs_at(
+        &self,
+        scan: &mut Scan<'_>,
+        p: usize,
+        dests: &Destinations,
+    ) -> Vec<(RawRef, usize)> {
+        let Some(rest) = scan.after_scheme(p) else {
+            return vec![];
+        };
+        let Some(c) = self.link_ref.captures(&scan.text[rest..]) else {
+            return vec![];
+        };
+        let repo = Some(format!("{}/{}", &c["owner"], &c["repo"]));
+        let sign = c.name("sign").map_or("", |s| s.as_str());
+        let digits = c.name("number").expect("a number").as_str();
+        let end = rest + c.get(0).expect("a match").end();
+        let mut refs = Vec::new();
+        for len in 1..=digits.len() {
+            let prefix = &digits[..len];
+            if (len == digits.len() || dests.contains(&format!("{sign}{prefix}")))
+                && let Some(n) = parse_number(sign, prefix)
+            {
+                refs.push((
+                    RawRef {
+                        repo: repo.clone(),
+                        number: n,
+                    },
+                    end - digits.len() + len,
+                ));
+            }
+        }
+        refs
     }
 
     /// The keyword that `text` ends with (after an optional `:` and
@@ -138,21 +347,62 @@ impl Finder {
             .map(|m| m.as_str())
     }
 
-    /// Every reference in `text` (plain or URL), in order.
+    /// Every reference in `text`: plain ones, issue paths of any URL or
+    /// link, and what the autolinks in it would be written as, in order.
     pub fn references(&self, text: &str) -> Vec<RawRef> {
-        self.reference
-            .captures_iter(text)
-            .filter(|c| ends_at_boundary(text, c))
-            .filter_map(|c| raw_ref(&c))
-            .collect()
+        let mut refs: Vec<RawRef> = Vec::new();
+        let plain = |t: &str, refs: &mut Vec<RawRef>| {
+            for c in self.reference.captures_iter(t) {
+                let end = c.get(0).map_or(0, |m| m.end());
+                if t[end..].chars().next().is_some_and(char::is_alphanumeric) {
+                    continue;
+                }
+                if let Some(n) = parse_number("", &c["number"]) {
+                    let repo = c
+                        .name("owner")
+                        .zip(c.name("repo"))
+                        .map(|(o, r)| format!("{}/{}", o.as_str(), r.as_str()));
+                    refs.push(RawRef { repo, number: n });
+                }
+            }
+        };
+        plain(text, &mut refs);
+        for c in self.path_any.captures_iter(text) {
+            if let Some(n) = parse_number(&c["sign"], &c["number"]) {
+                refs.push(RawRef {
+                    repo: Some(format!("{}/{}", &c["owner"], &c["repo"])),
+                    number: n,
+                });
+            }
+        }
+        let mut scan = Scan::new(text);
+        let bytes = text.as_bytes();
+        for p in 0..bytes.len() {
+            let starts = p == 0 || {
+                let b = bytes[p - 1];
+                b.is_ascii_whitespace()
+                    || matches!(b, b'<' | b'(' | b'*' | b'_' | b'~' | b'\'' | b'"' | b'[')
+            };
+            if starts && bytes[p].is_ascii_alphabetic() {
+                for written in scan.autolink_written(p) {
+                    plain(&written, &mut refs);
+                }
+            }
+        }
+        refs
     }
 
     /// The reference a link destination points at, if it is an issue or
     /// pull request URL (absolute, or a path from the forge's root).
     pub fn link_reference(&self, destination: &str) -> Option<RawRef> {
-        self.link_ref
-            .captures(destination.trim())
-            .and_then(|c| raw_ref(&c))
+        let destination = destination.trim();
+        let mut scan = Scan::new(destination);
+        let rest = scan.after_scheme(0)?;
+        let c = self.link_ref.captures(&destination[rest..])?;
+        Some(RawRef {
+            repo: Some(format!("{}/{}", &c["owner"], &c["repo"])),
+            number: parse_number(&c["sign"], &c["number"])?,
+        })
     }
 
     /// Every `@user` and `@org/team` in `text`, without the `@`, in order.
@@ -176,29 +426,201 @@ impl Finder {
     }
 }
 
-/// True when no letter or digit follows the match.
-fn ends_at_boundary(text: &str, c: &Captures<'_>) -> bool {
-    let end = c.get(0).map_or(0, |m| m.end());
-    text[end..]
-        .chars()
-        .next()
-        .is_none_or(|ch| !ch.is_alphanumeric())
+/// "The next position at or after `p` where `stop` holds", cached for the
+/// run it found, so that later positions in the same run cost nothing.
+struct NextOf {
+    stop: fn(u8) -> bool,
+    run: Option<(usize, usize)>,
 }
 
-fn raw_ref(c: &Captures<'_>) -> Option<RawRef> {
-    let number = c
-        .name("number")
-        .or_else(|| c.name("url_number"))?
-        .as_str()
-        .parse()
-        .ok()?;
-    let owner = c.name("owner").or_else(|| c.name("url_owner"));
-    let repo = c.name("repo").or_else(|| c.name("url_repo"));
-    let repo = match (owner, repo) {
-        (Some(o), Some(r)) => Some(format!("{}/{}", o.as_str(), r.as_str())),
-        _ => None,
-    };
-    Some(RawRef { repo, number })
+impl NextOf {
+    fn new(stop: fn(u8) -> bool) -> NextOf {
+        NextOf { stop, run: None }
+    }
+
+    fn at(&mut self, bytes: &[u8], p: usize) -> usize {
+        if let Some((from, to)) = self.run
+            && from <= p
+            && p <= to
+        {
+            return to;
+        }
+        let to = bytes[p..]
+            .iter()
+            .position(|b| (self.stop)(*b))
+            .map_or(bytes.len(), |i| p + i);
+        self.run = Some((p, to));
+        to
+    }
+}
+
+/// One text being scanned, with its caches.
+struct Scan<'t> {
+    text: &'t str,
+    scheme_end: NextOf,
+    name_end: NextOf,
+    path_end: NextOf,
+    token_end: NextOf,
+    tag_end: NextOf,
+    slash: NextOf,
+    written: HashMap<(usize, usize, bool), Vec<String>>,
+}
+
+impl<'t> Scan<'t> {
+    fn new(text: &'t str) -> Scan<'t> {
+        Scan {
+            text,
+            scheme_end: NextOf::new(|b| !is_scheme(b)),
+            name_end: NextOf::new(|b| !is_name(b)),
+            path_end: NextOf::new(ends_path),
+            token_end: NextOf::new(ends_token),
+            tag_end: NextOf::new(|b| matches!(b, b'>' | b'<' | b'\n')),
+            slash: NextOf::new(|b| b == b'/'),
+            written: HashMap::new(),
+        }
+    }
+
+    /// The `>` (or line end, or `<`) that ends an HTML tag begun before `p`.
+    fn tag_end(&mut self, p: usize) -> usize {
+        let bytes = self.text.as_bytes();
+        if p >= bytes.len() {
+            return p;
+        }
+        self.tag_end.at(bytes, p)
+    }
+
+    fn token_end(&mut self, p: usize) -> usize {
+        self.token_end.at(self.text.as_bytes(), p)
+    }
+
+    /// Where a URL starting at `p` continues after its scheme (`p` itself
+    /// when it has none); `None` if it cannot have a path (opaque).
+    fn after_scheme(&mut self, p: usize) -> Option<usize> {
+        let bytes = self.text.as_bytes();
+        if p >= bytes.len() {
+            return Some(p);
+        }
+        if bytes[p].is_ascii_alphabetic() {
+            let end = self.scheme_end.at(bytes, p);
+            if bytes.get(end) == Some(&b':') {
+                return (bytes.get(end + 1) == Some(&b'/')).then_some(end + 1);
+            }
+        }
+        Some(p)
+    }
+
+    /// `#N`, `!N`, `owner/repo#N` or `owner/repo!N` at `p`, ending where
+    /// no letter or digit follows: the reference and its end.
+    fn short_ref(&mut self, p: usize) -> Option<(RawRef, usize)> {
+        let bytes = self.text.as_bytes();
+        let mut at = p;
+        let mut repo = None;
+        if bytes.get(at).copied().is_some_and(is_name) {
+            let owner_end = self.name_end.at(bytes, at);
+            if bytes.get(owner_end) != Some(&b'/') {
+                return None;
+            }
+            let repo_start = owner_end + 1;
+            if !bytes.get(repo_start).copied().is_some_and(is_name) {
+                return None;
+            }
+            let repo_end = self.name_end.at(bytes, repo_start);
+            repo = Some(self.text[p..repo_end].to_string());
+            at = repo_end;
+        }
+        self.number_at(at, repo)
+    }
+
+    /// `#N` or `!N` at `at`, ending at a non-alphanumeric character.
+    fn number_at(&mut self, at: usize, repo: Option<String>) -> Option<(RawRef, usize)> {
+        let bytes = self.text.as_bytes();
+        if !matches!(bytes.get(at), Some(b'#' | b'!')) {
+            return None;
+        }
+        let digits_end = bytes[at + 1..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .map_or(bytes.len(), |i| at + 1 + i);
+        if self.text[digits_end..]
+            .chars()
+            .next()
+            .is_some_and(char::is_alphanumeric)
+        {
+            return None;
+        }
+        let number = parse_number("", &self.text[at + 1..digits_end])?;
+        Some((RawRef { repo, number }, digits_end))
+    }
+
+    /// The reference an autolink starting at `p` is written as, when that
+    /// written text starts with one.
+    fn autolink_ref(&mut self, p: usize) -> Option<RawRef> {
+        for written in self.autolink_written(p) {
+            let mut inner = Scan::new(&written);
+            if let Some((r, _)) = inner.short_ref(0) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// What the forge writes in place of an autolink starting at `p` (a
+    /// URL with a scheme, or `www.`), for each place it may end: its
+    /// escaped path's last four segments as `owner/repo#N` (`!` for pulls).
+    fn autolink_written(&mut self, p: usize) -> Vec<String> {
+        let bytes = self.text.as_bytes();
+        let text = self.text;
+        if !bytes.get(p).is_some_and(u8::is_ascii_alphabetic) {
+            return vec![];
+        }
+        let www = bytes.len() >= p + 4 && bytes[p..p + 4].eq_ignore_ascii_case(b"www.");
+        let rest = match self.after_scheme(p) {
+            Some(r) if r > p => r,
+            _ if www => p,
+            _ => return vec![],
+        };
+        // The path starts after the authority (a `www.` host is one).
+        let path_start = if www || text[rest..].starts_with("//") {
+            let host = if www { p } else { rest + 2 };
+            self.slash.at(bytes, host)
+        } else {
+            rest
+        };
+        let url_end = self.path_end.at(bytes, p);
+        if path_start >= url_end {
+            return vec![];
+        }
+        self.written
+            .entry((path_start, url_end, true))
+            .or_insert_with(|| written_for(&text[path_start..url_end]))
+            .clone()
+    }
+}
+
+/// What the forge may write for an autolink whose path is `path` (as
+/// written) or any beginning of it (linkify may end the link early, even
+/// before a `/`): for each `issues` or `pulls` segment with two segments
+/// before it, `owner/repo#N` from those and the one after it, as written
+/// and as Go escapes it again.
+fn written_for(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in [path.to_string(), gourl::reescaped(path)] {
+        let segments: Vec<&str> = path.split('/').collect();
+        for k in 3..segments.len() {
+            let pull = if segments[k].eq_ignore_ascii_case("pulls") {
+                '!'
+            } else if segments[k].eq_ignore_ascii_case("issues") {
+                '#'
+            } else {
+                continue;
+            };
+            let (owner, repo) = (segments[k - 2], segments[k - 1]);
+            let number = segments.get(k + 1).copied().unwrap_or("");
+            out.push(format!("{owner}/{repo}{pull}{number}"));
+        }
+    }
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -210,8 +632,9 @@ mod tests {
     }
 
     fn actions(text: &str) -> Vec<String> {
-        finder()
-            .actions(text)
+        let f = finder();
+        let dests = Destinations::of(&f, [text]);
+        f.actions(text, &dests)
             .iter()
             .map(|a| {
                 let target = match &a.target.repo {
@@ -248,12 +671,8 @@ mod tests {
         assert_eq!(actions("closes (#5)"), ["closes #5"]);
         assert_eq!(actions("FIXES Acme/Other!7."), ["FIXES Acme/Other#7"]);
         assert_eq!(
-            actions("resolves <https://h.example/git/acme/other/pulls/9#x>"),
-            ["resolves acme/other#9"]
-        );
-        assert_eq!(
-            actions("closes www.h.example/acme/other/issues/9."),
-            ["closes acme/other#9"]
+            actions("resolves <https://h.example/acme/other/pulls/9#x>"),
+            ["resolves acme/other#9", "resolves acme/other#9"]
         );
         assert_eq!(
             actions("closes [this one](http://host/acme/widgets/issues/500)"),
@@ -266,17 +685,74 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_read_as_go_parses_them() {
+        assert_eq!(actions("closes #00000000000000000000500"), ["closes #500"]);
+        assert_eq!(
+            actions("closes #9223372036854775807"),
+            ["closes #9223372036854775807"]
+        );
+        assert!(actions("closes #9223372036854775808").is_empty());
+        assert_eq!(parse_number("-", "0005"), Some(-5));
+        assert_eq!(parse_number("+", "5"), Some(5));
+        assert_eq!(parse_number("", "00000000000000000000"), Some(0));
+        assert_eq!(parse_number("", ""), None);
+    }
+
+    #[test]
+    fn links_as_go_reads_them() {
+        for (text, expected) in [
+            (
+                "closes <http://'@//acme/widget/issues/500>",
+                "closes acme/widget#500",
+            ),
+            (
+                "closes HTTP://h/acme/widget/pulls/500",
+                "closes acme/widget#500",
+            ),
+            ("closes http:/a/b/issues/+5", "closes a/b#5"),
+            ("closes //h/a/b/issues/5?x", "closes a/b#5"),
+            ("fixes <http://h//!5)/b/issues/6>", "fixes #5"),
+            ("fixes [x]\n(/a/b/issues/5)", "fixes a/b#5"),
+        ] {
+            assert!(
+                actions(text).contains(&expected.to_string()),
+                "{text}: {:?}",
+                actions(text)
+            );
+        }
+        // A destination elsewhere that is a prefix of what follows the keyword.
+        let found = actions("fixes /a/b/issues/55 [x](/a/b/issues/5)");
+        assert!(found.contains(&"fixes a/b#5".to_string()), "{found:?}");
+        assert!(found.contains(&"fixes a/b#55".to_string()), "{found:?}");
+        assert!(!actions("fixes /a/b/issues/17").contains(&"fixes a/b#1".to_string()));
+        assert!(actions("fixes mailto:a/b/issues/5").is_empty());
+    }
+
+    #[test]
     fn references_and_mentions() {
         let f = finder();
-        let refs: Vec<_> = f
-            .references("see #5, (o/r#6) x#7 https://h/a/b/issues/8 &#9; a/b/c#10")
+        let mut refs: Vec<_> = f
+            .references("see #5, (o/r#6) x#7 https://h/a/b/issues/8 &#9; a/b/c#10 #0011")
             .into_iter()
             .map(|r| (r.repo, r.number))
             .collect();
+        // The URL is also what its autolink is written as: counted once later.
+        refs.dedup();
         assert_eq!(
             refs,
-            [(None, 5), (Some("o/r".into()), 6), (Some("a/b".into()), 8)]
+            [
+                (None, 5),
+                (Some("o/r".into()), 6),
+                (None, 11),
+                (Some("a/b".into()), 8)
+            ]
         );
+        let refs: Vec<_> = f
+            .references("<http://h//!500)/b/issues/6>")
+            .into_iter()
+            .map(|r| (r.repo, r.number))
+            .collect();
+        assert!(refs.contains(&(None, 500)), "{refs:?}");
         assert_eq!(
             f.mentions("hi @alice, @org/team. mail a@b.c (@bob)"),
             ["alice", "org/team", "bob"]
@@ -290,7 +766,6 @@ mod tests {
         assert_eq!(f.keyword_at_end("see it, closes "), Some("closes"));
         assert_eq!(f.keyword_at_end("foreclose "), None);
         let long = "a".repeat(41);
-        assert_eq!(f.references(&format!("{long}/r#5")), []);
         assert!(f.mentions(&format!("@{long} @{long}.x")).is_empty());
         assert_eq!(f.mentions(&format!("@{}.", &long[1..])), [&long[1..]]);
     }

@@ -106,6 +106,37 @@ pub fn strip(source: &str) -> Stripped {
     out
 }
 
+/// `source` with Markdown's backslash escapes removed (`\/` is `/`), as a
+/// link destination reads them.
+pub fn remove_backslash_escapes(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(next) = chars.peek()
+            && next.is_ascii_punctuation()
+        {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `source` with every hard line break (`\\` or two or more spaces
+/// before a line end) and its line end removed.
+pub fn join_hard_breaks(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.split_inclusive('\n') {
+        match line.strip_suffix('\n') {
+            Some(body) if body.ends_with('\\') => out.push_str(&body[..body.len() - 1]),
+            Some(body) if body.ends_with("  ") => out.push_str(body.trim_end_matches(' ')),
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
 fn piece(out: &mut String, text: &str, joined: bool) {
     if !joined && !out.is_empty() {
         out.push('\n');

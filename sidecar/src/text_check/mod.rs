@@ -38,6 +38,7 @@
 
 pub mod finder;
 pub mod fold;
+pub mod gourl;
 pub mod markdown;
 
 use std::fmt;
@@ -46,7 +47,7 @@ use forge_protocol::error::number_list;
 use forge_protocol::{ErrorCode, RpcError, TextRules};
 use serde_json::json;
 
-use finder::{Finder, RawAction, RawRef};
+use finder::{Destinations, Finder, RawAction, RawRef};
 
 /// Gitea's default closing keywords (`[repository.pull-request] CLOSE_KEYWORDS`).
 pub const DEFAULT_CLOSE_KEYWORDS: [&str; 9] = [
@@ -139,7 +140,7 @@ impl Policy {
     }
 
     fn in_scope(&self, r: &Reference) -> bool {
-        r.repo.is_none() && self.writable.contains(&r.number)
+        r.repo.is_none() && u64::try_from(r.number).is_ok_and(|n| self.writable.contains(&n))
     }
 
     fn action_of(&self, keyword: &str) -> Action {
@@ -161,8 +162,9 @@ pub struct Reference {
     /// `owner/repo` in lower case when it is another repository; `None` for
     /// the session's own repository (however it was written).
     pub repo: Option<String>,
-    /// The number.
-    pub number: u64,
+    /// The number as the forge parses it (leading zeros dropped; negative
+    /// only from a link path such as `/issues/-5`).
+    pub number: i64,
 }
 
 impl fmt::Display for Reference {
@@ -382,10 +384,25 @@ fn list(items: impl ExactSizeIterator<Item = String>) -> String {
 /// refers to and mentions.
 pub fn check(text: &str, policy: &Policy) -> Result<Findings, Refusal> {
     let mut closing: Vec<ActionRef> = Vec::new();
-    let mut counted = None;
-    for reading in readings(text) {
+    let readings = readings(text);
+    // Every issue path in any reading, with backslash escapes removed too:
+    // a link destination the forge may find again after a keyword.
+    let unescaped: Vec<String> = readings
+        .iter()
+        .filter(|r| r.text.contains('\\'))
+        .map(|r| markdown::remove_backslash_escapes(&r.text))
+        .collect();
+    let dests = Destinations::of(
+        &policy.finder,
+        readings
+            .iter()
+            .map(|r| r.text.as_str())
+            .chain(unescaped.iter().map(String::as_str)),
+    );
+    let mut counted = Counted::default();
+    for reading in &readings {
         let stripped = markdown::strip(&reading.text);
-        for (raw, view) in actions_in(&reading.text, &stripped, policy) {
+        for (raw, view) in actions_in(&reading.text, &stripped, &dests, policy) {
             let action = ActionRef {
                 action: policy.action_of(&raw.keyword),
                 target: policy.reference(&raw.target),
@@ -407,11 +424,15 @@ pub fn check(text: &str, policy: &Policy) -> Result<Findings, Refusal> {
                 closing.push(action);
             }
         }
-        // Plain references and mentions as Gitea reads them: the Markdown
-        // view of the text as written (the first reading).
-        counted.get_or_insert_with(|| count(&stripped, policy));
+        // References and mentions with the same finder, on the Markdown
+        // view of every reading (code, which the forge does not read for
+        // them, stays out: a backtrace's `#0 #1 #2` is no reference).
+        counted.add(&stripped, policy);
     }
-    let (foreign_refs, mentions) = counted.unwrap_or_default();
+    let Counted {
+        refs: foreign_refs,
+        mentions,
+    } = counted;
     if foreign_refs.len() > policy.rules.max_foreign_refs as usize {
         return Err(Refusal::TooManyForeignRefs {
             refs: foreign_refs,
@@ -446,13 +467,26 @@ fn readings(text: &str) -> Vec<Reading> {
         entities_decoded: false,
         unicode_folded: false,
     }];
-    let decoded = fold::decode_entities(text);
-    if decoded != text {
+    // A hard line break (`\` or two spaces before a new line) joins its
+    // lines with nothing between them in the forge's reading.
+    let joined = markdown::join_hard_breaks(text);
+    if joined != text {
         all.push(Reading {
-            text: decoded.into_owned(),
-            entities_decoded: true,
+            text: joined,
+            entities_decoded: false,
             unicode_folded: false,
         });
+    }
+    for i in 0..all.len() {
+        let decoded = fold::decode_entities(&all[i].text);
+        if decoded != all[i].text {
+            let text = decoded.into_owned();
+            all.push(Reading {
+                text,
+                entities_decoded: true,
+                unicode_folded: false,
+            });
+        }
     }
     for i in 0..all.len() {
         if let Some(folded) = fold::fold_unicode(&all[i].text) {
@@ -472,11 +506,12 @@ fn readings(text: &str) -> Vec<Reading> {
 fn actions_in(
     text: &str,
     stripped: &markdown::Stripped,
+    dests: &Destinations,
     policy: &Policy,
 ) -> Vec<(RawAction, View)> {
     let finder = &policy.finder;
     let mut found: Vec<(RawAction, View)> = finder
-        .actions(&stripped.text)
+        .actions(&stripped.text, dests)
         .into_iter()
         .map(|a| (a, View::Markdown))
         .collect();
@@ -494,35 +529,41 @@ fn actions_in(
             found.push((action, View::Link));
         }
     }
-    found.extend(finder.actions(text).into_iter().map(|a| (a, View::Raw)));
+    found.extend(
+        finder
+            .actions(text, dests)
+            .into_iter()
+            .map(|a| (a, View::Raw)),
+    );
     found
 }
 
-/// Distinct foreign references and mentions in the Markdown view.
-fn count(stripped: &markdown::Stripped, policy: &Policy) -> (Vec<Reference>, Vec<String>) {
-    let mut refs: Vec<Reference> = Vec::new();
-    let links = stripped
-        .links
-        .iter()
-        .filter_map(|l| policy.finder.link_reference(&l.destination));
-    for raw in policy
-        .finder
-        .references(&stripped.text)
-        .into_iter()
-        .chain(links)
-    {
-        let r = policy.reference(&raw);
-        if !policy.in_scope(&r) && !refs.contains(&r) {
-            refs.push(r);
+/// Distinct foreign references and mentions over all readings.
+#[derive(Default)]
+struct Counted {
+    refs: Vec<Reference>,
+    mentions: Vec<String>,
+}
+
+impl Counted {
+    fn add(&mut self, stripped: &markdown::Stripped, policy: &Policy) {
+        let finder = &policy.finder;
+        let links = stripped
+            .links
+            .iter()
+            .filter_map(|l| finder.link_reference(&l.destination));
+        for found in finder.references(&stripped.text).into_iter().chain(links) {
+            let r = policy.reference(&found);
+            if !policy.in_scope(&r) && !self.refs.contains(&r) {
+                self.refs.push(r);
+            }
+        }
+        for m in finder.mentions(&stripped.text) {
+            if !self.mentions.iter().any(|x| x.eq_ignore_ascii_case(m)) {
+                self.mentions.push(m.to_string());
+            }
         }
     }
-    let mut mentions: Vec<String> = Vec::new();
-    for m in policy.finder.mentions(&stripped.text) {
-        if !mentions.iter().any(|x| x.eq_ignore_ascii_case(m)) {
-            mentions.push(m.to_string());
-        }
-    }
-    (refs, mentions)
 }
 
 /// The excerpt for a message: control characters as spaces, at most 80 characters.
@@ -545,6 +586,8 @@ mod tests {
     use serde_json::Value;
 
     const CORPUS: &str = include_str!("../../../tests/corpus/text_check.json");
+    /// Cases judged by the forge's own code, with its verdict.
+    const ORACLE_CORPUS: &str = include_str!("../../../tests/corpus/text_check_oracle.json");
 
     fn policy() -> &'static Policy {
         static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(|| {
@@ -554,11 +597,11 @@ mod tests {
     }
 
     fn corpus(section: &str) -> Vec<(String, String, Option<String>)> {
-        let all: Value = serde_json::from_str(CORPUS).expect("the corpus is JSON");
-        all[section]
-            .as_array()
-            .expect("a corpus section")
+        let files = [CORPUS, ORACLE_CORPUS]
+            .map(|f| -> Value { serde_json::from_str(f).expect("the corpus is JSON") });
+        files
             .iter()
+            .flat_map(|all| all[section].as_array().into_iter().flatten())
             .map(|e| {
                 (
                     e["name"].as_str().unwrap().to_string(),
@@ -698,6 +741,31 @@ mod tests {
         let refs: Vec<String> = found.foreign_refs.iter().map(ToString::to_string).collect();
         assert_eq!(refs, ["o/r#2", "#600"]);
         assert_eq!(found.mentions, ["x"]);
+    }
+
+    #[test]
+    fn every_reference_form_counts_against_the_limit() {
+        let policy = policy();
+        for form in [
+            |n: u32| format!("#{:0>30} ", n),
+            |n: u32| format!("[x](http://'@/acme/widgets/issues/{n}) "),
+            |n: u32| format!("<http://h//!{n})/b/issues/1> "),
+            |n: u32| format!("[x](/o/r/pulls/+{n}) "),
+        ] {
+            let text: String = (501..512).map(form).collect();
+            match check(&text, policy) {
+                Err(Refusal::TooManyForeignRefs { refs, .. }) => {
+                    assert!(refs.len() >= 11, "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+            let ten: String = (501..511).map(form).collect();
+            let found = check(&ten, policy).unwrap();
+            assert!(
+                found.foreign_refs.iter().any(|r| r.number == 501),
+                "{found:?}"
+            );
+        }
     }
 
     /// Markdown that may surround a closing reference: (before, after).
