@@ -18,7 +18,7 @@ mod api;
 
 pub use api::{ForgeApiClient, ForgeApiServer};
 pub use error::{ErrorCode, RpcError};
-pub use params::{BranchName, IssueNumber, Method, Text};
+pub use params::{BranchName, DescriptionMode, IssueNumber, Method, Text};
 pub use types::{
     Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ReviewComment, ReviewState,
     ScopeInfo, State, TextRules, Updated,

@@ -175,6 +175,8 @@ fn op(i: u64) -> EventBody {
         duration_ms: 12,
         peer: None,
         coalesced: None,
+        resolution: None,
+        previous_body: None,
         foreign_refs: None,
         mentions: None,
     })

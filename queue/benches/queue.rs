@@ -184,6 +184,8 @@ fn read_op(i: u64) -> EventBody {
         foreign_refs: None,
         mentions: None,
         coalesced: None,
+        resolution: None,
+        previous_body: None,
     })
 }
 

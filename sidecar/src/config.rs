@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use forge_protocol::event::Limits;
-use forge_protocol::{BranchName, IssueNumber, TextRules};
+use forge_protocol::{BranchName, DescriptionMode, IssueNumber, TextRules};
 
 use crate::text_check;
 use forge_queue::note::SigningKey;
@@ -87,6 +87,14 @@ pub struct ConfigArgs {
     /// Pull requests open_pr may open per session.
     #[arg(long = "max-prs", env = "FORGE_MAX_PRS", default_value = "1")]
     pub max_prs: String,
+    /// Modes update_description may use, comma-separated (replace, append, section).
+    #[arg(
+        long = "description-modes",
+        env = "FORGE_DESCRIPTION_MODES",
+        value_name = "M,M",
+        default_value = "replace,append,section"
+    )]
+    pub description_modes: String,
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -209,6 +217,8 @@ pub struct Config {
     pub base_branches: Vec<BranchName>,
     /// Pull requests `open_pr` may open per session.
     pub max_prs: u32,
+    /// The modes `update_description` may use.
+    pub description_modes: Vec<DescriptionMode>,
     /// Socket path.
     pub socket: PathBuf,
     /// Socket file mode.
@@ -408,6 +418,7 @@ impl ConfigArgs {
         }
         let max_prs: Option<u32> =
             problems.take(parse_nonneg("FORGE_MAX_PRS (--max-prs)", &self.max_prs));
+        let description_modes = problems.take(parse_modes(&self.description_modes));
         let forge = match self.forge {
             ForgeKind::Memory => Some(ForgeConfig::Memory),
             ForgeKind::Gitea => {
@@ -510,6 +521,7 @@ impl ConfigArgs {
             Some(reopen_keywords),
             Some(max_foreign_refs),
             Some(max_mentions),
+            Some(description_modes),
         ) = (
             forge,
             owner,
@@ -530,6 +542,7 @@ impl ConfigArgs {
             reopen_keywords,
             max_foreign_refs,
             max_mentions,
+            description_modes,
         )
         else {
             return Err(ConfigErrors(problems.0));
@@ -552,6 +565,7 @@ impl ConfigArgs {
             branch,
             base_branches,
             max_prs,
+            description_modes,
             socket: self.socket.clone(),
             socket_mode,
             queue_dir: self.queue_dir.clone(),
@@ -714,6 +728,30 @@ fn parse_text_limit(setting: &'static str, v: &str) -> Result<u32, ConfigError> 
     Ok(n)
 }
 
+/// `FORGE_DESCRIPTION_MODES`: one or more of `replace`, `append`, `section`.
+fn parse_modes(raw: &str) -> Result<Vec<DescriptionMode>, ConfigError> {
+    const SETTING: &str = "FORGE_DESCRIPTION_MODES (--description-modes)";
+    let mut modes = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mode = DescriptionMode::from_name(&name.to_ascii_lowercase()).ok_or_else(|| {
+            bad(
+                SETTING,
+                format!("'{name}' is not a mode; use replace, append or section, comma-separated"),
+            )
+        })?;
+        if !modes.contains(&mode) {
+            modes.push(mode);
+        }
+    }
+    if modes.is_empty() {
+        return Err(bad(
+            SETTING,
+            "lists no mode; name at least one of replace, append, section",
+        ));
+    }
+    Ok(modes)
+}
+
 fn parse_nonneg<T: std::str::FromStr>(setting: &'static str, v: &str) -> Result<T, ConfigError> {
     v.trim()
         .parse()
@@ -811,6 +849,30 @@ mod tests {
         assert!(e.to_string().contains("FORGE_MAX_MENTIONS"), "{e}");
         let e = parse(&["--forge", "memory", "--max-foreign-refs", "51"]).unwrap_err();
         assert!(e.to_string().contains("51 is over 50"), "{e}");
+    }
+
+    #[test]
+    fn description_modes_default_to_all_and_are_checked() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.description_modes, DescriptionMode::ALL);
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--description-modes",
+            "Append, section",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.description_modes,
+            [DescriptionMode::Append, DescriptionMode::Section]
+        );
+        for bad in ["prepend", " , "] {
+            let e = parse(&["--forge", "memory", "--description-modes", bad]).unwrap_err();
+            assert!(
+                e.to_string().contains("FORGE_DESCRIPTION_MODES"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

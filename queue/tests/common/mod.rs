@@ -70,6 +70,8 @@ pub fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody 
         foreign_refs: None,
         mentions: None,
         coalesced: None,
+        resolution: None,
+        previous_body: None,
     })
 }
 
@@ -78,6 +80,7 @@ pub fn intent(op_id: u64, method: &str, target: u64) -> EventBody {
         op_id,
         op: method.into(),
         target: Some(target),
+        write: None,
     })
 }
 
