@@ -50,9 +50,9 @@ pub fn refuse_claims(subject: &str, text: &str) -> Result<(), RpcError> {
     }
 }
 
-/// `text` with `marker` on its own line at the end.
+/// `text`, unchanged, with `marker` after a blank line.
 pub fn with_marker(text: &str, marker: &str) -> String {
-    format!("{}\n\n{marker}", text.trim_end())
+    format!("{text}\n\n{marker}")
 }
 
 /// The description `update_description` sends: `text` (carrying `marker`)
@@ -166,7 +166,7 @@ mod tests {
     fn replace_and_append() {
         assert_eq!(
             compose(DescriptionMode::Replace, "old", "new\n", M),
-            format!("new\n\n{M}")
+            format!("new\n\n\n{M}")
         );
         assert_eq!(
             compose(DescriptionMode::Append, "old text\n\n", "more", M),

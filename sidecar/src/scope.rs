@@ -1183,7 +1183,7 @@ mod tests {
                 for (comment, number, (body, escapes)) in calls {
                     let method = if comment { Method::PostComment } else { Method::UpdateDescription };
                     if escapes {
-                        escaping.insert(body.trim_end().to_string());
+                        escaping.insert(body.clone());
                     }
                     if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
                         let _ = forge.write(&permit, "<!-- forge-sidecar:write s/1 -->", "");

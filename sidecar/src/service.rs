@@ -476,7 +476,7 @@ impl Sidecar {
                 if let Some(growth) = growth
                     && let Err(cause) = self.record_growth(growth).await
                 {
-                    self.remember(&intent, WriteStatus::Applied);
+                    self.remember(&intent, Some(WriteStatus::Applied));
                     return Err(audit_unavailable(
                         &cause,
                         &format!(
@@ -915,20 +915,21 @@ impl Sidecar {
         self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record what became of the write `intent` announced in this session.
-    fn remember(&self, intent: &Intent, status: WriteStatus) {
+    /// Record what became of the write `intent` announced in this session
+    /// (`None`: the forge refused it; it is not kept).
+    fn remember(&self, intent: &Intent, status: Option<WriteStatus>) {
         let at = CallRef {
             session: self.session().to_string(),
             op_id: intent.op_id,
         };
         let mut writes = self.writes_of_run();
-        match writes.iter_mut().find(|w| w.at == at) {
-            Some(w) => w.status = status,
-            None => writes.push(RunWrite {
+        writes.retain(|w| w.at != at);
+        if let Some(status) = status {
+            writes.push(RunWrite {
                 at,
                 intent: intent.clone(),
                 status,
-            }),
+            });
         }
     }
 
@@ -1291,13 +1292,13 @@ enum Repeat {
     Unreadable(RpcError, String),
 }
 
-/// What became of a sent write, from its result and resolution.
-fn written_status<T>(result: &Result<T, RpcError>, call: &CallInfo) -> WriteStatus {
+/// What became of a sent write, from its result and resolution; `None`
+/// for a write the forge refused, which no later call needs to look for.
+fn written_status<T>(result: &Result<T, RpcError>, call: &CallInfo) -> Option<WriteStatus> {
     match (&call.resolution, result) {
-        (Some(r), _) => r.status,
-        (None, Ok(_)) => WriteStatus::Applied,
-        // Refused by the forge (or its answer unusable): not applied.
-        (None, Err(_)) => WriteStatus::NotApplied,
+        (Some(r), _) => Some(r.status),
+        (None, Ok(_)) => Some(WriteStatus::Applied),
+        (None, Err(_)) => None,
     }
 }
 

@@ -59,8 +59,9 @@ pub struct RunWrite {
 pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
     let mut state = RunState::default();
     let mut members: BTreeSet<String> = BTreeSet::new();
-    // Every intent of the run, with whether an op has answered it.
-    let mut intents: Vec<(RunWrite, bool)> = Vec::new();
+    // Every intent of the run, with whether an op has answered it and
+    // whether that op resolved it by reading back.
+    let mut intents: Vec<(RunWrite, bool, bool)> = Vec::new();
     for_each_file(&QueueDir::new(dir), |file| {
         let Ok(event) = &file.event else { return };
         if let EventBody::SessionStart(start) = &event.body {
@@ -87,6 +88,7 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
                         status: WriteStatus::Unknown,
                     },
                     false,
+                    false,
                 ));
             }
             EventBody::Op(op) => {
@@ -108,9 +110,12 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
                     None => WriteStatus::NotApplied,
                 };
                 let found_later = resolution.is_some_and(|r| r.how == Resolution::FOUND_LATER);
-                if let Some((w, answered)) = intents.iter_mut().rev().find(|(w, _)| w.at == at) {
+                if let Some((w, answered, resolved)) =
+                    intents.iter_mut().rev().find(|(w, _, _)| w.at == at)
+                {
                     let was = w.status;
                     *answered = true;
+                    *resolved = resolution.is_some();
                     w.status = status;
                     if status == WriteStatus::NotApplied && resolution.is_some() {
                         // Read back and not found: the unit was given back.
@@ -130,7 +135,7 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
             _ => {}
         }
     })?;
-    for (w, answered) in intents {
+    for (w, answered, resolved) in intents {
         let open_pr = w.intent.op == "open_pr";
         // A pull request whose outcome is unknown stays counted (fail closed).
         if open_pr && (!answered || w.status == WriteStatus::Unknown) {
@@ -139,7 +144,10 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
         if !answered {
             state.pending.push(w.clone());
         }
-        if w.intent.write.is_some() {
+        // A write the forge refused (an error op without a resolution) is
+        // not looked for again.
+        let refused = answered && w.status == WriteStatus::NotApplied && !resolved;
+        if w.intent.write.is_some() && !refused {
             state.forge_writes.push(w);
         }
     }
