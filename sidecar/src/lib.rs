@@ -13,6 +13,7 @@ pub mod fds;
 pub mod flood;
 pub mod forge;
 pub mod http;
+pub mod listener;
 pub mod marker;
 pub mod mcp;
 pub mod resolve;
