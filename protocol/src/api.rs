@@ -7,7 +7,7 @@
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 
-use crate::params::{BranchName, IssueNumber, Text};
+use crate::params::{BranchName, DescriptionMode, IssueNumber, Text};
 use crate::read::{CommentPage, Cursor, Order, PageLimit, ReviewPage};
 use crate::types::{Comment, DoneReceipt, DoneStatus, Issue, PullRequest, ScopeInfo, Updated};
 
@@ -58,9 +58,15 @@ pub trait ForgeApi {
     #[method(name = "post_comment", with_extensions)]
     async fn post_comment(&self, number: IssueNumber, body: Text) -> RpcResult<Comment>;
 
-    /// Replace the description of the assigned issue or one of its PRs.
+    /// Update the description of the assigned issue or one of its PRs:
+    /// replace it (the default), append to it, or set the sidecar's section.
     #[method(name = "update_description", with_extensions)]
-    async fn update_description(&self, number: IssueNumber, body: Text) -> RpcResult<Updated>;
+    async fn update_description(
+        &self,
+        number: IssueNumber,
+        body: Text,
+        mode: Option<DescriptionMode>,
+    ) -> RpcResult<Updated>;
 
     /// Signal that the work is finished; once per session.
     #[method(name = "signal_done", with_extensions)]

@@ -133,7 +133,134 @@ pub struct Intent {
     /// The issue or PR number written to; null when the write creates it
     /// (`open_pr`).
     pub target: Option<u64>,
+    /// The write's identity and what is needed to find it on the forge
+    /// again; absent in events written before writes carried a marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<WriteKey>,
 }
+
+/// The identity of one forge write, recorded in its `intent`.
+///
+/// Every forge write carries the marker `<!-- forge-sidecar:write ID -->`
+/// (an HTML comment, invisible on the forge's pages) at the end of the text
+/// it sends, so the write can be found again when its answer is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteKey {
+    /// `<session>/<op_id>`: unique within the queue directory, and so
+    /// within the run.
+    pub id: String,
+    /// Hex SHA-256 of the call (method, target, mode, texts): a repeated
+    /// identical call is recognised by it.
+    pub call: String,
+    /// For `update_description`: the mode (`replace`, `append`, `section`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// For `open_pr`: the base branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// For `open_pr`: the head branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+}
+
+impl WriteKey {
+    /// The marker a write with this identity carries.
+    pub fn marker(&self) -> String {
+        write_marker(&self.id)
+    }
+}
+
+/// The marker a write with identity `id` carries: `<!-- forge-sidecar:write ID -->`.
+pub fn write_marker(id: &str) -> String {
+    format!("<!-- forge-sidecar:write {id} -->")
+}
+
+/// What became of a write whose answer did not say (lost answer, sidecar
+/// stopped mid-write), or of a call that repeated an earlier write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStatus {
+    /// The write is on the forge (its marker was found).
+    Applied,
+    /// The write is not on the forge: its budget unit was given back.
+    NotApplied,
+    /// The forge could not be read back either: the outcome is still
+    /// unknown and the budget unit stays spent.
+    Unknown,
+    /// The call repeated an earlier write that is on the forge: nothing was
+    /// sent, the earlier result was returned.
+    Repeated,
+}
+
+impl WriteStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteStatus::Applied => "applied",
+            WriteStatus::NotApplied => "not_applied",
+            WriteStatus::Unknown => "unknown",
+            WriteStatus::Repeated => "repeated",
+        }
+    }
+}
+
+/// A call of some session: where an `intent` is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRef {
+    /// Its session.
+    pub session: String,
+    /// Its `op_id` in that session.
+    pub op_id: u64,
+}
+
+/// How an uncertain write was resolved, recorded in its `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// What the sidecar found.
+    pub status: WriteStatus,
+    /// How: [`Resolution::ANSWER_LOST`], [`Resolution::AT_START`],
+    /// [`Resolution::FOUND_LATER`] or [`Resolution::SAME_CALL`].
+    pub how: String,
+    /// The forge's id of the write found: comment id, issue or PR number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_id: Option<u64>,
+    /// The `intent` this resolves, when it is not this op's own: a write
+    /// of an earlier session (resolved at start, or found later), or the
+    /// earlier write a repeated call returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<CallRef>,
+}
+
+impl Resolution {
+    /// The forge's answer was lost (timeout, dropped connection, 5xx): the
+    /// target was read back.
+    pub const ANSWER_LOST: &str = "read back after a lost answer";
+    /// The sidecar stopped between `intent` and `op`: read back at the next
+    /// start of the run.
+    pub const AT_START: &str = "read back at start";
+    /// A write found not applied earlier showed up on the forge later.
+    pub const FOUND_LATER: &str = "found on the forge later";
+    /// The same call as an earlier write (method, target, mode, texts).
+    pub const SAME_CALL: &str = "same call as an earlier write";
+}
+
+/// The description a write replaced, kept so a host can restore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousBody {
+    /// The whole text, when it fits in the event ([`MAX_PREVIOUS_BODY_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Hex SHA-256 of the text's UTF-8 bytes.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Largest previous description an `op` event keeps whole, in bytes of
+/// JSON string (escapes included); a larger one is kept as its SHA-256 and
+/// size. With the other bounded parts the event stays under
+/// [`MAX_OP_EVENT_BYTES`].
+pub const MAX_PREVIOUS_BODY_BYTES: usize = 6 * 1024;
 
 /// Fields of `scope_grown`: a pull request joined the writable set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +381,14 @@ pub struct Op {
     /// Absent for other calls, and for reads where nothing was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<crate::read::ReadReport>,
+    /// For a write whose answer was lost, a write of an earlier session
+    /// found at start, or a call that repeated an earlier write: what the
+    /// sidecar found on the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// For `update_description`: the description before the write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_body: Option<PreviousBody>,
 }
 
 impl Op {

@@ -21,7 +21,7 @@ mod api;
 
 pub use api::ForgeApiServer;
 pub use error::{ErrorCode, RpcError};
-pub use params::{BranchName, IssueNumber, Method, Text};
+pub use params::{BranchName, DescriptionMode, IssueNumber, Method, Text};
 pub use read::{
     CommentPage, Cursor, Notice, NoticeAction, NoticeKind, Order, PageLimit, PageParams,
     ReadReport, ReviewPage,

@@ -127,6 +127,66 @@ pub struct WriteParams {
     pub body: Text,
 }
 
+/// How `update_description` treats the description already there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DescriptionMode {
+    /// The text becomes the whole description (what was there is gone).
+    #[default]
+    Replace,
+    /// The text is added after the description already there.
+    Append,
+    /// The text goes between the sidecar's own begin and end markers; the
+    /// rest of the description stays as it is.
+    Section,
+}
+
+impl DescriptionMode {
+    /// Every mode, in documentation order.
+    pub const ALL: [DescriptionMode; 3] = [
+        DescriptionMode::Replace,
+        DescriptionMode::Append,
+        DescriptionMode::Section,
+    ];
+
+    /// The wire name: `replace`, `append` or `section`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DescriptionMode::Replace => "replace",
+            DescriptionMode::Append => "append",
+            DescriptionMode::Section => "section",
+        }
+    }
+
+    /// The mode with this wire name.
+    pub fn from_name(name: &str) -> Option<DescriptionMode> {
+        DescriptionMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+}
+
+impl fmt::Display for DescriptionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parameters of `update_description`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptionParams {
+    /// The assigned issue or one of its pull requests (see `scope`).
+    pub number: IssueNumber,
+    /// Markdown text: the new description, or the part to add (see `mode`).
+    pub body: Text,
+    /// `replace` (default: the text becomes the whole description),
+    /// `append` (added after the current description) or `section` (kept
+    /// between the sidecar's own markers; the rest is left as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DescriptionMode>,
+}
+
 /// Parameters of `signal_done`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -274,7 +334,8 @@ impl Method {
             Method::ReadIssue | Method::ReadPr => &["number"],
             Method::ReadComments | Method::ReadReviews => &["number", "limit", "cursor", "order"],
             Method::OpenPr => &["title", "body", "base"],
-            Method::PostComment | Method::UpdateDescription => &["number", "body"],
+            Method::PostComment => &["number", "body"],
+            Method::UpdateDescription => &["number", "body", "mode"],
             Method::SignalDone => &["status", "summary"],
             Method::Scope => &[],
         }
@@ -343,7 +404,7 @@ impl Method {
             Method::ReadReviews => visitor.visit::<PageParams, ReviewPage>(),
             Method::OpenPr => visitor.visit::<OpenPrParams, PullRequest>(),
             Method::PostComment => visitor.visit::<WriteParams, Comment>(),
-            Method::UpdateDescription => visitor.visit::<WriteParams, Updated>(),
+            Method::UpdateDescription => visitor.visit::<DescriptionParams, Updated>(),
             Method::SignalDone => visitor.visit::<DoneParams, DoneReceipt>(),
             Method::Scope => visitor.visit::<NoParams, ScopeInfo>(),
         }
@@ -358,7 +419,8 @@ impl Method {
             Method::OpenPr => {
                 r#"{"title": "Fix the export", "body": "Closes #17", "base": "main"}"#
             }
-            Method::PostComment | Method::UpdateDescription => r#"{"number": 17, "body": "text"}"#,
+            Method::PostComment => r#"{"number": 17, "body": "text"}"#,
+            Method::UpdateDescription => r#"{"number": 17, "body": "text", "mode": "section"}"#,
             Method::SignalDone => r#"{"status": "success", "summary": "what was done"}"#,
             Method::Scope => "no params",
         }
@@ -454,6 +516,29 @@ mod tests {
         assert!(err.contains("empty"), "{err}");
         let err = check(Method::SignalDone, r#"{"status": "maybe", "summary": "x"}"#).unwrap_err();
         assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn description_mode_is_optional_and_named() {
+        check(Method::UpdateDescription, r#"{"number": 17, "body": "b"}"#).unwrap();
+        check(Method::UpdateDescription, r#"[17, "b", "append"]"#).unwrap();
+        for m in DescriptionMode::ALL {
+            let raw = format!(r#"{{"number": 17, "body": "b", "mode": "{m}"}}"#);
+            check(Method::UpdateDescription, &raw).unwrap();
+            assert_eq!(DescriptionMode::from_name(m.as_str()), Some(m));
+        }
+        let err = check(
+            Method::UpdateDescription,
+            r#"{"number": 17, "body": "b", "mode": "prepend"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown variant"), "{err}");
+        let err = check(
+            Method::PostComment,
+            r#"{"number": 17, "body": "b", "mode": "append"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `mode`"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use forge_protocol::event::Limits;
-use forge_protocol::{BranchName, IssueNumber, TextRules};
+use forge_protocol::{BranchName, DescriptionMode, IssueNumber, TextRules};
 
 use crate::read_guard::clean::Invisible;
 use crate::read_guard::{ReadConfig, Trust};
@@ -89,6 +89,14 @@ pub struct ConfigArgs {
     /// Pull requests open_pr may open per run (the sessions of one FORGE_RUN_ID share them).
     #[arg(long = "max-prs", env = "FORGE_MAX_PRS", default_value = "1")]
     pub max_prs: String,
+    /// Modes update_description may use, comma-separated (replace, append, section).
+    #[arg(
+        long = "description-modes",
+        env = "FORGE_DESCRIPTION_MODES",
+        value_name = "M,M",
+        default_value = "replace,append,section"
+    )]
+    pub description_modes: String,
     /// File holding the forge token (preferred over FORGE_TOKEN).
     #[arg(long = "token-file", env = "FORGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -311,6 +319,8 @@ pub struct Config {
     pub base_branches: Vec<BranchName>,
     /// Pull requests `open_pr` may open per run.
     pub max_prs: u32,
+    /// The modes `update_description` may use.
+    pub description_modes: Vec<DescriptionMode>,
     /// Socket path.
     pub socket: PathBuf,
     /// Socket file mode.
@@ -484,6 +494,7 @@ impl ConfigArgs {
         let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
         let text = self.validate_text(&mut problems);
         let read = self.read.validate(&mut problems);
+        let description_modes = problems.take(parse_modes(&self.description_modes));
         let (
             Some(forge),
             Some(target),
@@ -492,7 +503,17 @@ impl ConfigArgs {
             Some(signing_key),
             Some(text),
             Some(read),
-        ) = (forge, target, socket_mode, limits, signing_key, text, read)
+            Some(description_modes),
+        ) = (
+            forge,
+            target,
+            socket_mode,
+            limits,
+            signing_key,
+            text,
+            read,
+            description_modes,
+        )
         else {
             return Err(ConfigErrors(problems.0));
         };
@@ -508,6 +529,7 @@ impl ConfigArgs {
             branch: target.branch,
             base_branches: target.base_branches,
             max_prs: target.max_prs,
+            description_modes,
             socket: self.socket.clone(),
             socket_mode,
             queue_dir: self.queue_dir.clone(),
@@ -844,6 +866,30 @@ fn parse_text_limit(setting: &'static str, v: &str) -> Result<u32, ConfigError> 
     Ok(n)
 }
 
+/// `FORGE_DESCRIPTION_MODES`: one or more of `replace`, `append`, `section`.
+fn parse_modes(raw: &str) -> Result<Vec<DescriptionMode>, ConfigError> {
+    const SETTING: &str = "FORGE_DESCRIPTION_MODES (--description-modes)";
+    let mut modes = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mode = DescriptionMode::from_name(&name.to_ascii_lowercase()).ok_or_else(|| {
+            bad(
+                SETTING,
+                format!("'{name}' is not a mode; use replace, append or section, comma-separated"),
+            )
+        })?;
+        if !modes.contains(&mode) {
+            modes.push(mode);
+        }
+    }
+    if modes.is_empty() {
+        return Err(bad(
+            SETTING,
+            "lists no mode; name at least one of replace, append, section",
+        ));
+    }
+    Ok(modes)
+}
+
 fn parse_nonneg<T: std::str::FromStr>(setting: &'static str, v: &str) -> Result<T, ConfigError> {
     v.trim()
         .parse()
@@ -1004,6 +1050,30 @@ mod tests {
                 .contains("give 1024 bytes up to half of FORGE_MAX_READ_BYTES (32768)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn description_modes_default_to_all_and_are_checked() {
+        let c = parse(&["--forge", "memory"]).unwrap();
+        assert_eq!(c.description_modes, DescriptionMode::ALL);
+        let c = parse(&[
+            "--forge",
+            "memory",
+            "--description-modes",
+            "Append, section",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.description_modes,
+            [DescriptionMode::Append, DescriptionMode::Section]
+        );
+        for bad in ["prepend", " , "] {
+            let e = parse(&["--forge", "memory", "--description-modes", bad]).unwrap_err();
+            assert!(
+                e.to_string().contains("FORGE_DESCRIPTION_MODES"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -340,18 +340,24 @@ fn about(method: Method) -> About {
             "Post a new comment (Markdown) on the assigned issue or one of its pull requests. \
              Writes only work on those numbers: call `scope` to see which are writable. Any other \
              number is refused with scope_denied, nothing is posted, and the attempt is recorded. \
-             Every call posts another comment, so do not repeat a call that succeeded; each one \
-             uses up one write of the session's budget. Returns the created comment.",
+             Each call uses up one write of the session's budget. If the forge's answer is lost, \
+             the sidecar checks whether the comment was posted before answering: sending the same \
+             text again returns the comment already posted instead of a second one. Returns the \
+             created comment.",
             Effect::WritesForge,
         ),
         Method::UpdateDescription => (
             "Update description",
-            "Replace the whole description (body) of the assigned issue or one of its pull \
-             requests with new Markdown text. The old text is overwritten, not appended to: read \
-             it first with read_issue or read_pr to keep what matters. Writes only work on the \
-             writable numbers shown by `scope`; any other number is refused with scope_denied \
-             and the attempt is recorded. Uses up one write of the session's budget. Returns the \
-             updated issue or pull request.",
+            "Update the description (body) of the assigned issue or one of its pull requests. \
+             `mode` says how: `replace` (the default) makes the text the whole description, so \
+             what was there is gone (read it first with read_issue or read_pr to keep what \
+             matters); `append` adds the text after the current description; `section` keeps the \
+             text in the sidecar's own section of the description (replaced by the next section \
+             write) and leaves everything else as it is. The session may allow only some modes: a \
+             refused mode names the allowed ones. Writes only work on the writable numbers shown \
+             by `scope`; any other number is refused with scope_denied and the attempt is \
+             recorded. Uses up one write of the session's budget. Returns the updated issue or \
+             pull request.",
             Effect::WritesForge,
         ),
         Method::SignalDone => (
@@ -943,6 +949,7 @@ mod tests {
             branch: forge_protocol::BranchName::new("agent/issue-17"),
             base_branches: vec![],
             max_prs: 1,
+            description_modes: forge_protocol::DescriptionMode::ALL.to_vec(),
             socket: dir.join("s.sock"),
             socket_mode: 0o600,
             queue_dir: dir.join("q"),

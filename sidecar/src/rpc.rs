@@ -8,9 +8,9 @@ use std::sync::Arc;
 use forge_protocol::event::Peer;
 use forge_protocol::openrpc;
 use forge_protocol::{
-    BranchName, Comment, CommentPage, Cursor, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer,
-    Issue, IssueNumber, Method, Order, PageLimit, PageParams, PullRequest, ReviewPage, RpcError,
-    ScopeInfo, Text, Updated,
+    BranchName, Comment, CommentPage, Cursor, DescriptionMode, DoneReceipt, DoneStatus, ErrorCode,
+    ForgeApiServer, Issue, IssueNumber, Method, Order, PageLimit, PageParams, PullRequest,
+    ReviewPage, RpcError, ScopeInfo, Text, Updated,
 };
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::{RpcResult, async_trait};
@@ -129,9 +129,10 @@ impl ForgeApiServer for RpcHandler {
         ext: &Extensions,
         number: IssueNumber,
         body: Text,
+        mode: Option<DescriptionMode>,
     ) -> RpcResult<Updated> {
         self.call(ext, move |s, p| async move {
-            s.update_description(number, body, p).await
+            s.update_description(number, body, mode, p).await
         })
         .await
     }

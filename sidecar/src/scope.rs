@@ -24,11 +24,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 use forge_protocol::echo::quote;
 use forge_protocol::event::ScopeGrown;
 use forge_protocol::{
-    BranchName, Comment, ErrorCode, IssueNumber, Method, PullRequest, RpcError, ScopeInfo, Text,
-    TextRules, Updated,
+    BranchName, Comment, DescriptionMode, ErrorCode, IssueNumber, Method, PullRequest, RpcError,
+    ScopeInfo, Text, TextRules, Updated,
 };
 
 use crate::forge::{CommitInfo, Forge, ForgeError};
+use crate::marker;
 use crate::text_check::{self, ActionRef, Findings, Policy, Refusal};
 
 /// The write scope and limits of a session.
@@ -55,6 +56,8 @@ pub struct Scope {
     pub max_prs: u32,
     /// Keywords and per-text limits for every text written.
     pub text: TextRules,
+    /// The modes `update_description` may use.
+    pub description_modes: Vec<DescriptionMode>,
 }
 
 #[cfg(test)]
@@ -73,6 +76,7 @@ impl Scope {
             base_branches: vec![],
             max_prs: 1,
             text: text_check::default_rules(),
+            description_modes: DescriptionMode::ALL.to_vec(),
         }
     }
 }
@@ -144,6 +148,16 @@ impl PrPermit {
     pub fn base(&self) -> &str {
         &self.base
     }
+
+    /// The title, as checked.
+    pub fn title(&self) -> &str {
+        self.title.as_str()
+    }
+
+    /// The body, as checked (without the marker the write adds).
+    pub fn body(&self) -> &str {
+        self.body.as_str()
+    }
 }
 
 fn not_pushed(head: &str, base: &str) -> RpcError {
@@ -163,10 +177,31 @@ pub struct WritePermit {
     method: Method,
     number: IssueNumber,
     body: Text,
+    mode: DescriptionMode,
     findings: Findings,
 }
 
 impl WritePermit {
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The target.
+    pub fn number(&self) -> IssueNumber {
+        self.number
+    }
+
+    /// The agent's text, as checked (without what the write adds).
+    pub fn body(&self) -> &str {
+        self.body.as_str()
+    }
+
+    /// For a description: how it treats the description already there.
+    pub fn mode(&self) -> DescriptionMode {
+        self.mode
+    }
+
     /// What the body refers to, mentions and closes (all allowed), for the audit.
     pub fn findings(&self) -> &Findings {
         &self.findings
@@ -425,6 +460,8 @@ impl ScopedForge {
         if size > self.scope.max_body_bytes {
             return Err(self.too_long(size, "title or body"));
         }
+        marker::refuse_claims("open_pr's title", title.as_str())?;
+        marker::refuse_claims("open_pr's body", body.as_str())?;
         // Gitea reads the title and the body together: a keyword ending the
         // title acts on a reference starting the body.
         let joined = format!("{} {}", title.as_str(), body.as_str());
@@ -505,29 +542,54 @@ impl ScopedForge {
         self.writes_used.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Send the `open_pr` of `permit`. Blocks. On success the PR is the
-    /// session's: the returned [`Growth`] must be recorded and applied. A
-    /// failure gives the pull request back to the session's allowance (the
-    /// write stays spent: it was sent).
-    pub fn open_pr(&self, permit: &PrPermit) -> Result<(PullRequest, Option<Growth>), ForgeError> {
+    /// Send the `open_pr` of `permit`, its body carrying `marker`. Blocks.
+    /// On success the PR is the session's: the returned [`Growth`] must be
+    /// recorded and applied. A refusal gives the pull request back to the
+    /// session's allowance (the write stays spent: it was sent); a lost
+    /// answer ([`ForgeError::Unavailable`]) keeps both spent until the
+    /// caller has read back whether the PR exists ([`ScopedForge::refund`]).
+    pub fn open_pr(
+        &self,
+        permit: &PrPermit,
+        marker: &str,
+    ) -> Result<(PullRequest, Option<Growth>), ForgeError> {
+        let body = Text::new(marker::with_marker(permit.body.as_str(), marker))
+            .unwrap_or_else(|| permit.body.clone());
         match self
             .inner
-            .open_pr(permit.head(), &permit.base, &permit.title, &permit.body)
+            .open_pr(permit.head(), &permit.base, &permit.title, &body)
         {
-            Ok(pr) => {
-                let growth = IssueNumber::new(pr.number)
-                    .filter(|n| !self.is_writable(*n))
-                    .map(|number| Growth {
-                        number,
-                        branch: permit.head().to_string(),
-                        reason: reason::OPENED,
-                    });
-                Ok((pr, growth))
-            }
+            Ok(pr) => Ok(self.opened(pr)),
+            Err(e @ ForgeError::Unavailable(_)) => Err(e),
             Err(e) => {
                 self.prs_opened.fetch_sub(1, Ordering::SeqCst);
                 Err(e)
             }
+        }
+    }
+
+    /// A pull request this run's `open_pr` opened (its answer, or found by
+    /// its marker), with its growth if it is not writable yet.
+    pub fn opened(&self, pr: PullRequest) -> (PullRequest, Option<Growth>) {
+        let growth = self.scope.branch.as_ref().and_then(|branch| {
+            IssueNumber::new(pr.number)
+                .filter(|n| !self.is_writable(*n) && pr.head == branch.as_str())
+                .map(|number| Growth {
+                    number,
+                    branch: branch.to_string(),
+                    reason: reason::OPENED,
+                })
+        });
+        (pr, growth)
+    }
+
+    /// Give back what a sent write reserved once reading back showed it
+    /// did not reach the forge: one write, and the pull request of an
+    /// `open_pr`.
+    pub fn refund(&self, pr: bool) {
+        self.writes_used.fetch_sub(1, Ordering::SeqCst);
+        if pr {
+            self.prs_opened.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -603,12 +665,42 @@ impl ScopedForge {
         number: IssueNumber,
         body: Text,
     ) -> Result<WritePermit, RpcError> {
+        self.authorize_mode(method, number, body, None)
+    }
+
+    /// [`ScopedForge::authorize`] with the mode of an `update_description`
+    /// (`None`: replace), which must be one of `FORGE_DESCRIPTION_MODES`.
+    pub fn authorize_mode(
+        &self,
+        method: Method,
+        number: IssueNumber,
+        body: Text,
+        mode: Option<DescriptionMode>,
+    ) -> Result<WritePermit, RpcError> {
         debug_assert!(matches!(
             method,
             Method::PostComment | Method::UpdateDescription
         ));
         if !self.is_writable(number) {
             return Err(RpcError::scope_denied(number.get(), &self.writable()));
+        }
+        let mode = mode.unwrap_or_default();
+        if method == Method::UpdateDescription && !self.scope.description_modes.contains(&mode) {
+            let allowed: Vec<&str> = self
+                .scope
+                .description_modes
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
+            return Err(RpcError::new(
+                ErrorCode::ScopeDenied,
+                format!(
+                    "update_description in mode '{mode}' is not allowed in this session; allowed: {} \
+                     (pass one as mode)",
+                    allowed.join(", ")
+                ),
+            )
+            .with_data(serde_json::json!({ "mode": mode.as_str(), "allowed": allowed })));
         }
         if body.len() > self.scope.max_body_bytes {
             return Err(self.too_long(body.len(), "body"));
@@ -617,6 +709,10 @@ impl ScopedForge {
             Method::PostComment => format!("comment to #{}", number.get()),
             _ => format!("description of #{}", number.get()),
         };
+        marker::refuse_claims(&subject, body.as_str()).map_err(|mut err| {
+            err.data["number"] = number.get().into();
+            err
+        })?;
         let findings = self
             .check_text(&subject, body.as_str())
             .map_err(|mut err| {
@@ -628,6 +724,7 @@ impl ScopedForge {
             method,
             number,
             body,
+            mode,
             findings,
         })
     }
@@ -645,16 +742,28 @@ impl ScopedForge {
         self.writes_used.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Spend a permit: send the write. Blocks.
-    pub fn write(&self, permit: &WritePermit) -> Result<Written, ForgeError> {
+    /// Spend a permit: send the write, its text carrying `marker`; a
+    /// description is composed with `current` (the description now) as the
+    /// permit's mode says. Blocks.
+    pub fn write(
+        &self,
+        permit: &WritePermit,
+        marker: &str,
+        current: &str,
+    ) -> Result<Written, ForgeError> {
+        let text = match permit.method {
+            Method::PostComment => marker::with_marker(permit.body.as_str(), marker),
+            _ => marker::compose(permit.mode, current, permit.body.as_str(), marker),
+        };
+        let text = Text::new(text).unwrap_or_else(|| permit.body.clone());
         match permit.method {
             Method::PostComment => self
                 .inner
-                .post_comment(permit.number, &permit.body)
+                .post_comment(permit.number, &text)
                 .map(Written::Comment),
             _ => self
                 .inner
-                .update_description(permit.number, &permit.body)
+                .update_description(permit.number, &text)
                 .map(Written::Description),
         }
     }
@@ -875,7 +984,9 @@ mod tests {
         let permit = f
             .authorize_pr(text("Export the last row"), text("Closes #17"), None)
             .unwrap();
-        let (opened, growth) = f.open_pr(&permit).unwrap();
+        let (opened, growth) = f
+            .open_pr(&permit, "<!-- forge-sidecar:write s/1 -->")
+            .unwrap();
         let growth = growth.unwrap();
         assert_eq!(growth.number().get(), opened.number);
         assert_eq!(growth.event().reason, "opened");
@@ -909,7 +1020,47 @@ mod tests {
         let permit = f
             .authorize(Method::PostComment, n(18), text("done"))
             .unwrap();
-        assert!(matches!(f.write(&permit), Ok(Written::Comment(c)) if c.body == "done"));
+        let marker = "<!-- forge-sidecar:write s/1 -->";
+        assert!(
+            matches!(f.write(&permit, marker, ""), Ok(Written::Comment(c)) if c.body == format!("done\n\n{marker}"))
+        );
+    }
+
+    #[test]
+    fn description_modes_are_limited_and_markers_refused() {
+        let mut scope = Scope::for_tests(256, 5);
+        scope.description_modes = vec![DescriptionMode::Append, DescriptionMode::Section];
+        let f = ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope);
+        for mode in [None, Some(DescriptionMode::Replace)] {
+            let err = f
+                .authorize_mode(Method::UpdateDescription, n(17), text("x"), mode)
+                .unwrap_err();
+            assert_eq!(err.code, ErrorCode::ScopeDenied);
+            assert!(
+                err.message.contains("mode 'replace' is not allowed")
+                    && err.message.contains("append, section"),
+                "{}",
+                err.message
+            );
+        }
+        let permit = f
+            .authorize_mode(
+                Method::UpdateDescription,
+                n(17),
+                text("x"),
+                Some(DescriptionMode::Append),
+            )
+            .unwrap();
+        assert_eq!(permit.mode(), DescriptionMode::Append);
+        let err = f
+            .authorize(
+                Method::PostComment,
+                n(17),
+                text("<!-- forge-sidecar:write s/9 -->"),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidParams);
+        assert_eq!(f.writes_left(), 4, "refusals use no budget");
     }
 
     mod properties {
@@ -1045,15 +1196,19 @@ mod tests {
                         escaping.insert(body.clone());
                     }
                     if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
-                        let _ = forge.write(&permit);
+                        let _ = forge.write(&permit, "<!-- forge-sidecar:write s/1 -->", "");
                     }
                 }
                 let writes = recording.0.lock().unwrap().clone();
                 prop_assert!(writes.len() <= max_writes as usize);
                 for (method, number, body) in writes {
                     prop_assert!(number == 17 || number == 18, "write reached #{}", number);
+                    // What the agent wrote: the sent text less the marker.
+                    let (agent, _) = body
+                        .rsplit_once("\n\n<!-- forge-sidecar:write ")
+                        .expect("every write carries its marker");
                     prop_assert!(
-                        !escaping.contains(&body),
+                        !escaping.contains(agent),
                         "{} to #{} carries a keyword aimed outside: {:?}", method.name(), number, body
                     );
                 }

@@ -128,6 +128,7 @@ impl Server {
             base_branches: config.base_branches.clone(),
             max_prs: config.max_prs,
             text: config.text.clone(),
+            description_modes: config.description_modes.clone(),
         };
         let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
         let earlier =
@@ -169,6 +170,19 @@ impl Server {
             .start(&config)
             .await
             .context("write session_start to the queue")?;
+        // Writes an earlier session left without an op are resolved before
+        // any call is served (and before the branch's PRs are looked up, so
+        // a PR found here joins the scope as opened by the run).
+        if !earlier.pending.is_empty() {
+            tracing::info!(
+                writes = earlier.pending.len(),
+                "resolving the writes an earlier session of the run left without an outcome"
+            );
+        }
+        sidecar
+            .resolve_at_start(&earlier.pending)
+            .await
+            .context("write the resolution of earlier writes to the queue")?;
         sidecar
             .discover_own_prs()
             .await

@@ -6,6 +6,16 @@
 //! queued the call fails with `audit_unavailable` and, when that happens
 //! before the forge write, nothing reaches the forge.
 //!
+//! Every forge write carries its identity ([`crate::marker`]) and is sent
+//! once. When its answer is lost, the target is read back
+//! ([`crate::resolve`]): found, the write is applied and answered as a
+//! success; not found, its budget unit is given back and the agent may send
+//! it again; the read-back failing too, the outcome stays unknown and the
+//! unit spent. Writes of an earlier session of the run with no `op` are
+//! resolved the same way at start ([`Sidecar::resolve_at_start`]). A call
+//! identical to an earlier write of the run (method, target, mode, texts)
+//! whose write is on the forge returns it instead of writing again.
+//!
 //! A call runs to completion once accepted, whether or not its caller is
 //! still connected: the entry points run it on its own task
 //! ([`Sidecar::detached`]), so a caller that hangs up cannot cancel the
@@ -20,13 +30,15 @@ use std::time::{Duration, Instant};
 
 use forge_protocol::echo::{MAX_MESSAGE_CHARS, cut, quote};
 use forge_protocol::event::{
-    Done, EventBody, Intent, Op, OpError, Outcome, OutcomeCounts, Peer, SessionEnd, SessionStart,
+    CallRef, Done, EventBody, Intent, Op, OpError, Outcome, OutcomeCounts, Peer, PreviousBody,
+    Resolution, SessionEnd, SessionStart, WriteKey, WriteStatus,
 };
 use forge_protocol::{
-    BranchName, Comment, CommentPage, DoneReceipt, DoneStatus, ErrorCode, Issue, IssueNumber,
-    Method, PageParams, PullRequest, ReadReport, ReviewPage, RpcError, ScopeInfo, Text, Updated,
+    BranchName, Comment, CommentPage, DescriptionMode, DoneReceipt, DoneStatus, ErrorCode, Issue,
+    IssueNumber, Method, PageParams, PullRequest, ReadReport, ReviewPage, RpcError, ScopeInfo,
+    Text, Updated,
 };
-use forge_queue::run::RunState;
+use forge_queue::run::{RunState, RunWrite};
 use forge_queue::{QueueError, QueueWriter, Written};
 use tokio::sync::{Notify, Semaphore};
 
@@ -36,8 +48,10 @@ use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
 use crate::forge_health::{ForgeHealth, ForgeState};
 use crate::http::{MAX_UNSENT_BYTES, Unsent};
+use crate::marker;
 use crate::read_guard::cursor::List;
 use crate::read_guard::{ReadConfig, ReadGuard};
+use crate::resolve::{self, Found, Unreadable};
 use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
@@ -61,6 +75,9 @@ pub struct Sidecar {
     unsent: Arc<Unsent>,
     forge_health: ForgeHealth,
     read: Arc<ReadGuard>,
+    /// The forge writes of the run so far, oldest first, with what is known
+    /// of each: repeated calls and late pull requests are checked against them.
+    writes: Mutex<Vec<RunWrite>>,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -74,6 +91,10 @@ struct CallInfo {
     reach: Option<(Vec<String>, Vec<String>)>,
     /// For a read: what was found in and done to the texts it returned.
     read: Option<ReadReport>,
+    /// For a write whose answer was lost or that repeated an earlier one.
+    resolution: Option<Resolution>,
+    /// For a description write: the description it replaced.
+    previous_body: Option<PreviousBody>,
 }
 
 /// Whether a call's `op` event may be coalesced with others.
@@ -133,6 +154,7 @@ impl Sidecar {
             unsent: Arc::default(),
             forge_health: ForgeHealth::default(),
             read: Arc::new(ReadGuard::new(ReadConfig::default(), "")),
+            writes: Mutex::default(),
         }
     }
 
@@ -148,6 +170,8 @@ impl Sidecar {
     /// and `max_prs`, and their done signal stands.
     pub fn continue_run(&self, earlier: &RunState) {
         self.forge.spent_earlier(earlier.writes, earlier.prs_opened);
+        self.writes_of_run()
+            .extend(earlier.forge_writes.iter().cloned());
         if let Some(done) = &earlier.done {
             self.done.store(true, Ordering::SeqCst);
             *self.done_earlier.lock().unwrap_or_else(|p| p.into_inner()) = Some(done.clone());
@@ -306,6 +330,8 @@ impl Sidecar {
                 mentions: None,
                 coalesced: Some(by_op),
                 read: None,
+                resolution: None,
+                previous_body: None,
             });
             if let Err(cause) = self.emit(op).await {
                 tracing::error!(cause = %cause, calls = total, "coalesced calls could not be audited");
@@ -441,7 +467,9 @@ impl Sidecar {
 
     /// `open_pr`: decided by the scope (branch, base, texts, commits,
     /// limits), announced by an `intent`, sent once; the new PR joins the
-    /// writable set on record.
+    /// writable set on record. A lost answer is resolved by looking the PR
+    /// up (`GET /pulls/{base}/{head}`) and finding its marker; a PR given
+    /// back earlier that has shown up since is counted first.
     pub async fn open_pr(
         &self,
         title: Text,
@@ -449,7 +477,8 @@ impl Sidecar {
         base: Option<BranchName>,
         peer: Option<Peer>,
     ) -> Result<PullRequest, RpcError> {
-        let call = self.begin(Method::OpenPr.name(), None, peer);
+        let mut call = self.begin(Method::OpenPr.name(), None, peer);
+        self.find_late_prs().await?;
         let permit = match self
             .on_scoped(move |f| Ok(f.authorize_pr(title, body, base)))
             .await
@@ -461,27 +490,84 @@ impl Sidecar {
                 return self.finish(call, Err(e), summary, Audit::WithinRate).await;
             }
         };
-        let intent = EventBody::Intent(Intent {
+        let (head, base) = (permit.head().to_string(), permit.base().to_string());
+        let fingerprint =
+            marker::fingerprint(&[Method::OpenPr.name(), permit.title(), permit.body(), &base]);
+        match self.repeat_of(&mut call, &fingerprint).await {
+            Repeat::No => {}
+            Repeat::Found(Found::PullRequest(pr), summary) => {
+                self.forge.release_pr(permit);
+                call.target = Some(pr.number);
+                return self.finish(call, Ok(pr), summary, Audit::Always).await;
+            }
+            Repeat::Found(_, _) => {
+                self.forge.release_pr(permit);
+                let err = RpcError::new(
+                    ErrorCode::Internal,
+                    "a repeated open_pr found no pull request",
+                );
+                return self
+                    .finish(
+                        call,
+                        Err(err),
+                        "open_pr: internal error".into(),
+                        Audit::Always,
+                    )
+                    .await;
+            }
+            Repeat::Unreadable(err, summary) => {
+                self.forge.release_pr(permit);
+                return self.finish(call, Err(err), summary, Audit::Always).await;
+            }
+        }
+        let intent = Intent {
             op_id: call.op_id,
             op: call.op.clone(),
             target: None,
-        });
-        if let Err(cause) = self.emit(intent).await {
+            write: Some(WriteKey {
+                id: marker::write_id(self.session(), call.op_id),
+                call: fingerprint,
+                mode: None,
+                base: Some(base.clone()),
+                head: Some(head.clone()),
+            }),
+        };
+        if let Err(cause) = self.emit(EventBody::Intent(intent.clone())).await {
             self.forge.release_pr(permit);
             return Err(audit_unavailable(
                 &cause,
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let (head, base) = (permit.head().to_string(), permit.base().to_string());
         let permit = Arc::new(permit);
         let sent = Arc::clone(&permit);
-        let opened = self.on_scoped(move |f| f.open_pr(&sent)).await;
+        let marker_text = intent
+            .write
+            .as_ref()
+            .map(WriteKey::marker)
+            .unwrap_or_default();
+        let opened = match self
+            .on_scoped(move |f| f.open_pr(&sent, &marker_text))
+            .await
+        {
+            Err(e) if e.code == ErrorCode::ForgeUnavailable => {
+                match self.resolve_lost(&mut call, &intent, e, true).await {
+                    Ok(Found::PullRequest(pr)) => Ok(self.forge.opened(pr)),
+                    Ok(_) => Err(RpcError::new(
+                        ErrorCode::Internal,
+                        "reading back an open_pr found no pull request",
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         let result = match opened {
             Ok((pr, growth)) => {
                 if let Some(growth) = growth
                     && let Err(cause) = self.record_growth(growth).await
                 {
+                    self.remember(&intent, Some(WriteStatus::Applied));
                     return Err(audit_unavailable(
                         &cause,
                         &format!(
@@ -528,13 +614,60 @@ impl Sidecar {
             }
             Err(e) => Err(e),
         };
+        self.remember(&intent, written_status(&result, &call));
         let summary = match &result {
             Ok(pr) => format!("opened PR #{} from {head} into {base}", pr.number),
             Err(e) => format!("failed to open a PR from {head} into {base}: {}", reason(e)),
         };
-        let mut call = call;
+        let summary = format!("{summary}{}", resolution_note(&call));
         call.target = result.as_ref().ok().map(|pr| pr.number);
         self.finish(call, result, summary, Audit::Always).await
+    }
+
+    /// Pull requests of this run's `open_pr` that were found missing after a
+    /// lost answer (or refused) and have shown up on the forge since: each
+    /// counts against the run's pull requests again, joins the writable
+    /// set, and gets an `op` that says so. A forge that cannot be read is
+    /// left for the next call.
+    async fn find_late_prs(&self) -> Result<(), RpcError> {
+        let given_back: Vec<RunWrite> = self
+            .writes_of_run()
+            .iter()
+            .filter(|w| w.intent.op == Method::OpenPr.name() && w.status == WriteStatus::NotApplied)
+            .cloned()
+            .collect();
+        for earlier in given_back {
+            let Ok(Some(Found::PullRequest(pr))) = self.read_back(earlier.intent.clone()).await
+            else {
+                continue;
+            };
+            self.forge.spent_earlier(1, 1);
+            self.remember_at(&earlier.at, WriteStatus::Applied);
+            let mut call = self.begin(Method::OpenPr.name(), IssueNumber::new(pr.number), None);
+            call.resolution = Some(Resolution {
+                status: WriteStatus::Applied,
+                how: Resolution::FOUND_LATER.into(),
+                forge_id: Some(pr.number),
+                intent: Some(earlier.at.clone()),
+            });
+            let number = pr.number;
+            let (_, growth) = self.forge.opened(pr);
+            if let Some(growth) = growth
+                && let Err(cause) = self.record_growth(growth).await
+            {
+                return Err(audit_unavailable(
+                    &cause,
+                    "nothing was sent to the forge; try again later",
+                ));
+            }
+            let summary = format!(
+                "PR #{number} of op {} (session {}) is on the forge after all: it counts against the run's \
+                 pull requests and is writable",
+                earlier.at.op_id, earlier.at.session
+            );
+            self.finish(call, Ok(()), summary, Audit::Always).await?;
+        }
+        Ok(())
     }
 
     /// `post_comment`.
@@ -544,7 +677,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<Comment, RpcError> {
-        match self.write(Method::PostComment, n, body, peer).await? {
+        match self.write(Method::PostComment, n, body, None, peer).await? {
             ForgeWrite::Comment(c) => Ok(c),
             ForgeWrite::Description(_) => Err(RpcError::new(
                 ErrorCode::Internal,
@@ -553,14 +686,19 @@ impl Sidecar {
         }
     }
 
-    /// `update_description`.
+    /// `update_description`: replace, append to, or set the sidecar's
+    /// section of the description; the `op` keeps the previous body.
     pub async fn update_description(
         &self,
         n: IssueNumber,
         body: Text,
+        mode: Option<DescriptionMode>,
         peer: Option<Peer>,
     ) -> Result<Updated, RpcError> {
-        match self.write(Method::UpdateDescription, n, body, peer).await? {
+        match self
+            .write(Method::UpdateDescription, n, body, mode, peer)
+            .await?
+        {
             ForgeWrite::Description(u) => Ok(u),
             ForgeWrite::Comment(_) => Err(RpcError::new(
                 ErrorCode::Internal,
@@ -698,6 +836,7 @@ impl Sidecar {
         method: Method,
         n: IssueNumber,
         body: Text,
+        mode: Option<DescriptionMode>,
         peer: Option<Peer>,
     ) -> Result<ForgeWrite, RpcError> {
         let mut call = self.begin(method.name(), Some(n), peer);
@@ -715,21 +854,74 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let permit = match self.forge.authorize(method, n, body) {
+        let permit = match self.forge.authorize_mode(method, n, body, mode) {
             Ok(permit) => permit,
             Err(e) => {
                 let summary = format!("denied {noun} #{}: {}", n.get(), reason(&e));
                 return self.finish(call, Err(e), summary, Audit::WithinRate).await;
             }
         };
+        let mode = (method == Method::UpdateDescription).then(|| permit.mode());
+        let fingerprint = marker::fingerprint(&[
+            method.name(),
+            &n.get().to_string(),
+            mode.map_or("", DescriptionMode::as_str),
+            permit.body(),
+        ]);
+        match self.repeat_of(&mut call, &fingerprint).await {
+            Repeat::No => {}
+            Repeat::Found(found, summary) => {
+                self.forge.release(permit);
+                let result = match found {
+                    Found::Comment(c) => Ok(ForgeWrite::Comment(c)),
+                    Found::Description(u) => Ok(ForgeWrite::Description(u)),
+                    Found::PullRequest(_) => Err(RpcError::new(
+                        ErrorCode::Internal,
+                        "a repeated write found a pull request",
+                    )),
+                };
+                return self.finish(call, result, summary, Audit::Always).await;
+            }
+            Repeat::Unreadable(err, summary) => {
+                self.forge.release(permit);
+                return self.finish(call, Err(err), summary, Audit::Always).await;
+            }
+        }
+        // A description is composed with the one there now, which the op keeps.
+        let current = if method == Method::UpdateDescription {
+            match self.on_forge(move |f| f.read_issue(n)).await {
+                Ok(issue) => issue.body,
+                Err(e) => {
+                    self.forge.release(permit);
+                    let summary = format!(
+                        "failed to update description of #{}: the description could not be read first: {}",
+                        n.get(),
+                        reason(&e)
+                    );
+                    return self.finish(call, Err(e), summary, Audit::Always).await;
+                }
+            }
+        } else {
+            String::new()
+        };
+        if method == Method::UpdateDescription {
+            call.previous_body = Some(marker::previous_body(&current));
+        }
         // Never closed, so acquiring cannot fail.
         let slot = self.forge_slots.acquire().await.ok();
-        let intent = EventBody::Intent(Intent {
+        let intent = Intent {
             op_id: call.op_id,
             op: call.op.clone(),
             target: Some(n.get()),
-        });
-        if let Err(cause) = self.emit(intent).await {
+            write: Some(WriteKey {
+                id: marker::write_id(self.session(), call.op_id),
+                call: fingerprint,
+                mode: mode.map(|m| m.as_str().to_string()),
+                base: None,
+                head: None,
+            }),
+        };
+        if let Err(cause) = self.emit(EventBody::Intent(intent.clone())).await {
             self.forge.release(permit);
             return Err(audit_unavailable(
                 &cause,
@@ -751,18 +943,43 @@ impl Sidecar {
             listed(findings.mentions.clone()),
         ));
         let forge = Arc::clone(&self.forge);
-        let result = tokio::task::spawn_blocking(move || forge.write(&permit))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ForgeError::Unavailable(format!(
-                    "the forge call failed internally ({e})"
-                )))
-            });
+        let marker_text = intent
+            .write
+            .as_ref()
+            .map(WriteKey::marker)
+            .unwrap_or_default();
+        let result =
+            tokio::task::spawn_blocking(move || forge.write(&permit, &marker_text, &current))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ForgeError::Unavailable(format!(
+                        "the forge call failed internally ({e})"
+                    )))
+                });
         let result = self
             .forge_health
             .observe(result)
             .map_err(ForgeError::into_rpc);
+        let result = match result {
+            Err(e) if e.code == ErrorCode::ForgeUnavailable => {
+                match self.resolve_lost(&mut call, &intent, e, false).await {
+                    Ok(Found::Comment(c)) => Ok(ForgeWrite::Comment(c)),
+                    Ok(Found::Description(u)) => Ok(ForgeWrite::Description(u)),
+                    Ok(Found::PullRequest(_)) => Err(RpcError::new(
+                        ErrorCode::Internal,
+                        "reading back a write found a pull request",
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         drop(slot);
+        self.remember(&intent, written_status(&result, &call));
+        let mode_note = match mode {
+            Some(m) if m != DescriptionMode::Replace => format!(" ({m})"),
+            _ => String::new(),
+        };
         let summary = match (&result, method) {
             (Ok(_), Method::PostComment) if !closing.is_empty() => {
                 format!("posted comment to #{} ({})", n.get(), closing.join(", "))
@@ -770,12 +987,12 @@ impl Sidecar {
             (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
             (Ok(_), _) if !closing.is_empty() => {
                 format!(
-                    "updated description of #{} ({})",
+                    "updated description of #{}{mode_note} ({})",
                     n.get(),
                     closing.join(", ")
                 )
             }
-            (Ok(_), _) => format!("updated description of #{}", n.get()),
+            (Ok(_), _) => format!("updated description of #{}{mode_note}", n.get()),
             (Err(e), Method::PostComment) => {
                 format!("failed to post comment to #{}: {}", n.get(), reason(e))
             }
@@ -785,7 +1002,245 @@ impl Sidecar {
                 reason(e)
             ),
         };
+        let summary = format!("{summary}{}", resolution_note(&call));
         self.finish(call, result, summary, Audit::Always).await
+    }
+
+    /// The writes of the run (earlier sessions' and this one's).
+    fn writes_of_run(&self) -> std::sync::MutexGuard<'_, Vec<RunWrite>> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record what became of the write `intent` announced in this session
+    /// (`None`: the forge refused it; it is not kept).
+    fn remember(&self, intent: &Intent, status: Option<WriteStatus>) {
+        let at = CallRef {
+            session: self.session().to_string(),
+            op_id: intent.op_id,
+        };
+        let mut writes = self.writes_of_run();
+        writes.retain(|w| w.at != at);
+        if let Some(status) = status {
+            writes.push(RunWrite {
+                at,
+                intent: intent.clone(),
+                status,
+            });
+        }
+    }
+
+    /// Record what became of an earlier write of the run.
+    fn remember_at(&self, at: &CallRef, status: WriteStatus) {
+        if let Some(w) = self.writes_of_run().iter_mut().find(|w| &w.at == at) {
+            w.status = status;
+        }
+    }
+
+    /// Whether the call with `fingerprint` repeats an earlier write of the
+    /// run that is on the forge. The newest such write is read back.
+    async fn repeat_of(&self, call: &mut CallInfo, fingerprint: &str) -> Repeat {
+        let earlier = self
+            .writes_of_run()
+            .iter()
+            .rev()
+            .find(|w| {
+                w.intent
+                    .write
+                    .as_ref()
+                    .is_some_and(|k| k.call == fingerprint)
+            })
+            .cloned();
+        let Some(earlier) = earlier else {
+            return Repeat::No;
+        };
+        let what = format!("op {} of session {}", earlier.at.op_id, earlier.at.session);
+        match self.read_back(earlier.intent.clone()).await {
+            Ok(None) => Repeat::No,
+            Ok(Some(found)) => {
+                call.resolution = Some(Resolution {
+                    status: WriteStatus::Repeated,
+                    how: Resolution::SAME_CALL.into(),
+                    forge_id: Some(found.forge_id()),
+                    intent: Some(earlier.at.clone()),
+                });
+                self.remember_at(&earlier.at, WriteStatus::Applied);
+                let summary = format!(
+                    "{} repeated {what}, whose write is on the forge ({}): returned it, sent nothing",
+                    call.op,
+                    found.describe()
+                );
+                Repeat::Found(found, summary)
+            }
+            Err(why) => {
+                let err = RpcError::new(
+                    ErrorCode::ForgeUnavailable,
+                    format!(
+                        "nothing was sent: the same call was made earlier in this run ({what}) and whether its \
+                         write is on the forge could not be checked ({why}); read the target (read_comments, \
+                         read_issue or read_pr) before sending it again"
+                    ),
+                )
+                .with_data(serde_json::json!({ "write": "unchecked" }));
+                let summary = format!(
+                    "{} not sent: it repeats {what}, which could not be read back",
+                    call.op
+                );
+                Repeat::Unreadable(err, summary)
+            }
+        }
+    }
+
+    /// A write's answer was lost (`lost`): read the target back and decide.
+    /// Found: the write is applied and answered as a success. Not found:
+    /// the budget unit (and the pull request of an `open_pr`, `pr`) is
+    /// given back and the agent may send it again. Unreadable: the outcome
+    /// stays unknown and everything stays spent.
+    async fn resolve_lost(
+        &self,
+        call: &mut CallInfo,
+        intent: &Intent,
+        lost: RpcError,
+        pr: bool,
+    ) -> Result<Found, RpcError> {
+        let resolution = |status, forge_id| Resolution {
+            status,
+            how: Resolution::ANSWER_LOST.into(),
+            forge_id,
+            intent: None,
+        };
+        match self.read_back(intent.clone()).await {
+            Ok(Some(found)) => {
+                tracing::warn!(op = %call.op, cause = %lost.message, "answer lost; the write is on the forge");
+                call.resolution = Some(resolution(WriteStatus::Applied, Some(found.forge_id())));
+                Ok(found)
+            }
+            Ok(None) => {
+                self.forge.refund(pr);
+                call.resolution = Some(resolution(WriteStatus::NotApplied, None));
+                Err(RpcError::new(
+                    ErrorCode::ForgeUnavailable,
+                    format!(
+                        "the forge did not answer this write, and reading the target back shows it is not \
+                         there: nothing was written and it was not counted against the budget; send it \
+                         again when the forge answers ({})",
+                        lost.message
+                    ),
+                )
+                .with_data(serde_json::json!({ "write": WriteStatus::NotApplied.as_str() })))
+            }
+            Err(why) => {
+                call.resolution = Some(resolution(WriteStatus::Unknown, None));
+                Err(RpcError::new(
+                    ErrorCode::ForgeUnavailable,
+                    format!(
+                        "the forge did not answer this write ({}) and {why}: the write may or may not be \
+                         on the forge. Check the target (read_comments, read_issue or read_pr) before \
+                         retrying; sending the same call again is safe, it is checked first",
+                        lost.message
+                    ),
+                )
+                .with_data(serde_json::json!({ "write": WriteStatus::Unknown.as_str() })))
+            }
+        }
+    }
+
+    /// Read back the write `intent` announced, on the blocking pool.
+    async fn read_back(&self, intent: Intent) -> Result<Option<Found>, Unreadable> {
+        let forge = Arc::clone(&self.forge);
+        if !forge.inner().blocks() {
+            return resolve::read_back(forge.inner(), &intent);
+        }
+        tokio::task::spawn_blocking(move || resolve::read_back(forge.inner(), &intent))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Unreadable::Forge(ForgeError::Unavailable(format!(
+                    "the read-back failed internally ({e})"
+                ))))
+            })
+    }
+
+    /// Resolve the writes of earlier sessions of the run that have an
+    /// `intent` and no `op` (the sidecar stopped mid-write): each is read
+    /// back and gets an `op` in this session naming it. Call before serving.
+    pub async fn resolve_at_start(&self, pending: &[RunWrite]) -> Result<(), QueueError> {
+        for p in pending {
+            let target = p.intent.target.and_then(IssueNumber::new);
+            let mut call = self.begin(&p.intent.op, target, None);
+            let is_pr = p.intent.op == Method::OpenPr.name();
+            let what = format!(
+                "{} {} of session {} (op {})",
+                p.intent.op,
+                target.map_or("(new)".to_string(), |n| format!("#{}", n.get())),
+                p.at.session,
+                p.at.op_id
+            );
+            let (status, forge_id, error, summary) = match self.read_back(p.intent.clone()).await {
+                Ok(Some(found)) => {
+                    if let Found::PullRequest(pr) = &found {
+                        call.target = Some(pr.number);
+                        if let (_, Some(growth)) = self.forge.opened(pr.clone()) {
+                            self.record_growth(growth).await?;
+                        }
+                    }
+                    let summary = format!("{what} is on the forge ({}): applied", found.describe());
+                    (WriteStatus::Applied, Some(found.forge_id()), None, summary)
+                }
+                Ok(None) => {
+                    self.forge.refund(is_pr);
+                    let summary = format!("{what} is not on the forge: not applied, not counted");
+                    let error = OpError {
+                        code: ErrorCode::ForgeUnavailable.code(),
+                        name: ErrorCode::ForgeUnavailable.name().into(),
+                        message: "the sidecar stopped before the write was answered; it is not on the forge"
+                            .into(),
+                    };
+                    (WriteStatus::NotApplied, None, Some(error), summary)
+                }
+                Err(why) => {
+                    let summary = format!("{what}: outcome still unknown ({why}); check the forge");
+                    let error = OpError {
+                        code: ErrorCode::ForgeUnavailable.code(),
+                        name: ErrorCode::ForgeUnavailable.name().into(),
+                        message: cut(&why.to_string(), MAX_MESSAGE_CHARS).into_owned(),
+                    };
+                    (WriteStatus::Unknown, None, Some(error), summary)
+                }
+            };
+            tracing::info!(op = %p.intent.op, status = status.as_str(), "{summary}");
+            self.writes_of_run()
+                .iter_mut()
+                .filter(|w| w.at == p.at)
+                .for_each(|w| w.status = status);
+            let outcome = if error.is_none() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            };
+            let op = EventBody::Op(Op {
+                op_id: call.op_id,
+                op: call.op,
+                target: call.target,
+                outcome,
+                summary: cut(&summary, MAX_MESSAGE_CHARS).into_owned(),
+                error,
+                duration_ms: call.started.elapsed().as_millis() as u64,
+                peer: None,
+                foreign_refs: None,
+                mentions: None,
+                coalesced: None,
+                resolution: Some(Resolution {
+                    status,
+                    how: Resolution::AT_START.into(),
+                    forge_id,
+                    intent: Some(p.at.clone()),
+                }),
+                previous_body: None,
+                read: None,
+            });
+            self.emit(op).await?;
+            self.count(outcome);
+        }
+        Ok(())
     }
 
     fn begin(&self, op: &str, target: Option<IssueNumber>, peer: Option<Peer>) -> CallInfo {
@@ -797,6 +1252,8 @@ impl Sidecar {
             started: Instant::now(),
             reach: None,
             read: None,
+            resolution: None,
+            previous_body: None,
         }
     }
 
@@ -907,6 +1364,8 @@ impl Sidecar {
             mentions,
             coalesced: None,
             read: call.read,
+            resolution: call.resolution,
+            previous_body: call.previous_body,
         });
         if let Err(cause) = self.emit(op).await {
             let next = if was_write && outcome == Outcome::Ok {
@@ -965,6 +1424,38 @@ fn with_report(summary: String, report: Option<&ReadReport>) -> String {
         ));
     }
     format!("{summary}; {}", parts.join(", "))
+}
+
+/// Whether a call repeats an earlier write of the run.
+enum Repeat {
+    /// No: send it.
+    No,
+    /// Yes, and the earlier write is on the forge: return it (with the summary).
+    Found(Found, String),
+    /// An earlier identical write could not be read back: send nothing.
+    Unreadable(RpcError, String),
+}
+
+/// What became of a sent write, from its result and resolution; `None`
+/// for a write the forge refused, which no later call needs to look for.
+fn written_status<T>(result: &Result<T, RpcError>, call: &CallInfo) -> Option<WriteStatus> {
+    match (&call.resolution, result) {
+        (Some(r), _) => Some(r.status),
+        (None, Ok(_)) => Some(WriteStatus::Applied),
+        (None, Err(_)) => None,
+    }
+}
+
+/// The part of a summary that says how a lost answer was resolved.
+fn resolution_note(call: &CallInfo) -> &'static str {
+    match call.resolution.as_ref().map(|r| r.status) {
+        Some(WriteStatus::Applied) => " (answer lost; found on the forge by reading back)",
+        Some(WriteStatus::NotApplied) => {
+            " (answer lost; not on the forge by reading back: not counted)"
+        }
+        Some(WriteStatus::Unknown) => " (answer lost; reading back failed: outcome unknown)",
+        _ => "",
+    }
 }
 
 /// The HTTP status a `forge_rejected` error carries.
@@ -1191,15 +1682,100 @@ mod tests {
         drop(tokio::time::timeout(Duration::from_millis(0), waiting).await);
         assert!(sidecar.wait_idle(Duration::from_secs(10)).await);
         assert_eq!(
-            forge
-                .read_comments(n(17))
-                .unwrap()
-                .last()
-                .map(|c| c.body.as_str()),
+            forge.read_comments(n(17)).unwrap().last().map(|c| c
+                .body
+                .split("\n\n<!--")
+                .next()
+                .unwrap()),
             Some("still posted")
         );
         let evs = events(dir.path());
         assert_eq!(op(evs.last().unwrap()).summary, "posted comment to #17");
+    }
+
+    #[tokio::test]
+    async fn an_identical_call_returns_the_write_already_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let before = forge.read_comments(n(17)).unwrap().len();
+        let first = sidecar
+            .post_comment(n(17), text("once"), None)
+            .await
+            .unwrap();
+        let again = sidecar
+            .post_comment(n(17), text("once"), None)
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(forge.read_comments(n(17)).unwrap().len(), before + 1);
+        assert_eq!(
+            sidecar.scope(None).await.unwrap().writes_left,
+            2,
+            "the repeat is free"
+        );
+        let last = events(dir.path());
+        let repeat = last
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Op(op) if op.resolution.is_some() => Some(op.clone()),
+                _ => None,
+            })
+            .next_back()
+            .expect("the repeat is recorded");
+        let r = repeat.resolution.unwrap();
+        assert_eq!(r.status, WriteStatus::Repeated);
+        assert_eq!(r.forge_id, Some(first.id));
+        assert_eq!(r.intent.unwrap().op_id, 1);
+        // Another text, or the same text elsewhere, is a new write.
+        sidecar
+            .post_comment(n(18), text("once"), None)
+            .await
+            .unwrap();
+        assert_eq!(sidecar.scope(None).await.unwrap().writes_left, 1);
+    }
+
+    #[tokio::test]
+    async fn description_modes_keep_the_text_around_them_and_the_previous_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sidecar, forge) = test_sidecar_with_forge(dir.path());
+        let human = forge.read_issue(n(17)).unwrap().body;
+        assert!(!human.is_empty());
+        sidecar
+            .update_description(
+                n(17),
+                text("status: working"),
+                Some(DescriptionMode::Section),
+                None,
+            )
+            .await
+            .unwrap();
+        sidecar
+            .update_description(
+                n(17),
+                text("status: done"),
+                Some(DescriptionMode::Section),
+                None,
+            )
+            .await
+            .unwrap();
+        let body = forge.read_issue(n(17)).unwrap().body;
+        assert!(body.starts_with(human.trim_end()), "{body}");
+        assert!(
+            body.contains("status: done") && !body.contains("status: working"),
+            "{body}"
+        );
+        let ops: Vec<Op> = events(dir.path())
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Op(op) => Some(op.clone()),
+                _ => None,
+            })
+            .collect();
+        let first = ops[0].previous_body.as_ref().expect("previous body kept");
+        assert_eq!(first.body.as_deref(), Some(human.as_str()));
+        assert_eq!(ops[0].summary, "updated description of #17 (section)");
+        let second = ops[1].previous_body.as_ref().unwrap();
+        assert!(second.body.as_deref().unwrap().contains("status: working"));
     }
 
     #[tokio::test]

@@ -1352,6 +1352,8 @@ fn queue_append(opts: &Opts, report: &mut Report) {
                 mentions: None,
                 coalesced: None,
                 read: None,
+                resolution: None,
+                previous_body: None,
             });
             let t = Instant::now();
             writer.append(body).expect("append");
@@ -1490,6 +1492,7 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
                 op_id: 1,
                 op: "post_comment".into(),
                 target: Some(ASSIGNED_ISSUE),
+                write: None,
             }))
             .expect("append");
         let deadline = Instant::now() + max;

@@ -55,6 +55,15 @@ pub async fn call_err(c: &SocketClient, method: &str, params: Value) -> Value {
     }
 }
 
+/// The text an agent sent, from a body the forge holds: without the
+/// write marker the sidecar adds (`\n\n<!-- forge-sidecar:write ID -->`).
+/// Panics if the body has none.
+pub fn agent_text(body: &str) -> &str {
+    body.rsplit_once("\n\n<!-- forge-sidecar:write ")
+        .map(|(text, _)| text)
+        .unwrap_or_else(|| panic!("no write marker in {body:?}"))
+}
+
 /// How long a sidecar may take to start or stop.
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -419,11 +419,12 @@ async fn a_restart_within_a_run_keeps_the_budget_and_refuses_a_second_done() {
             &[],
         )
     };
-    let comment = json!({"number": 17, "body": "progress"});
     let mut first = start("job-1");
-    for _ in 0..2 {
+    // Two different comments: the same one again would return the first.
+    for i in 0..2 {
+        let comment = json!({"number": 17, "body": format!("progress {i}")});
         client(&first)
-            .call("post_comment", Some(comment.clone()))
+            .call("post_comment", Some(comment))
             .await
             .unwrap()
             .unwrap();
@@ -461,12 +462,18 @@ async fn a_restart_within_a_run_keeps_the_budget_and_refuses_a_second_done() {
         "{second}"
     );
     client(&again)
-        .call("post_comment", Some(comment.clone()))
+        .call(
+            "post_comment",
+            Some(json!({"number": 17, "body": "progress 2"})),
+        )
         .await
         .unwrap()
         .unwrap();
     let over = client(&again)
-        .call("post_comment", Some(comment.clone()))
+        .call(
+            "post_comment",
+            Some(json!({"number": 17, "body": "progress 3"})),
+        )
         .await
         .unwrap()
         .unwrap_err();

@@ -219,8 +219,12 @@ async fn a_full_or_read_only_queue_refuses_calls_and_recovers() {
     assert_eq!(e["code"], -32006, "{e}");
     assert_eq!(gitea.writes().len(), 1);
     fs.remount("rw");
+    // Another text: the same one again would return the comment posted.
     client
-        .call("post_comment", Some(comment))
+        .call(
+            "post_comment",
+            Some(json!({"number": 17, "body": "another status"})),
+        )
         .await
         .unwrap()
         .expect("recovered when writable again");

@@ -58,19 +58,21 @@ async fn a_slow_forge_times_out_and_others_are_still_served() {
 }
 
 #[tokio::test]
-async fn a_dropped_write_is_reported_as_uncertain_and_not_retried() {
+async fn a_dropped_write_is_read_back_and_not_retried() {
     let gitea = FakeGitea::start();
     let s = SidecarProcess::against(&gitea, &[]);
+    // The connection drops before the fake stores anything.
     gitea.set_fault_for(FaultFilter::writes(), Fault::DropConnection);
     let e = call(&s, "post_comment", json!({"number": 17, "body": "hello"}))
         .await
         .unwrap_err();
     assert_eq!(e["code"], -32004, "{e}");
+    assert_eq!(e["data"]["write"], "not_applied", "{e}");
     assert!(
         e["message"]
             .as_str()
             .unwrap()
-            .contains("may or may not have reached the forge"),
+            .contains("reading the target back shows it is not there"),
         "{e}"
     );
     assert_eq!(

@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use forge_e2e::sidecar::{SidecarProcess, workspace_bin};
+use forge_e2e::sidecar::{SidecarProcess, agent_text, workspace_bin};
 use forge_protocol::Method;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
 use rmcp::service::RunningService;
@@ -198,7 +198,8 @@ async fn mcp_session_is_forwarded_and_audited_like_the_socket() {
     let body = "Found it: the export loop stops one row early.";
     let posted = call_tool(&client, "post_comment", json!({"number": 17, "body": body})).await;
     assert_eq!(posted.is_error, Some(false), "{}", text(&posted));
-    assert_eq!(posted.structured_content.as_ref().unwrap()["body"], body);
+    let posted_body = posted.structured_content.as_ref().unwrap()["body"].clone();
+    assert_eq!(agent_text(posted_body.as_str().unwrap()), body);
 
     // An out-of-scope write: a tool error naming the writable scope.
     let denied = call_tool(
@@ -542,7 +543,10 @@ async fn hidden_closing_keywords_are_refused_through_mcp() {
         1,
         "only the allowed comment reached the forge"
     );
-    assert_eq!(writes[0].body_json().unwrap()["body"], "Closes #17; see #5");
+    assert_eq!(
+        agent_text(writes[0].body_json().unwrap()["body"].as_str().unwrap()),
+        "Closes #17; see #5"
+    );
     let events = queue_events(&sidecar.queue);
     let denied = events
         .iter()

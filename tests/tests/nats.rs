@@ -164,6 +164,7 @@ fn backlog(dir: &Path, n: u64) -> String {
             op_id: i,
             op: "post_comment".into(),
             target: Some(17),
+            write: None,
         })
     }));
     bodies.push(EventBody::Done(Done {

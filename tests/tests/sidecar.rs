@@ -6,7 +6,9 @@ use std::time::Duration;
 use forge_e2e::fake_gitea::{
     ASSIGNED_ISSUE, ASSIGNED_PR, FakeGitea, Fault, FaultFilter, OUT_OF_SCOPE_ISSUE, TOKEN,
 };
-use forge_e2e::sidecar::{SidecarProcess, call_err as err, call_ok as ok, client, workspace_bin};
+use forge_e2e::sidecar::{
+    SidecarProcess, agent_text, call_err as err, call_ok as ok, client, workspace_bin,
+};
 use forge_queue::sha256_hex;
 use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
@@ -109,7 +111,10 @@ async fn every_method_returns_its_documented_shape() {
         json!({"number": ASSIGNED_ISSUE, "body": "Working on it."}),
     )
     .await;
-    assert_eq!(created["body"], "Working on it.");
+    assert_eq!(
+        agent_text(created["body"].as_str().unwrap()),
+        "Working on it."
+    );
     assert_eq!(gitea.comments(ASSIGNED_ISSUE).len(), 4);
 
     let updated = ok(&c, "update_description", json!([ASSIGNED_PR, "Fixes #17."])).await;
@@ -126,7 +131,7 @@ async fn every_method_returns_its_documented_shape() {
     .await;
     assert_eq!(
         (
-            updated["body"].as_str(),
+            updated["body"].as_str().map(agent_text),
             updated["is_pull_request"].as_bool()
         ),
         (Some("New text"), Some(false))
@@ -456,7 +461,8 @@ async fn forge_quirks_are_reported_as_what_they_mean() {
     // A redirect on a write is not followed.
     gitea.clear_requests();
     gitea.set_fault_for(FaultFilter::writes(), Fault::Redirect(301));
-    let e = err(&c, "post_comment", json!({"number": 17, "body": "x"})).await;
+    // Another text: the same one would first be looked for on the forge.
+    let e = err(&c, "post_comment", json!({"number": 17, "body": "y"})).await;
     assert_eq!(
         (e["code"].as_i64(), e["data"]["status"].as_u64()),
         (Some(-32003), Some(301))

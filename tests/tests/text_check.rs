@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use forge_e2e::fake_gitea::FakeGitea;
-use forge_e2e::sidecar::{SidecarProcess, call_err, call_ok, client};
+use forge_e2e::sidecar::{SidecarProcess, agent_text, call_err, call_ok, client};
 use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
 
@@ -50,7 +50,7 @@ fn written_bodies(gitea: &FakeGitea) -> Vec<String> {
         .writes()
         .iter()
         .filter_map(|w| w.body_json())
-        .filter_map(|b| b["body"].as_str().map(str::to_string))
+        .filter_map(|b| b["body"].as_str().map(|t| agent_text(t).to_string()))
         .collect()
 }
 

@@ -8,12 +8,15 @@
 //! within a run continues from what its earlier sessions spent.
 //! [`scan`] derives that from the queue's own events: each `intent` is one
 //! write spent (it is written only once a write is authorized, before it is
-//! sent), and the first `done` is the run's done signal.
+//! sent) unless its `op` found it not applied, and the first `done` is the
+//! run's done signal. It also lists the run's writes with what is known of
+//! each, and the writes whose `intent` has no `op` (the sidecar stopped
+//! mid-write), which the next session resolves before serving.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use forge_protocol::event::{EventBody, ScopeGrown};
+use forge_protocol::event::{CallRef, EventBody, Intent, Resolution, ScopeGrown, WriteStatus};
 
 use crate::error::QueueError;
 use crate::reader::{QueueDir, for_each_file};
@@ -29,6 +32,23 @@ pub struct RunState {
     pub prs_opened: u32,
     /// The file name of the run's `done` event, if one was signalled.
     pub done: Option<String>,
+    /// Every forge write of the run that carries an identity, oldest
+    /// first, with what is known of it.
+    pub forge_writes: Vec<RunWrite>,
+    /// The writes with an `intent` and no `op` anywhere in the run: their
+    /// outcome is unknown until read back.
+    pub pending: Vec<RunWrite>,
+}
+
+/// A forge write of the run: its `intent` and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunWrite {
+    /// Where its `intent` is.
+    pub at: CallRef,
+    /// The `intent`.
+    pub intent: Intent,
+    /// What is known: `unknown` until an `op` says otherwise.
+    pub status: WriteStatus,
 }
 
 /// Scan `dir` (`new/` and `cur/`) for the sessions of `run`.
@@ -39,6 +59,9 @@ pub struct RunState {
 pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
     let mut state = RunState::default();
     let mut members: BTreeSet<String> = BTreeSet::new();
+    // Every intent of the run, with whether an op has answered it and
+    // whether that op resolved it by reading back.
+    let mut intents: Vec<(RunWrite, bool, bool)> = Vec::new();
     for_each_file(&QueueDir::new(dir), |file| {
         let Ok(event) = &file.event else { return };
         if let EventBody::SessionStart(start) = &event.body {
@@ -52,7 +75,57 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
             return;
         }
         match &event.body {
-            EventBody::Intent(_) => state.writes = state.writes.saturating_add(1),
+            EventBody::Intent(intent) => {
+                state.writes = state.writes.saturating_add(1);
+                let at = CallRef {
+                    session: event.session.clone(),
+                    op_id: intent.op_id,
+                };
+                intents.push((
+                    RunWrite {
+                        at,
+                        intent: intent.clone(),
+                        status: WriteStatus::Unknown,
+                    },
+                    false,
+                    false,
+                ));
+            }
+            EventBody::Op(op) => {
+                let resolution = op.resolution.as_ref();
+                // The intent this op answers: its own, or the one it names.
+                let at = match resolution.and_then(|r| r.intent.clone()) {
+                    Some(at) => at,
+                    None => CallRef {
+                        session: event.session.clone(),
+                        op_id: op.op_id,
+                    },
+                };
+                let status = match resolution {
+                    Some(r) if r.status == WriteStatus::Repeated => WriteStatus::Applied,
+                    Some(r) => r.status,
+                    None if op.outcome == forge_protocol::event::Outcome::Ok => {
+                        WriteStatus::Applied
+                    }
+                    None => WriteStatus::NotApplied,
+                };
+                let found_later = resolution.is_some_and(|r| r.how == Resolution::FOUND_LATER);
+                if let Some((w, answered, resolved)) =
+                    intents.iter_mut().rev().find(|(w, _, _)| w.at == at)
+                {
+                    let was = w.status;
+                    *answered = true;
+                    *resolved = resolution.is_some();
+                    w.status = status;
+                    if status == WriteStatus::NotApplied && resolution.is_some() {
+                        // Read back and not found: the unit was given back.
+                        state.writes = state.writes.saturating_sub(1);
+                    }
+                    if found_later && was == WriteStatus::NotApplied {
+                        state.writes = state.writes.saturating_add(1);
+                    }
+                }
+            }
             EventBody::ScopeGrown(g) if g.reason == ScopeGrown::OPENED => {
                 state.prs_opened = state.prs_opened.saturating_add(1);
             }
@@ -62,6 +135,22 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
             _ => {}
         }
     })?;
+    for (w, answered, resolved) in intents {
+        let open_pr = w.intent.op == "open_pr";
+        // A pull request whose outcome is unknown stays counted (fail closed).
+        if open_pr && (!answered || w.status == WriteStatus::Unknown) {
+            state.prs_opened = state.prs_opened.saturating_add(1);
+        }
+        if !answered {
+            state.pending.push(w.clone());
+        }
+        // A write the forge refused (an error op without a resolution) is
+        // not looked for again.
+        let refused = answered && w.status == WriteStatus::NotApplied && !resolved;
+        if w.intent.write.is_some() && !refused {
+            state.forge_writes.push(w);
+        }
+    }
     Ok(state)
 }
 
@@ -99,6 +188,7 @@ mod tests {
             op_id: 1,
             op: "post_comment".into(),
             target: Some(17),
+            write: None,
         })
     }
 
@@ -141,7 +231,9 @@ mod tests {
                 sessions: 2,
                 writes: 3,
                 prs_opened: 1,
-                done: Some(d.name)
+                done: Some(d.name),
+                forge_writes: vec![],
+                pending: r1.pending.clone(),
             }
         );
         let r2 = scan(root.path(), Some("r2")).unwrap();

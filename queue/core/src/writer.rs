@@ -395,6 +395,7 @@ mod tests {
             op_id: 1,
             op: "post_comment".into(),
             target: Some(17),
+            write: None,
         });
         w.append(op).unwrap();
         assert_eq!(open(&w).events, 1, "other kinds wait for the heartbeat");

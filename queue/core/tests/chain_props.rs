@@ -14,6 +14,7 @@ fn body() -> impl Strategy<Value = EventBody> {
                 op_id,
                 op,
                 target: Some(target),
+                write: None,
             })
         }),
         (
@@ -38,6 +39,8 @@ fn body() -> impl Strategy<Value = EventBody> {
                 mentions: None,
                 coalesced: None,
                 read: None,
+                resolution: None,
+                previous_body: None,
             })),
         "\\PC{0,200}".prop_map(|summary| EventBody::Done(Done {
             status: DoneStatus::Success,

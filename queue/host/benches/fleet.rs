@@ -176,6 +176,8 @@ fn op(i: u64) -> EventBody {
         peer: None,
         coalesced: None,
         read: None,
+        resolution: None,
+        previous_body: None,
         foreign_refs: None,
         mentions: None,
     })

@@ -185,6 +185,8 @@ fn read_op(i: u64) -> EventBody {
         mentions: None,
         coalesced: None,
         read: None,
+        resolution: None,
+        previous_body: None,
     })
 }
 

@@ -5,7 +5,9 @@
 //! Per session: calls by method and outcome; every denied or errored forge
 //! write with its target and reason; every write whose `intent` has no `op`
 //! (the sidecar stopped mid-write: outcome unknown, the forge may or may not
-//! have the write); every pull request that joined the writable set and why;
+//! have the write) and is not resolved by a later session; every write whose
+//! outcome the sidecar had to resolve by reading the forge back (a lost
+//! answer, a write found at the next start, a repeated call), and how; every pull request that joined the writable set and why;
 //! the done signal with its warnings; how the session ended; its chain status
 //! (from [`crate::verify`], computed in the same pass).
 
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use forge_protocol::Method;
-use forge_protocol::event::{Event, EventBody, Outcome, OutcomeCounts};
+use forge_protocol::event::{CallRef, Event, EventBody, Outcome, OutcomeCounts, WriteStatus};
 use serde::Serialize;
 
 use crate::error::QueueError;
@@ -50,8 +52,12 @@ pub struct SessionAudit {
     pub calls: BTreeMap<String, OutcomeCounts>,
     /// Forge writes that were denied or failed.
     pub failed_writes: Vec<FailedWrite>,
-    /// Forge writes with an `intent` and no `op`: outcome unknown.
+    /// Forge writes with an `intent` and no `op` (here or in a later
+    /// session that resolved it): outcome unknown.
     pub unknown_writes: Vec<UnknownWrite>,
+    /// Writes whose outcome was resolved by reading the forge back, and
+    /// calls that returned an earlier write, in order.
+    pub resolved_writes: Vec<ResolvedWrite>,
     /// Pull requests that joined the writable set (`scope_grown`), in order.
     pub scope_grown: Vec<GrownInfo>,
     /// The done signal, if any.
@@ -115,6 +121,30 @@ pub struct UnknownWrite {
     pub op: String,
     /// Issue or PR number written to; none when the write creates it.
     pub target: Option<u64>,
+}
+
+/// A write whose outcome the sidecar resolved by reading the forge back
+/// (or a call that returned an earlier write instead of writing again).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedWrite {
+    /// Seq of the `op` event that records it.
+    pub seq: u64,
+    /// Id of that call.
+    pub op_id: u64,
+    /// Method.
+    pub op: String,
+    /// Issue or PR number.
+    pub target: Option<u64>,
+    /// `applied`, `not_applied`, `unknown` (reading back failed too) or
+    /// `repeated`.
+    pub status: WriteStatus,
+    /// How it was learned (`read back after a lost answer`, `read back at
+    /// start`, ...).
+    pub how: String,
+    /// The forge's id of the write found.
+    pub forge_id: Option<u64>,
+    /// The `intent` resolved, when it is another call's.
+    pub intent: Option<CallRef>,
 }
 
 /// A pull request that joined the writable set.
@@ -266,7 +296,7 @@ impl Auditor {
             .drain(..)
             .map(|c| (c.session, c.problems))
             .collect();
-        let sessions = self
+        let mut sessions: Vec<SessionAudit> = self
             .sessions
             .into_iter()
             .map(|(session, tally)| {
@@ -276,6 +306,21 @@ impl Auditor {
                 tally.into_audit(session, end, problems)
             })
             .collect();
+        // An intent a later session resolved (read back at its start) is
+        // no longer of unknown outcome: that session's entry says how.
+        let resolved_elsewhere: Vec<CallRef> = sessions
+            .iter()
+            .flat_map(|s| s.resolved_writes.iter())
+            .filter(|r| r.status != WriteStatus::Repeated)
+            .filter_map(|r| r.intent.clone())
+            .collect();
+        for s in &mut sessions {
+            s.unknown_writes.retain(|w| {
+                !resolved_elsewhere
+                    .iter()
+                    .any(|at| at.session == s.session && at.op_id == w.op_id)
+            });
+        }
         DirAudit {
             dir: dir.to_path_buf(),
             sessions,
@@ -305,6 +350,7 @@ struct Tally {
     calls: BTreeMap<String, OutcomeCounts>,
     failed_writes: Vec<FailedWrite>,
     intents: BTreeMap<u64, UnknownWrite>,
+    resolved: Vec<ResolvedWrite>,
     grown: Vec<GrownInfo>,
     done: Option<DoneInfo>,
     ended: Option<(String, bool)>,
@@ -336,6 +382,18 @@ impl Tally {
             }
             EventBody::Op(op) => {
                 self.intents.remove(&op.op_id);
+                if let Some(r) = &op.resolution {
+                    self.resolved.push(ResolvedWrite {
+                        seq: event.seq,
+                        op_id: op.op_id,
+                        op: op.op.clone(),
+                        target: op.target,
+                        status: r.status,
+                        how: r.how.clone(),
+                        forge_id: r.forge_id,
+                        intent: r.intent.clone(),
+                    });
+                }
                 if let Some(by_op) = &op.coalesced {
                     // One event for many calls over the audit rate: count each.
                     for (name, n) in by_op {
@@ -427,6 +485,7 @@ impl Tally {
             calls: self.calls,
             failed_writes: self.failed_writes,
             unknown_writes: self.intents.into_values().collect(),
+            resolved_writes: self.resolved,
             scope_grown: self.grown,
             done: self.done,
             end,
@@ -510,6 +569,35 @@ impl fmt::Display for SessionAudit {
                 target,
                 w.op_id,
                 w.seq
+            )?;
+        }
+        for r in &self.resolved_writes {
+            let target = r.target.map_or("(new)".to_string(), |t| format!("#{t}"));
+            let of = r.intent.as_ref().map_or(String::new(), |at| {
+                format!(" of op {} in session {}", at.op_id, escape(&at.session))
+            });
+            let id = r
+                .forge_id
+                .map_or(String::new(), |id| format!(", forge id {id}"));
+            let verdict = match r.status {
+                WriteStatus::Applied => "applied",
+                WriteStatus::NotApplied => "not applied (budget unit given back)",
+                WriteStatus::Unknown => {
+                    "outcome still unknown (reading back failed); check the forge"
+                }
+                WriteStatus::Repeated => "repeated call, earlier write returned",
+            };
+            writeln!(
+                f,
+                "  resolved: {} {}{} (op {}, seq {}): {}{}, {}",
+                escape(&r.op),
+                target,
+                of,
+                r.op_id,
+                r.seq,
+                verdict,
+                id,
+                escape(&r.how)
             )?;
         }
         for g in &self.scope_grown {
@@ -599,6 +687,8 @@ mod tests {
             mentions: None,
             coalesced: None,
             read: None,
+            resolution: None,
+            previous_body: None,
         })
     }
 
@@ -613,6 +703,7 @@ mod tests {
             op_id: 3,
             op: "post_comment".into(),
             target: Some(17),
+            write: None,
         }))
         .unwrap();
         w.append(op(3, "post_comment", 17, Outcome::Ok)).unwrap();
@@ -620,6 +711,7 @@ mod tests {
             op_id: 4,
             op: "update_description".into(),
             target: Some(17),
+            write: None,
         }))
         .unwrap();
         let a = audit_dir(root.path(), Utc::now()).unwrap();

@@ -273,6 +273,7 @@ mod tests {
             op_id: 1,
             op: "post_comment".into(),
             target: Some(17),
+            write: None,
         });
         event(seq, Some(prev), body, hash)
     }

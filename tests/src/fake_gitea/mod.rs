@@ -130,6 +130,13 @@ pub enum Fault {
     Delay(Duration),
     /// Read the whole request, then close the connection without answering.
     DropConnection,
+    /// Serve the request (a write takes effect), then answer this status
+    /// instead of the endpoint's answer, as a proxy or a crashing server
+    /// may after the work is done.
+    AppliedThenStatus(u16),
+    /// Serve the request (a write takes effect), then close the connection
+    /// without answering.
+    AppliedThenDrop,
     /// The success status (200 for GET, 201 for writes) with a body that is
     /// not valid JSON.
     MalformedJson,
@@ -399,6 +406,23 @@ impl FakeGitea {
         self.shared.lock().store.issues.get(&number).cloned()
     }
 
+    /// The pull requests from `head` of this repository, any base or state,
+    /// by number.
+    pub fn pulls_from(&self, head: &str) -> Vec<FakeIssue> {
+        self.shared
+            .lock()
+            .store
+            .issues
+            .values()
+            .filter(|i| {
+                i.pull
+                    .as_ref()
+                    .is_some_and(|p| p.head == head && p.head_repo == format!("{OWNER}/{REPO}"))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The comments on issue or PR `number`, oldest first.
     pub fn comments(&self, number: u64) -> Vec<FakeComment> {
         self.shared
@@ -629,6 +653,15 @@ async fn handle(
                 routes::respond(&mut inner.store, &shared.urls, &rec, &checked),
                 Some(delay),
             ),
+            // The request takes effect; its answer is replaced.
+            Some(Fault::AppliedThenStatus(status)) => {
+                routes::respond(&mut inner.store, &shared.urls, &rec, &checked);
+                Outcome::Fault(Fault::Status(status))
+            }
+            Some(Fault::AppliedThenDrop) => {
+                routes::respond(&mut inner.store, &shared.urls, &rec, &checked);
+                Outcome::Fault(Fault::DropConnection)
+            }
             Some(fault) => Outcome::Fault(fault),
         }
     };
@@ -659,15 +692,15 @@ fn fault_response(
 ) -> Result<Response<ResponseBody>, DropConnection> {
     let success = if rec.is_write() { 201 } else { 200 };
     Ok(match fault {
-        Fault::Status(status) | Fault::StatusTimes(status, _) => {
-            into_response(status_reply(urls, status))
-        }
+        Fault::Status(status)
+        | Fault::StatusTimes(status, _)
+        | Fault::AppliedThenStatus(status) => into_response(status_reply(urls, status)),
         Fault::StatusRetryAfter(status, retry_after) => {
             let mut reply = status_reply(urls, status);
             reply.headers.push(("Retry-After", retry_after));
             into_response(reply)
         }
-        Fault::DropConnection => return Err(DropConnection),
+        Fault::DropConnection | Fault::AppliedThenDrop => return Err(DropConnection),
         Fault::MalformedJson => {
             raw_response(success, Some(br#"{"id": 17, "title": "trunc"#.into()))
         }

@@ -71,6 +71,8 @@ pub fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody 
         mentions: None,
         coalesced: None,
         read: None,
+        resolution: None,
+        previous_body: None,
     })
 }
 
@@ -79,6 +81,7 @@ pub fn intent(op_id: u64, method: &str, target: u64) -> EventBody {
         op_id,
         op: method.into(),
         target: Some(target),
+        write: None,
     })
 }
 
