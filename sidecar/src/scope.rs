@@ -157,10 +157,50 @@ fn not_pushed(head: &str, base: &str) -> RpcError {
     .with_data(serde_json::json!({ "branch": head, "base": base }))
 }
 
-/// Permission for one forge write, from [`ScopedForge::authorize`].
+/// The forge writes a [`WritePermit`] can pay for: a read or any other
+/// method cannot be named here, so none can reach the write path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `post_comment`.
+    Comment,
+    /// `update_description`.
+    Description,
+}
+
+impl WriteKind {
+    /// The RPC method of this write.
+    pub fn method(self) -> Method {
+        match self {
+            WriteKind::Comment => Method::PostComment,
+            WriteKind::Description => Method::UpdateDescription,
+        }
+    }
+}
+
+/// Permission for one forge write, from [`ScopedForge::authorize`]. It is
+/// neither `Clone` nor `Copy`, and [`ScopedForge::write`] and
+/// [`ScopedForge::release`] take it by value, so one budget unit pays for
+/// one write at most. Spending it twice does not compile:
+///
+/// ```compile_fail,E0382
+/// use forge_sidecar::scope::{ScopedForge, WritePermit};
+/// fn twice(forge: &ScopedForge, permit: WritePermit) {
+///     let _ = forge.write(permit);
+///     let _ = forge.write(permit);
+/// }
+/// ```
+///
+/// while spending it once does:
+///
+/// ```
+/// use forge_sidecar::scope::{ScopedForge, WritePermit};
+/// fn once(forge: &ScopedForge, permit: WritePermit) {
+///     let _ = forge.write(permit);
+/// }
+/// ```
 #[derive(Debug)]
 pub struct WritePermit {
-    method: Method,
+    kind: WriteKind,
     number: IssueNumber,
     body: Text,
     findings: Findings,
@@ -590,23 +630,19 @@ impl ScopedForge {
     /// write is not sent.
     pub fn authorize(
         &self,
-        method: Method,
+        kind: WriteKind,
         number: IssueNumber,
         body: Text,
     ) -> Result<WritePermit, RpcError> {
-        debug_assert!(matches!(
-            method,
-            Method::PostComment | Method::UpdateDescription
-        ));
         if !self.is_writable(number) {
             return Err(RpcError::scope_denied(number.get(), &self.writable()));
         }
         if body.len() > self.scope.max_body_bytes {
             return Err(self.too_long(body.len(), "body"));
         }
-        let subject = match method {
-            Method::PostComment => format!("comment to #{}", number.get()),
-            _ => format!("description of #{}", number.get()),
+        let subject = match kind {
+            WriteKind::Comment => format!("comment to #{}", number.get()),
+            WriteKind::Description => format!("description of #{}", number.get()),
         };
         let findings = self
             .check_text(&subject, body.as_str())
@@ -616,7 +652,7 @@ impl ScopedForge {
             })?;
         self.reserve_write()?;
         Ok(WritePermit {
-            method,
+            kind,
             number,
             body,
             findings,
@@ -636,14 +672,15 @@ impl ScopedForge {
         self.writes_used.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Spend a permit: send the write. Blocks.
-    pub fn write(&self, permit: &WritePermit) -> Result<Written, ForgeError> {
-        match permit.method {
-            Method::PostComment => self
+    /// Spend a permit: send the write. Blocks. The permit is consumed
+    /// whatever the outcome: a failed write was still sent.
+    pub fn write(&self, permit: WritePermit) -> Result<Written, ForgeError> {
+        match permit.kind {
+            WriteKind::Comment => self
                 .inner
                 .post_comment(permit.number, &permit.body)
                 .map(Written::Comment),
-            _ => self
+            WriteKind::Description => self
                 .inner
                 .update_description(permit.number, &permit.body)
                 .map(Written::Description),
@@ -685,7 +722,7 @@ mod tests {
     fn writes_outside_scope_are_denied_naming_the_set() {
         let f = scoped(5);
         let err = f
-            .authorize(Method::PostComment, n(500), text("hi"))
+            .authorize(WriteKind::Comment, n(500), text("hi"))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::ScopeDenied);
         assert!(
@@ -701,16 +738,16 @@ mod tests {
         let f = scoped(1);
         let err = f
             .authorize(
-                Method::PostComment,
+                WriteKind::Comment,
                 n(17),
                 text(&"far too long a body ".repeat(4)),
             )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
-        let permit = f.authorize(Method::PostComment, n(17), text("ok")).unwrap();
+        let permit = f.authorize(WriteKind::Comment, n(17), text("ok")).unwrap();
         assert_eq!(f.writes_left(), 0);
         let err = f
-            .authorize(Method::UpdateDescription, n(18), text("ok"))
+            .authorize(WriteKind::Description, n(18), text("ok"))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
         f.release(permit);
@@ -720,7 +757,7 @@ mod tests {
     #[test]
     fn every_text_is_checked_for_what_it_makes_the_forge_do() {
         let f = scoped(5);
-        for method in [Method::PostComment, Method::UpdateDescription] {
+        for method in [WriteKind::Comment, WriteKind::Description] {
             for body in [
                 "Closes #500",
                 "fixes acme/widgets#500",
@@ -740,7 +777,7 @@ mod tests {
         }
         assert_eq!(f.writes_left(), 5, "a refused text must not use the budget");
         let permit = f
-            .authorize(Method::PostComment, n(17), text("Closes #17; see #500"))
+            .authorize(WriteKind::Comment, n(17), text("Closes #17; see #500"))
             .unwrap();
         assert_eq!(permit.findings().closing.len(), 1);
         assert_eq!(permit.findings().foreign_refs[0].to_string(), "#500");
@@ -897,9 +934,9 @@ mod tests {
     fn permits_write_through() {
         let f = scoped(2);
         let permit = f
-            .authorize(Method::PostComment, n(18), text("done"))
+            .authorize(WriteKind::Comment, n(18), text("done"))
             .unwrap();
-        assert!(matches!(f.write(&permit), Ok(Written::Comment(c)) if c.body == "done"));
+        assert!(matches!(f.write(permit), Ok(Written::Comment(c)) if c.body == "done"));
     }
 
     mod properties {
@@ -1030,12 +1067,12 @@ mod tests {
                 let forge = ScopedForge::new(recording.clone(), scope);
                 let mut escaping = std::collections::HashSet::new();
                 for (comment, number, (body, escapes)) in calls {
-                    let method = if comment { Method::PostComment } else { Method::UpdateDescription };
+                    let method = if comment { WriteKind::Comment } else { WriteKind::Description };
                     if escapes {
                         escaping.insert(body.clone());
                     }
                     if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
-                        let _ = forge.write(&permit);
+                        let _ = forge.write(permit);
                     }
                 }
                 let writes = recording.0.lock().unwrap().clone();

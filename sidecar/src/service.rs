@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
 use crate::http::{MAX_UNSENT_BYTES, Unsent};
-use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
+use crate::scope::{Growth, ScopedForge, WriteKind, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
 /// the forge response cap this bounds the memory forge answers can take.
@@ -454,7 +454,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<Comment, RpcError> {
-        match self.write(Method::PostComment, n, body, peer).await? {
+        match self.write(WriteKind::Comment, n, body, peer).await? {
             ForgeWrite::Comment(c) => Ok(c),
             ForgeWrite::Description(_) => Err(RpcError::new(
                 ErrorCode::Internal,
@@ -470,7 +470,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<Updated, RpcError> {
-        match self.write(Method::UpdateDescription, n, body, peer).await? {
+        match self.write(WriteKind::Description, n, body, peer).await? {
             ForgeWrite::Description(u) => Ok(u),
             ForgeWrite::Comment(_) => Err(RpcError::new(
                 ErrorCode::Internal,
@@ -603,16 +603,15 @@ impl Sidecar {
 
     async fn write(
         &self,
-        method: Method,
+        kind: WriteKind,
         n: IssueNumber,
         body: Text,
         peer: Option<Peer>,
     ) -> Result<ForgeWrite, RpcError> {
-        let mut call = self.begin(method.name(), Some(n), peer);
-        let noun = if method == Method::PostComment {
-            "comment to"
-        } else {
-            "description update of"
+        let mut call = self.begin(kind.method().name(), Some(n), peer);
+        let noun = match kind {
+            WriteKind::Comment => "comment to",
+            WriteKind::Description => "description update of",
         };
         if !self.forge.is_writable(n)
             && let Ok(Some(growth)) = self.on_scoped(move |f| Ok(f.discover(n))).await
@@ -623,7 +622,7 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let permit = match self.forge.authorize(method, n, body) {
+        let permit = match self.forge.authorize(kind, n, body) {
             Ok(permit) => permit,
             Err(e) => {
                 let summary = format!("denied {noun} #{}: {}", n.get(), reason(&e));
@@ -659,7 +658,7 @@ impl Sidecar {
             listed(findings.mentions.clone()),
         ));
         let forge = Arc::clone(&self.forge);
-        let result = tokio::task::spawn_blocking(move || forge.write(&permit))
+        let result = tokio::task::spawn_blocking(move || forge.write(permit))
             .await
             .unwrap_or_else(|e| {
                 Err(ForgeError::Unavailable(format!(
@@ -668,23 +667,23 @@ impl Sidecar {
             })
             .map_err(ForgeError::into_rpc);
         drop(slot);
-        let summary = match (&result, method) {
-            (Ok(_), Method::PostComment) if !closing.is_empty() => {
+        let summary = match (&result, kind) {
+            (Ok(_), WriteKind::Comment) if !closing.is_empty() => {
                 format!("posted comment to #{} ({})", n.get(), closing.join(", "))
             }
-            (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
-            (Ok(_), _) if !closing.is_empty() => {
+            (Ok(_), WriteKind::Comment) => format!("posted comment to #{}", n.get()),
+            (Ok(_), WriteKind::Description) if !closing.is_empty() => {
                 format!(
                     "updated description of #{} ({})",
                     n.get(),
                     closing.join(", ")
                 )
             }
-            (Ok(_), _) => format!("updated description of #{}", n.get()),
-            (Err(e), Method::PostComment) => {
+            (Ok(_), WriteKind::Description) => format!("updated description of #{}", n.get()),
+            (Err(e), WriteKind::Comment) => {
                 format!("failed to post comment to #{}: {}", n.get(), reason(e))
             }
-            (Err(e), _) => format!(
+            (Err(e), WriteKind::Description) => format!(
                 "failed to update description of #{}: {}",
                 n.get(),
                 reason(e)
