@@ -161,16 +161,7 @@ fn validated(args: &ConfigArgs, tokens: &TokenSource) -> Option<Config> {
 
 fn init_tracing() -> Result<(), String> {
     let filter = std::env::var("FORGE_LOG").unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
-        format!("configuration error: FORGE_LOG: '{filter}' is not a valid filter ({e})")
-    })?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-    Ok(())
+    forge_sidecar::logging::init(&filter)
 }
 
 fn forge_for(config: &Config) -> Arc<dyn Forge> {

@@ -73,6 +73,21 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Write `token` to `path` readable by its owner only (mode 0600), as the
+/// sidecar requires of a token file.
+pub fn write_token(path: &Path, token: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::remove_file(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .unwrap_or_else(|e| panic!("writing the token file {}: {e}", path.display()));
+}
+
 /// A running sidecar process and its directories.
 pub struct SidecarProcess {
     child: Option<Child>,
@@ -113,7 +128,7 @@ impl SidecarProcess {
     pub fn against(gitea: &FakeGitea, extra: &[(&str, &str)]) -> SidecarProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
-        fs::write(&token_file, gitea.token()).expect("write token");
+        write_token(&token_file, gitea.token());
         let mut env = gitea_env(gitea, &token_file);
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         SidecarProcess::start_in(dir, &[], &env)

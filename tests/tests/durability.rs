@@ -170,7 +170,7 @@ async fn a_full_or_read_only_queue_refuses_calls_and_recovers() {
     let queue = fs.0.join("queue");
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
+    forge_e2e::sidecar::write_token(&token, TOKEN);
     let env = gitea_env(&gitea, &token);
     let mut sidecar = SidecarProcess::start_at(dir, queue.clone(), &[], &env);
     let client = SocketClient::new(&sidecar.socket, Duration::from_secs(20));
