@@ -54,6 +54,9 @@ pub struct QueueWriter {
     tmp: PathBuf,
     new: PathBuf,
     session: String,
+    /// The queue directory's (device, inode) at open: a directory removed
+    /// or replaced under the session is not this queue any more.
+    identity: (u64, u64),
     chain: Mutex<Chain>,
     /// Signs checkpoints when set; the lock orders checkpoint writes, so a
     /// newer checkpoint is never replaced by an older one.
@@ -77,11 +80,13 @@ impl QueueWriter {
         }
         let latest = latest_stamp(&[&new, &cur])?;
         let session = new_session_id(Utc::now(), latest.as_deref());
+        let identity = identity(root)?;
         Ok(QueueWriter {
             root: root.to_path_buf(),
             tmp,
             new,
             session,
+            identity,
             chain: Mutex::new(Chain {
                 next_seq: 0,
                 prev: None,
@@ -110,6 +115,19 @@ impl QueueWriter {
     /// The queue directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Ok while the queue directory is the one opened; an error saying so
+    /// once it was removed or replaced (no retry can bring it back).
+    pub fn still_in_place(&self) -> Result<(), QueueError> {
+        let now = identity(&self.root).ok();
+        if now == Some(self.identity) {
+            return Ok(());
+        }
+        Err(QueueError::io("check", &self.root)(std::io::Error::other(
+            "the queue directory was removed or replaced since the session started; \
+             restart the sidecar on the queue directory the host watches",
+        )))
     }
 
     /// Durably append one event; returns once it is fsynced in `new/`.
@@ -233,6 +251,13 @@ impl QueueWriter {
             &bytes,
         )
     }
+}
+
+/// The (device, inode) of `dir`.
+fn identity(dir: &Path) -> Result<(u64, u64), QueueError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(QueueError::io("stat", dir))?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// The largest session timestamp among the event files in `dirs`.

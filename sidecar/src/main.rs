@@ -182,6 +182,7 @@ async fn serve(config: Config) -> ExitCode {
         eprintln!("forge-sidecar: {e}");
         return ExitCode::from(2);
     }
+    supervise_panics();
     // Install the handlers before the socket exists: a stop signal during
     // start-up then means a graceful stop, not the default (abrupt) exit.
     let stop = match stop_signal() {
@@ -206,6 +207,34 @@ async fn serve(config: Config) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// No thread dies in silence: a panic anywhere is logged (thread, place,
+/// message) and ends the process with exit code 70, but in the audit
+/// writer, whose end the server notices and answers with a graceful stop
+/// and an error exit of its own.
+fn supervise_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed").to_string();
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(thread = %name, %place, %message, "a thread panicked");
+        if name != "audit-writer" {
+            default(info);
+            tracing::error!("exiting: a sidecar thread panicked; restart the sidecar");
+            std::process::exit(70);
+        }
+    }));
 }
 
 /// Installs SIGTERM and SIGINT handlers; the future resolves on either,

@@ -29,7 +29,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::audit::AuditWriter;
+use crate::audit::{AuditHealth, AuditWriter};
 use crate::config::Config;
 use crate::fds;
 use crate::flood::FLUSH_INTERVAL;
@@ -175,8 +175,13 @@ impl Server {
             config,
             max_connections,
         } = self;
-        let heartbeat = Heartbeat::start(Arc::clone(sidecar.queue()), config.heartbeat)
-            .context("start the heartbeat thread")?;
+        let health = Arc::clone(sidecar.audit_health());
+        let heartbeat = Heartbeat::start(
+            Arc::clone(sidecar.queue()),
+            Arc::clone(&health),
+            config.heartbeat,
+        )
+        .context("start the heartbeat thread")?;
         let flusher = tokio::spawn(flush_coalesced(Arc::clone(&sidecar)));
         let (stop_handle, server_handle) = stop_channel();
         let methods = RpcHandler::new(Arc::clone(&sidecar)).into_rpc();
@@ -231,9 +236,32 @@ impl Server {
             });
         };
         tokio::pin!(shutdown);
+        // Set when the audit writer ended: stop as gracefully as the state
+        // allows, then exit with an error.
+        // Until then the sidecar keeps answering (`/health` 503 with the
+        // reason, every call `audit_unavailable`) for three heartbeat
+        // intervals, the host's staleness limit, so its checks see why.
+        let mut fatal: Option<String> = None;
+        let audit_ended = health.wait_ended();
+        tokio::pin!(audit_ended);
+        let linger = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(linger);
         let reason = loop {
             tokio::select! {
-                reason = &mut shutdown => break reason,
+                reason = &mut shutdown => break fatal.clone().unwrap_or(reason),
+                ended = &mut audit_ended, if fatal.is_none() => {
+                    let window = 3 * config.heartbeat;
+                    tracing::error!(
+                        reason = %ended,
+                        exit_in_secs = window.as_secs(),
+                        "the audit writer ended: refusing every call, then exiting with an error"
+                    );
+                    fatal = Some(format!("the audit writer ended: {ended}"));
+                    linger.as_mut().reset(tokio::time::Instant::now() + window);
+                }
+                () = &mut linger, if fatal.is_some() => {
+                    break fatal.clone().unwrap_or_default();
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) if live.len() < max_connections => {
                         serve(stream, &mut connections, &mut live);
@@ -328,10 +356,16 @@ impl Server {
         }
         flusher.abort();
         heartbeat.stop();
-        sidecar
+        let ended = sidecar
             .end(&reason)
             .await
-            .context("write session_end to the queue")?;
+            .context("write session_end to the queue");
+        if let Some(fatal) = fatal {
+            anyhow::bail!(
+                "{fatal}; no session_end could be written; restart the sidecar once the queue directory is back"
+            );
+        }
+        ended?;
         tracing::info!(session = sidecar.session(), "stopped");
         Ok(())
     }
@@ -380,22 +414,36 @@ async fn flush_coalesced(sidecar: Arc<Sidecar>) {
 }
 
 /// The heartbeat thread: replaces the heartbeat file every interval, on a
-/// thread of its own.
+/// thread of its own, while the audit writer lives; once it has ended the
+/// beat stops, so the host's liveness check sees a sidecar that can audit
+/// nothing as dead.
 struct Heartbeat {
     stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Heartbeat {
-    fn start(queue: Arc<QueueWriter>, every: Duration) -> std::io::Result<Heartbeat> {
+    fn start(
+        queue: Arc<QueueWriter>,
+        health: Arc<AuditHealth>,
+        every: Duration,
+    ) -> std::io::Result<Heartbeat> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("heartbeat".into())
             .spawn(move || {
                 loop {
                     let started = Instant::now();
-                    if let Err(e) = queue.heartbeat() {
-                        tracing::warn!(cause = %e, "heartbeat not written");
+                    if let Some(reason) = health.ended() {
+                        tracing::error!(%reason, "heartbeat stopped: the audit writer ended");
+                        return;
+                    }
+                    match queue.heartbeat() {
+                        Ok(()) => health.note_write(Ok(())),
+                        Err(e) => {
+                            tracing::warn!(cause = %e, "heartbeat not written");
+                            health.note_write(Err(e.to_string()));
+                        }
                     }
                     let wait = every.saturating_sub(started.elapsed());
                     match stopped.recv_timeout(wait) {

@@ -153,6 +153,12 @@ impl Sidecar {
         self.audit.queue()
     }
 
+    /// Whether the queue takes events: what `/health`, the heartbeat and
+    /// the run loop watch.
+    pub fn audit_health(&self) -> &Arc<crate::audit::AuditHealth> {
+        self.audit.health()
+    }
+
     /// Write `session_start`.
     pub async fn start(&self, config: &Config) -> Result<(), QueueError> {
         let forge = self.forge.inner();

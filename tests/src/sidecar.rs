@@ -287,6 +287,26 @@ impl SidecarProcess {
         }
     }
 
+    /// Wait (up to `limit`) for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "forge-sidecar did not exit within {limit:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM and wait; asserts a clean exit.
     pub fn stop(&mut self) {
         let status = self.signal_and_wait("TERM");

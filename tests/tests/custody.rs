@@ -202,5 +202,49 @@ fn a_token_file_others_may_read_is_refused_by_serve_and_check() {
         !dir.path().join("queue").exists(),
         "serve refused before touching the queue"
     );
-    assert_eq!(gitea.requests().len(), asked, "nothing more reached the forge");
+    assert_eq!(
+        gitea.requests().len(),
+        asked,
+        "nothing more reached the forge"
+    );
+}
+
+#[tokio::test]
+async fn a_sidecar_whose_audit_writer_ended_says_so_stops_beating_and_exits() {
+    let mut s = SidecarProcess::memory(&["--heartbeat-secs", "2"]);
+    let c = client(&s);
+    ok(&c, "read_issue", json!({"number": 17})).await;
+    let (status, body) = c.get("/health").await.unwrap();
+    assert_eq!((status, body.as_ref()), (200, b"ok\n".as_ref()));
+    // The queue directory is replaced under the running session: no event
+    // can reach the queue the host watches again.
+    fs::remove_dir_all(&s.queue).unwrap();
+    fs::create_dir(&s.queue).unwrap();
+    let e =
+        forge_e2e::sidecar::call_err(&c, "post_comment", json!({"number": 17, "body": "lost?"}))
+            .await;
+    assert_eq!(e["code"], -32006, "{e}");
+    // For three heartbeat intervals /health answers 503 with the reason
+    // and every call is refused; then the process exits with an error.
+    let (status, body) = c.get("/health").await.unwrap();
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("removed or replaced") && body.contains("audit_unavailable"),
+        "{body}"
+    );
+    let e = forge_e2e::sidecar::call_err(&c, "read_issue", json!({"number": 17})).await;
+    assert_eq!(e["code"], -32006, "{e}");
+    let status = s.wait_exit(std::time::Duration::from_secs(30));
+    assert!(!status.success(), "exit {status}");
+    let log = s.log();
+    assert!(log.contains("the audit writer ended"), "{log}");
+    assert!(
+        log.contains("heartbeat stopped") || !log.contains("heartbeat not written"),
+        "{log}"
+    );
+    assert!(
+        !s.queue.join("heartbeat").exists(),
+        "no heartbeat reached the new directory: the host sees the sidecar stop"
+    );
 }
