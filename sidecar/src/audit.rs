@@ -168,6 +168,9 @@ impl AuditWriter {
                         .find_map(|r| r.as_ref().err().map(ToString::to_string));
                     // The state is recorded before any caller is answered,
                     // so a `/health` asked after a refusal already says why.
+                    if let Some(e) = writer.take_checkpoint_failure() {
+                        tracing::warn!(cause = %e, "no signed checkpoint covers the latest done or session_end yet; the heartbeat tries again");
+                    }
                     let mut gone = None;
                     match failed {
                         None => guard.health.note_write(Ok(())),

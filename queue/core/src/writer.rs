@@ -61,6 +61,8 @@ pub struct QueueWriter {
     /// Signs checkpoints when set; the lock orders checkpoint writes, so a
     /// newer checkpoint is never replaced by an older one.
     signer: Option<Mutex<CheckpointSigner>>,
+    /// See [`QueueWriter::take_checkpoint_failure`].
+    checkpoint_failure: Mutex<Option<QueueError>>,
 }
 
 impl QueueWriter {
@@ -92,6 +94,7 @@ impl QueueWriter {
                 prev: None,
             }),
             signer: None,
+            checkpoint_failure: Mutex::new(None),
         })
     }
 
@@ -191,11 +194,27 @@ impl QueueWriter {
         }
         drop(chain);
         if milestone && self.signer.is_some() {
-            // The done (or end) stands whether or not this works; the next
-            // heartbeat publishes a checkpoint again.
-            let _ = self.publish_checkpoint();
+            // The done (or end) stands whether or not this works: failing it
+            // would invite a second one. The host acts on it once a
+            // checkpoint covers it, which every heartbeat tries again; the
+            // failure is kept for the caller to log.
+            let outcome = self.publish_checkpoint().err();
+            *self
+                .checkpoint_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = outcome;
         }
         results
+    }
+
+    /// Why the checkpoint after the last batch holding a `done` or
+    /// `session_end` could not be published, if it could not (taken: the
+    /// next call says nothing of it again).
+    pub fn take_checkpoint_failure(&self) -> Option<QueueError> {
+        self.checkpoint_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Sign the chain as it stands and atomically replace this session's
