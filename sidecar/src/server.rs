@@ -101,6 +101,7 @@ impl Server {
                     key: key.clone(),
                     repository: format!("{}/{}", config.owner, config.repo),
                     issue: config.issue.get(),
+                    run: config.run_id.clone(),
                 })
             }
             None => queue,

@@ -1385,6 +1385,7 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     let checkpoint = Checkpoint {
         repository: format!("{OWNER}/{REPO}"),
         issue: ASSIGNED_ISSUE,
+        run: None,
         session: "20261125T120000.000Z-0a1b2c".into(),
         events: 1234,
         last: "3a".repeat(32),
@@ -1409,6 +1410,7 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
                 key: key.clone(),
                 repository: format!("{OWNER}/{REPO}"),
                 issue: ASSIGNED_ISSUE,
+                run: None,
             });
         writer
             .append(EventBody::Intent(forge_protocol::event::Intent {

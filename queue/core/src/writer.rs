@@ -234,6 +234,7 @@ impl QueueWriter {
         let note = Checkpoint {
             repository: signer.repository.clone(),
             issue: signer.issue,
+            run: signer.run.clone(),
             session: self.session.clone(),
             events,
             last,
@@ -421,6 +422,7 @@ mod tests {
                 key: key.clone(),
                 repository: "acme/widgets".into(),
                 issue: 17,
+                run: None,
             });
         w.heartbeat().unwrap();
         assert!(!w.checkpoint_path().exists(), "nothing to sign yet");

@@ -283,6 +283,7 @@ mod tests {
             checkpoint: Checkpoint {
                 repository: "acme/widgets".into(),
                 issue: 17,
+                run: None,
                 session: session.into(),
                 events,
                 last: last.into(),
