@@ -1,4 +1,4 @@
-//! Configuration (DESIGN §4): flags and environment, validated into [`Config`].
+//! Configuration (README, "Configuration"): flags and environment, validated into [`Config`].
 //!
 //! Every setting has an environment variable and a `serve` flag; flags win
 //! (clap reads both). Values arrive as strings and are validated here in one

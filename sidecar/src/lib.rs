@@ -13,6 +13,7 @@ pub mod fds;
 pub mod flood;
 pub mod forge;
 pub mod http;
+pub mod listener;
 pub mod logging;
 pub mod mcp;
 pub mod rpc;
