@@ -7,11 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Cargo's own progress lines show on stderr; a cold build takes a few minutes.
-echo "Building forge-sidecar and forge-queue (debug; the first build takes a few minutes)..." >&2
-cargo build --locked --bin forge-sidecar --bin forge-queue
-bin=$PWD/target/debug
-echo "Built: $bin/forge-sidecar and $bin/forge-queue" >&2
+# FORGE_DEMO_BIN: a folder with both binaries already built (no build then).
+if [ -n "${FORGE_DEMO_BIN:-}" ]; then
+  bin=$FORGE_DEMO_BIN
+else
+  # Cargo's own progress lines show on stderr; a cold build takes a few minutes.
+  echo "Building forge-sidecar and forge-queue (debug; the first build takes a few minutes)..." >&2
+  cargo build --locked --bin forge-sidecar --bin forge-queue
+  bin=$PWD/target/debug
+  echo "Built: $bin/forge-sidecar and $bin/forge-queue" >&2
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/forge-demo.XXXXXX")
 sock=$work/forge.sock
 queue=$work/queue
@@ -27,7 +32,8 @@ done
 
 call() {
   printf '\n$ forge-sidecar call %s %s\n' "$1" "${2:-}"
-  "$bin/forge-sidecar" call --socket "$sock" "$@" || true
+  answer=$("$bin/forge-sidecar" call --socket "$sock" "$@" || true)
+  printf '%s\n' "$answer"
 }
 
 call scope
@@ -39,10 +45,12 @@ call post_comment '{"number": 500, "body": "I will rotate the keys too."}'
 call update_description '{"number": 18, "body": "Fixes the off-by-one in the export loop. Closes #17."}'
 call open_pr '{"title": "Export the last row", "body": "Closes #17, and fixes #500 on the way."}'
 call open_pr '{"title": "Export the last row", "body": "Closes #17."}'
+# The number of the pull request just opened (its "number", at the top level).
+pr=$(printf '%s\n' "$answer" | sed -n 's/^  "number": \([0-9][0-9]*\),*$/\1/p' | head -n 1)
 call scope
-call update_description '{"number": 501, "body": "Closes #17.\n\nThe export loop stopped one row short; a test now exports 10 rows."}'
+call update_description "{\"number\": $pr, \"body\": \"Closes #17.\\n\\nThe export loop stopped one row short; a test now exports 10 rows.\"}"
 call read_reviews '{"number": 18}'
-call signal_done '{"status": "success", "summary": "Export fixed in PR #18, with a regression test."}'
+call signal_done "{\"status\": \"success\", \"summary\": \"Export fixed in PR #$pr, with a regression test.\"}"
 call signal_done '{"status": "failure", "summary": "second signal"}'
 
 kill -TERM "$pid"

@@ -72,6 +72,27 @@ impl ErrorCode {
         }
     }
 
+    /// What the code means, in a few words (its doc comment).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ErrorCode::ScopeDenied => "write outside the assigned scope",
+            ErrorCode::NotFound => {
+                "the forge has no such issue or pull request (or it is the other kind)"
+            }
+            ErrorCode::ForgeRejected => "the forge refused the request (401/403/422/...)",
+            ErrorCode::ForgeUnavailable => "timeout, connection failure, or 5xx after retries",
+            ErrorCode::LimitExceeded => "a limit was reached: write budget, body or request size",
+            ErrorCode::AuditUnavailable => {
+                "the audit event could not be durably queued; nothing was sent"
+            }
+            ErrorCode::AlreadyDone => "signal_done was already called in this run",
+            ErrorCode::InvalidRequest => "not a valid JSON-RPC request",
+            ErrorCode::MethodNotFound => "no such method",
+            ErrorCode::InvalidParams => "the params are wrong",
+            ErrorCode::Internal => "an internal error",
+        }
+    }
+
     /// The code for a numeric value, if it is one of ours.
     pub fn from_code(code: i32) -> Option<ErrorCode> {
         [

@@ -4,12 +4,14 @@
 //! else: the domain types the agent reads ([`Issue`], [`PullRequest`],
 //! [`Comment`]), the parameters and results of every method ([`params`],
 //! [`Method`]), the error codes ([`error`]), the jsonrpsee API trait
-//! ([`ForgeApiServer`]), the JSON Schemas of params and
-//! results ([`schema`]) and the queue event schema ([`event`]). The crate does no I/O.
+//! ([`ForgeApiServer`]), the JSON Schemas of params and results
+//! ([`schema`]), the OpenRPC document of it all ([`openrpc`]) and the queue
+//! event schema ([`event`]). The crate does no I/O.
 
 pub mod echo;
 pub mod error;
 pub mod event;
+pub mod openrpc;
 pub mod params;
 pub mod schema;
 pub mod types;

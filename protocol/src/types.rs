@@ -214,12 +214,12 @@ pub struct ScopeInfo {
     /// Numbers that `post_comment` and `update_description` accept:
     /// the assigned issue and its pull requests.
     pub writable: Vec<u64>,
-    /// Forge writes left in this session's budget.
+    /// Forge writes left in the run's budget (shared by the sessions of the run).
     pub writes_left: u32,
     /// The branch `open_pr` opens a pull request from; null when the
     /// operator configured none (then `open_pr` is refused).
     pub branch: Option<String>,
-    /// Pull requests `open_pr` may still open in this session.
+    /// Pull requests `open_pr` may still open in the run (shared by its sessions).
     pub prs_left: u32,
     /// Whether `signal_done` has been called.
     pub done: bool,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fds;
 pub mod flood;
 pub mod forge;
+pub mod forge_health;
 pub mod http;
 pub mod listener;
 pub mod logging;

@@ -353,7 +353,7 @@ fn about(method: Method) -> About {
             "Show write scope",
             "Show what this session may write: the repository (owner, repo), the assigned issue, \
              the writable numbers that post_comment and update_description accept (the assigned \
-             issue and its pull requests), the writes left in the session's budget, the branch \
+             issue and its pull requests), the writes left in the run's budget (shared with earlier sessions of the run), the branch \
              open_pr opens a pull request from and the pull requests left, and whether \
              signal_done was called. Takes no arguments. Reads are allowed anywhere in the \
              repository.",

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use forge_protocol::event::Peer;
+use forge_protocol::openrpc;
 use forge_protocol::{
     BranchName, Comment, DoneReceipt, DoneStatus, ErrorCode, ForgeApiServer, Issue, IssueNumber,
     Method, PullRequest, Review, RpcError, ScopeInfo, Text, Updated,
@@ -150,14 +151,24 @@ impl<S> StrictParams<S> {
 /// Check a call's method and params; the error to send if they are wrong.
 fn check(req: &Request<'_>) -> Result<(), RpcError> {
     let name = req.method_name();
+    if name == openrpc::DISCOVER {
+        return match req.params.as_deref().map(|p| p.get().trim()) {
+            None | Some("[]" | "{}" | "null") => Ok(()),
+            Some(_) => Err(RpcError::invalid_params(format!(
+                "{} takes no params",
+                openrpc::DISCOVER
+            ))),
+        };
+    }
     let Some(method) = Method::from_name(name) else {
         let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
         return Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!(
-                "unknown method '{}'; the methods are: {}",
+                "unknown method '{}'; the methods are: {} (and {} describes them)",
                 forge_protocol::echo::quote(name),
-                known.join(", ")
+                known.join(", "),
+                openrpc::DISCOVER
             ),
         ));
     };

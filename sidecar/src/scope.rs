@@ -51,7 +51,7 @@ pub struct Scope {
     pub branch: Option<BranchName>,
     /// Bases `open_pr` may target besides the default branch.
     pub base_branches: Vec<BranchName>,
-    /// Pull requests `open_pr` may open in the session.
+    /// Pull requests `open_pr` may open in the run (its sessions share them).
     pub max_prs: u32,
     /// Keywords and per-text limits for every text written.
     pub text: TextRules,
@@ -346,6 +346,12 @@ impl ScopedForge {
         self.own_pr(&pr, reason::ON_WRITE)
     }
 
+    /// Whether a branch is configured (`open_pr` and the discovery of its
+    /// pull requests need one).
+    pub fn has_branch(&self) -> bool {
+        self.scope.branch.is_some()
+    }
+
     /// The pull requests of the configured branch into each allowed base
     /// that already exist (at the start of a session). Blocks.
     pub fn discover_at_start(&self) -> Result<Vec<Growth>, ForgeError> {
@@ -473,12 +479,15 @@ impl ScopedForge {
             return Err(RpcError::new(
                 ErrorCode::LimitExceeded,
                 format!(
-                    "this session may open {} pull request(s) and has opened them (0 left); update the \
-                     open one with update_description, or ask a human",
+                    "this run may open {} pull request(s) and its sessions (this one or an earlier \
+                     one of the run) have opened them (0 left); update the open one with \
+                     update_description, or ask a human",
                     self.scope.max_prs
                 ),
             )
-            .with_data(serde_json::json!({ "limit": "max_prs", "max": self.scope.max_prs, "left": 0 })));
+            .with_data(
+                serde_json::json!({ "limit": "max_prs", "max": self.scope.max_prs, "left": 0 }),
+            ));
         }
         let commits = self
             .inner
@@ -514,7 +523,7 @@ impl ScopedForge {
             .map_err(|_| {
                 RpcError::new(
                     ErrorCode::LimitExceeded,
-                    "another open_pr took the last pull request of this session",
+                    "another open_pr took the last pull request of this run",
                 )
             })?;
         if let Err(e) = self.reserve_write() {
@@ -617,7 +626,7 @@ impl ScopedForge {
                 RpcError::new(
                     ErrorCode::LimitExceeded,
                     format!(
-                        "the session's budget of {} forge writes is used up (0 left); finish with signal_done or ask a human",
+                        "the run's budget of {} forge writes, shared by its sessions, is used up (0 left); finish with signal_done or ask a human",
                         self.scope.max_writes
                     ),
                 )

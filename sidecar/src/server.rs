@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::fds;
 use crate::flood::FLUSH_INTERVAL;
 use crate::forge::Forge;
+use crate::forge_health::ForgeState;
 use crate::http::{self, Activity};
 use crate::listener::Listener;
 use crate::rpc::{RpcHandler, StrictParams};
@@ -88,6 +89,17 @@ impl Server {
     /// The socket is bound first, so a second sidecar on the same paths is
     /// refused before it touches the queue.
     pub async fn start(config: Config, forge: Arc<dyn Forge>) -> anyhow::Result<Server> {
+        Server::start_knowing(config, forge, ForgeState::Unknown).await
+    }
+
+    /// [`Server::start`], knowing the forge's state from a probe made just
+    /// before (`forge-sidecar serve` probes as `check` does): `/health`
+    /// reports it, and an unreachable forge is not asked again at start.
+    pub async fn start_knowing(
+        config: Config,
+        forge: Arc<dyn Forge>,
+        known: ForgeState,
+    ) -> anyhow::Result<Server> {
         let listener = socket::bind(&config.socket, config.socket_mode)?;
         let queue_dir = config.queue_dir.clone();
         let queue = tokio::task::spawn_blocking(move || QueueWriter::open(&queue_dir))
@@ -135,6 +147,9 @@ impl Server {
             config.run_id.clone(),
         ));
         sidecar.continue_run(&earlier);
+        if known != ForgeState::Unknown {
+            sidecar.forge_health().record(known);
+        }
         if earlier.sessions > 0 {
             tracing::info!(
                 run = config.run_id.as_deref().unwrap_or("(none)"),
@@ -184,7 +199,13 @@ impl Server {
         .context("start the heartbeat thread")?;
         let flusher = tokio::spawn(flush_coalesced(Arc::clone(&sidecar)));
         let (stop_handle, server_handle) = stop_channel();
-        let methods = RpcHandler::new(Arc::clone(&sidecar)).into_rpc();
+        let mut methods = RpcHandler::new(Arc::clone(&sidecar)).into_rpc();
+        let described = forge_protocol::openrpc::document(env!("CARGO_PKG_VERSION"));
+        methods
+            .register_method(forge_protocol::openrpc::DISCOVER, move |_, _, _| {
+                described.clone()
+            })
+            .context("register rpc.discover")?;
         let rpc_config = ServerConfig::builder()
             .http_only()
             .max_request_body_size(config.max_request_bytes)

@@ -34,6 +34,7 @@ use crate::audit::AuditWriter;
 use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
+use crate::forge_health::{ForgeHealth, ForgeState};
 use crate::http::{MAX_UNSENT_BYTES, Unsent};
 use crate::scope::{Growth, ScopedForge, WriteKind, Written as ForgeWrite};
 
@@ -56,6 +57,7 @@ pub struct Sidecar {
     in_flight: Arc<InFlight>,
     rate: AuditRate,
     unsent: Arc<Unsent>,
+    forge_health: ForgeHealth,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -124,6 +126,7 @@ impl Sidecar {
             in_flight: Arc::default(),
             rate: AuditRate::default(),
             unsent: Arc::default(),
+            forge_health: ForgeHealth::default(),
         }
     }
 
@@ -141,6 +144,11 @@ impl Sidecar {
     /// The session id.
     pub fn session(&self) -> &str {
         self.audit.queue().session()
+    }
+
+    /// What the sidecar last learned of the forge (for `/health`).
+    pub fn forge_health(&self) -> &ForgeHealth {
+        &self.forge_health
     }
 
     /// The bytes of answers waiting for their callers (counted by the HTTP layer).
@@ -183,14 +191,18 @@ impl Sidecar {
     /// event. A forge failure is logged and left: the lookup is made again
     /// when a write targets such a PR.
     pub async fn discover_own_prs(&self) -> Result<(), QueueError> {
-        let found = match self.on_scoped(|f| Ok(f.discover_at_start())).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::warn!(cause = %e, "could not look up the branch's pull requests at start; they are looked up again on write");
-                return Ok(());
-            }
+        if let ForgeState::Unreachable(_) = self.forge_health.state() {
+            // The start-up probe has said so once; the lookup is made again on write.
+            return Ok(());
+        }
+        if !self.forge.has_branch() {
+            // Nothing to look up, and nothing learned of the forge.
+            return Ok(());
+        }
+        let found = match self.on_scoped(ScopedForge::discover_at_start).await {
+            Ok(found) => found,
             Err(e) => {
-                tracing::warn!(cause = %e.message, "could not look up the branch's pull requests at start");
+                tracing::warn!(cause = %e.message, "could not look up the branch's pull requests at start; they are looked up again on write");
                 return Ok(());
             }
         };
@@ -670,7 +682,10 @@ impl Sidecar {
                 Err(ForgeError::Unavailable(format!(
                     "the forge call failed internally ({e})"
                 )))
-            })
+            });
+        let result = self
+            .forge_health
+            .observe(result)
             .map_err(ForgeError::into_rpc);
         drop(slot);
         let summary = match (&result, kind) {
@@ -717,7 +732,10 @@ impl Sidecar {
         F: FnOnce(&dyn Forge) -> Result<T, ForgeError> + Send + 'static,
     {
         if !self.forge.inner().blocks() {
-            return f(self.forge.inner()).map_err(ForgeError::into_rpc);
+            return self
+                .forge_health
+                .observe(f(self.forge.inner()))
+                .map_err(ForgeError::into_rpc);
         }
         // Never closed, so acquiring cannot fail.
         let _slot = self.forge_slots.acquire().await.ok();
@@ -726,13 +744,15 @@ impl Sidecar {
         // call that passed it earlier can start later).
         self.unsent.wait_below(MAX_UNSENT_BYTES).await;
         let forge = Arc::clone(&self.forge);
-        tokio::task::spawn_blocking(move || f(forge.inner()))
+        let outcome = tokio::task::spawn_blocking(move || f(forge.inner()))
             .await
             .unwrap_or_else(|e| {
                 Err(ForgeError::Unavailable(format!(
                     "the forge call failed internally ({e})"
                 )))
-            })
+            });
+        self.forge_health
+            .observe(outcome)
             .map_err(ForgeError::into_rpc)
     }
 
@@ -744,16 +764,21 @@ impl Sidecar {
         F: FnOnce(&ScopedForge) -> Result<T, ForgeError> + Send + 'static,
     {
         if !self.forge.inner().blocks() {
-            return f(&self.forge).map_err(ForgeError::into_rpc);
+            return self
+                .forge_health
+                .observe(f(&self.forge))
+                .map_err(ForgeError::into_rpc);
         }
         let forge = Arc::clone(&self.forge);
-        tokio::task::spawn_blocking(move || f(&forge))
+        let outcome = tokio::task::spawn_blocking(move || f(&forge))
             .await
             .unwrap_or_else(|e| {
                 Err(ForgeError::Unavailable(format!(
                     "the forge call failed internally ({e})"
                 )))
-            })
+            });
+        self.forge_health
+            .observe(outcome)
             .map_err(ForgeError::into_rpc)
     }
 

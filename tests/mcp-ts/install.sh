@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the official TypeScript MCP SDK and Ajv (pinned in
-# tests/mcp-ts/package-lock.json) for the test that drives the MCP bridge
-# with them. Reinstalls when the lock file is newer than the install.
+# Install the official TypeScript MCP SDK, Ajv and the OpenRPC meta-schema
+# (pinned in tests/mcp-ts/package-lock.json) for the test that drives the
+# MCP bridge with them and the check of rpc.discover's document.
+# Reinstalls when the lock file is newer than the install.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -e node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

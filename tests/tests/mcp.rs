@@ -693,3 +693,54 @@ async fn the_pr_loop_works_through_the_bridge() {
     );
     client.cancel().await.expect("close the session");
 }
+
+/// At default settings (no FORGE_LOG) the bridge writes nothing to stderr in
+/// a normal session, client mistakes included: an MCP client shows every
+/// stderr line to its user as an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bridge_is_silent_on_stderr_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("s.sock");
+    let queue = dir.path().join("q");
+    let mut sidecar = SidecarProcess::memory_on(&socket, &queue);
+    let log = dir.path().join("bridge.log");
+    let mut cmd = tokio::process::Command::new(sidecar_bin());
+    cmd.arg("mcp").arg("--socket").arg(&socket);
+    cmd.env_remove("FORGE_LOG");
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(fs::File::create(&log).expect("bridge log"))
+        .spawn()
+        .expect("spawn forge-sidecar mcp");
+    let client = tokio::time::timeout(WAIT, ClientConfig::default().serve(transport))
+        .await
+        .expect("initialize answered in time")
+        .expect("initialize succeeds");
+    let tools = tokio::time::timeout(WAIT, client.list_all_tools())
+        .await
+        .expect("tools listed in time")
+        .expect("tools listed");
+    assert_eq!(tools.len(), Method::ALL.len());
+    let scope = call_tool(&client, "scope", json!({})).await;
+    assert_eq!(scope.is_error, Some(false), "{}", text(&scope));
+    let issue = call_tool(&client, "read_issue", json!({"number": 17})).await;
+    assert_eq!(issue.is_error, Some(false), "{}", text(&issue));
+    // The client's own mistakes: answered, and not logged as the server's.
+    let bad = call_tool(&client, "read_issue", json!({"number": "seventeen"})).await;
+    assert_eq!(bad.is_error, Some(true), "{}", text(&bad));
+    let denied = call_tool(&client, "post_comment", json!({"number": 500, "body": "x"})).await;
+    assert_eq!(denied.is_error, Some(true), "{}", text(&denied));
+    let unknown = tokio::time::timeout(
+        WAIT,
+        client.call_tool(CallToolRequestParams::new("no_such_tool")),
+    )
+    .await
+    .expect("answered in time");
+    assert!(unknown.is_err(), "{unknown:?}");
+    tokio::time::timeout(WAIT, client.cancel())
+        .await
+        .expect("bridge closed in time")
+        .expect("close");
+    sidecar.stop();
+    let stderr = fs::read_to_string(&log).expect("bridge log");
+    assert_eq!(stderr, "", "the bridge wrote to stderr");
+}

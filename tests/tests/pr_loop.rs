@@ -431,6 +431,12 @@ async fn a_restart_within_a_run_keeps_the_opened_pr_and_the_pr_limit() {
     );
     let e = err(&c, "open_pr", json!({"title": "Fix", "body": "Closes #17"})).await;
     assert_eq!(e["data"]["limit"], "max_prs", "{e}");
+    // The budget is the run's: this session opened none, and the message says so.
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("this run may open 1 pull request(s) and its sessions (this one or an earlier one of the run) have opened them (0 left)"),
+        "{e}"
+    );
     let third = start("job-2");
     let e = err(
         &client(&third),

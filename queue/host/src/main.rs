@@ -11,14 +11,20 @@
 //!   0 intact, 1 broken, 2 usage or I/O.
 //! - `export DIR`: one JSON record per session. 0, or 2.
 //! - `keygen NAME`: a signing key and its verifier key. 0, or 2.
+//! - `completions SHELL`, `man [--out-dir DIR]`: shell completions and man
+//!   pages from the command line definition. 0, or 2.
 //! - `ship DIR... --nats URL`: publish every event to a
 //!   JetStream stream, then ack it; `watch`, `audit` and `verify` take
 //!   `--nats URL` instead of directories to read the stream.
+//!
+//! Output to a stdout whose reader went away (`| head -1`) ends quietly:
+//! exit 0, but 2 for `watch`, whose exit code is its verdict.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,7 +34,7 @@ use forge_protocol::event::EventBody;
 use forge_queue::state::{HostState, WatchdogVerdict};
 use forge_queue::{note, verify};
 use forge_queue_host::trust::{DoneTrust, Verdict};
-use forge_queue_host::watch::{Delivery, StopHandle, WatchOptions, Watcher};
+use forge_queue_host::watch::{Delivery, StopHandle, WatchError, WatchOptions, Watcher};
 use forge_queue_host::{audit, render};
 
 #[path = "cli/fleet.rs"]
@@ -161,6 +167,17 @@ enum Command {
     /// bytes. Stale/recovered notices are published too. While the server
     /// is unreachable events wait in new/ and publishing is retried.
     Ship(fleet::ShipArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, ...).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one per subcommand into --out-dir.
+    Man {
+        /// Write forge-queue.1 and forge-queue-SUBCOMMAND.1 here instead.
+        #[arg(long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -317,6 +334,12 @@ fn load_verifier(arg: &str) -> anyhow::Result<note::VerifierKey> {
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors itself.
     let cli = Cli::parse();
+    // watch's exit code is its verdict: a consumer that went away is not a
+    // success there (it stays 2, silently); elsewhere it is the end of the output.
+    let gone_code = match cli.command {
+        Command::Watch(_) => EXIT_ERROR,
+        _ => 0,
+    };
     let result = match cli.command {
         Command::Watch(args) => watch(args),
         Command::Audit(args) => audit_cmd(args),
@@ -324,14 +347,76 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(args),
         Command::Export(args) => export_cmd(args),
         Command::Ship(args) => fleet::ship(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out_dir } => man(out_dir.as_deref()),
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout went away (`| head -1`): stop quietly.
+        Err(e) if reader_gone(&e) => ExitCode::from(gone_code),
         Err(e) => {
             eprintln!("forge-queue: {}", error_chain(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Whether `e` is a write to a stdout whose reader has gone.
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = match cause.downcast_ref::<io::Error>() {
+            Some(io) => Some(io.kind()),
+            // serde_json writes through its own error type.
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A watch error with the handler's own I/O error kept as the cause (so a
+/// reader gone away is recognised, see [`reader_gone`]).
+fn handler_cause(e: WatchError<io::Error>) -> anyhow::Error {
+    match e {
+        WatchError::Handler(io) => anyhow::Error::from(io).context("handler failed"),
+        other => other.into(),
+    }
+}
+
+/// `completions SHELL`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "forge-queue", &mut script);
+    io::stdout().lock().write_all(&script)?;
+    Ok(0)
+}
+
+/// `man`: the page on stdout, or every page into `out_dir`.
+fn man(out_dir: Option<&Path>) -> anyhow::Result<u8> {
+    use clap::CommandFactory as _;
+    match out_dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            io::stdout().lock().write_all(&page)?;
+        }
+        Some(dir) => {
+            clap_mangen::generate_to(Cli::command(), dir).with_context(|| {
+                format!(
+                    "write the man pages into {} (create the folder first)",
+                    dir.display()
+                )
+            })?;
+            writeln!(
+                io::stdout().lock(),
+                "wrote forge-queue.1 and a page per subcommand into {}",
+                dir.display()
+            )?;
+        }
+    }
+    Ok(0)
 }
 
 /// The error and its causes on one line, skipping a cause that the message
@@ -461,13 +546,46 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         }
         Ok(())
     };
-    watcher.run(&mut deliver).context("watch")?;
+    watcher
+        .run(&mut deliver)
+        .map_err(handler_cause)
+        .context("watch")?;
     if args.until_done {
         // Settled: still deliver what is already complete in new/ (the
         // done call's own op, a refused second done, session_end).
-        watcher.finish(&mut deliver).context("watch")?;
+        watcher
+            .finish(&mut deliver)
+            .map_err(handler_cause)
+            .context("watch")?;
     }
     Ok(until.map_or(0, |u| u.exit_code()))
+}
+
+/// Suggest that the sidecar may not sign when `dir` still has no signed
+/// checkpoint [`CHECKPOINT_HINT_HEARTBEATS`] heartbeats from now (a
+/// sidecar that signs writes one at every heartbeat with new events).
+fn hint_if_no_checkpoint(awaiting: &Arc<Mutex<HashSet<PathBuf>>>, dir: &Path, heartbeat_secs: u64) {
+    let dir = dir.to_path_buf();
+    awaiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(dir.clone());
+    let awaiting = Arc::clone(awaiting);
+    let wait = Duration::from_secs(heartbeat_secs * CHECKPOINT_HINT_HEARTBEATS);
+    std::thread::spawn(move || {
+        std::thread::sleep(wait);
+        if awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&dir)
+        {
+            eprintln!(
+                "forge-queue: {}: still no checkpoint signed by the key after {} s ({CHECKPOINT_HINT_HEARTBEATS} heartbeats): does the sidecar have FORGE_SIGNING_KEY_FILE, and is --key its verifier key?",
+                dir.display(),
+                wait.as_secs()
+            );
+        }
+    });
 }
 
 /// How a directory finished, for `--until-done`.
@@ -489,7 +607,15 @@ struct UntilDone {
     stop: StopHandle,
     /// With a key: a done settles only once a signed checkpoint covers it.
     trust: Option<DoneTrust>,
+    /// Directories whose done waits for their first signed checkpoint.
+    awaiting: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Heartbeat interval per directory, from its latest `session_start`.
+    heartbeats: HashMap<PathBuf, u64>,
 }
+
+/// Heartbeats a done may wait for its first signed checkpoint before the
+/// watcher suggests the sidecar may not be signing at all.
+const CHECKPOINT_HINT_HEARTBEATS: u64 = 3;
 
 impl UntilDone {
     fn new<'a>(
@@ -501,6 +627,8 @@ impl UntilDone {
             settled: dirs.map(|d| (d.to_path_buf(), None)).collect(),
             stop,
             trust,
+            awaiting: Arc::default(),
+            heartbeats: HashMap::new(),
         }
     }
 
@@ -515,16 +643,36 @@ impl UntilDone {
         };
         let open = matches!(slot, None | Some(Settled::Stale));
         let before = *slot;
+        if let Delivery::Event(e) = d
+            && let EventBody::SessionStart(start) = &e.event.body
+        {
+            self.heartbeats
+                .insert(d.dir().to_path_buf(), start.limits.heartbeat_secs.max(1));
+        }
+        if let Some(trust) = &self.trust
+            && trust.checkpoints_seen(d.dir()) > 0
+        {
+            self.awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(d.dir());
+        }
         if let (Some(trust), Delivery::Event(e)) = (&self.trust, d)
             && matches!(e.event.body, EventBody::Done(_))
             && open
             && trust.checkpoints_seen(d.dir()) == 0
         {
             eprintln!(
-                "forge-queue: {}: done at seq {} waits for a checkpoint signed by the key (none seen yet: does the sidecar have FORGE_SIGNING_KEY_FILE?)",
+                "forge-queue: {}: done at seq {} waits for a checkpoint signed by the key",
                 d.dir().display(),
                 e.event.seq
             );
+            let heartbeat = self
+                .heartbeats
+                .get(d.dir())
+                .copied()
+                .unwrap_or(forge_queue_host::watch::DEFAULT_HEARTBEAT_SECS);
+            hint_if_no_checkpoint(&self.awaiting, d.dir(), heartbeat);
         }
         match d {
             Delivery::Event(e) => match &e.event.body {
@@ -711,6 +859,12 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
             args.name
         );
     }
+    if !args.dir.is_dir() {
+        anyhow::bail!(
+            "the folder {} does not exist (or is not a folder); create it first (mkdir -p), then run keygen again",
+            args.dir.display()
+        );
+    }
     let key = note::SigningKey::generate(&args.name)?;
     let verifier = key.verifier().to_string();
     let write = |path: &Path, mode: u32, text: &str| -> anyhow::Result<()> {
@@ -738,7 +892,7 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
         skey.display(),
         vkey.display()
     );
-    println!("{verifier}");
+    writeln!(io::stdout().lock(), "{verifier}")?;
     Ok(0)
 }
 

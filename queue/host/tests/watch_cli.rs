@@ -264,3 +264,85 @@ fn usage_and_io_errors_exit_2() {
     assert_eq!(run(&["verify", path_str(&dir.join("missing"))]).0, 2);
     assert_eq!(run(&["bogus"]).0, 2);
 }
+
+/// With `--key`, a done is first said to wait for a signed checkpoint; the
+/// hint that the sidecar may not sign at all comes only after three
+/// heartbeats without one (a signing sidecar writes one within a heartbeat).
+#[test]
+fn the_signing_key_hint_waits_three_heartbeats() {
+    use std::io::BufRead as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_t, dir) = tempdir();
+    let (_k, keys) = tempdir();
+    let (code, _, err) = run(&["keygen", "host", "--dir", path_str(&keys)]);
+    assert_eq!(code, 0, "{err}");
+    let w = QueueWriter::open(&dir).unwrap();
+    w.append(session_start(1)).unwrap();
+    w.append(done(DoneStatus::Success, "summary")).unwrap();
+    let session = w.session().to_string();
+    write_heartbeat(&dir, &session, Utc::now());
+    // The sidecar stays alive (fresh heartbeats) but never signs.
+    let alive = std::sync::Arc::new(AtomicBool::new(true));
+    let beating = {
+        let (alive, dir) = (std::sync::Arc::clone(&alive), dir.clone());
+        std::thread::spawn(move || {
+            while alive.load(Ordering::SeqCst) {
+                write_heartbeat(&dir, &session, Utc::now());
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    };
+    let vkey = keys.join("host.vkey");
+    let mut child = forge_queue()
+        .args([
+            "watch",
+            "--until-done",
+            "--key",
+            path_str(&vkey),
+            path_str(&dir),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || lines.recv_timeout(TIMEOUT).expect("a stderr line in time");
+    let first = next();
+    assert!(
+        first.ends_with("done at seq 1 waits for a checkpoint signed by the key"),
+        "{first}"
+    );
+    let hint = next();
+    assert!(
+        hint.contains("still no checkpoint signed by the key after 3 s (3 heartbeats)")
+            && hint.contains("FORGE_SIGNING_KEY_FILE"),
+        "{hint}"
+    );
+    alive.store(false, Ordering::SeqCst);
+    let _ = child.kill();
+    let _ = child.wait();
+    beating.join().unwrap();
+}
+
+#[test]
+fn keygen_names_a_missing_folder() {
+    let (_t, dir) = tempdir();
+    let missing = dir.join("keys");
+    let (code, _, err) = run(&["keygen", "host", "--dir", path_str(&missing)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("the folder {} does not exist", missing.display()))
+            && err.contains("create it first"),
+        "{err}"
+    );
+    assert!(!err.contains("No such file"), "{err}");
+}

@@ -44,6 +44,7 @@ pub struct GiteaForge {
     repo_path: String,
     auth: String,
     timeout: Duration,
+    read_attempts: u32,
 }
 
 impl GiteaForge {
@@ -69,7 +70,15 @@ impl GiteaForge {
             api_base,
             auth: format!("token {}", token.expose()),
             timeout,
+            read_attempts: READ_ATTEMPTS,
         }
+    }
+
+    /// The same client, trying each read once: for a probe, whose verdict is
+    /// said once (a retry would only add its own warning and delay).
+    pub fn without_retries(mut self) -> GiteaForge {
+        self.read_attempts = 1;
+        self
     }
 
     /// GET with retries; the JSON body of a 2xx answer.
@@ -105,7 +114,7 @@ impl GiteaForge {
             let Some(delay) = failure.retry_delay(attempt) else {
                 return Err(failure);
             };
-            if attempt >= READ_ATTEMPTS || Instant::now() + delay >= deadline {
+            if attempt >= self.read_attempts || Instant::now() + delay >= deadline {
                 return Err(failure);
             }
             tracing::warn!(url = %redact_base(url), attempt, cause = %failure, "forge read failed; retrying");
@@ -694,15 +703,42 @@ fn read_capped(resp: Response<ureq::Body>, cap: u64) -> Result<Vec<u8>, HttpFail
     Ok(bytes)
 }
 
+/// What went wrong on the way to the forge, naming a DNS or TLS failure as
+/// such (they are fixed in different places than a forge that is down).
 fn describe_transport(err: &ureq::Error) -> String {
+    const DNS: &str = "the forge's host name did not resolve (DNS)";
     match err {
-        ureq::Error::Timeout(_) => "the forge did not answer within the timeout".into(),
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-            "could not connect to the forge".into()
+        ureq::Error::Timeout(ureq::Timeout::Resolve) => {
+            format!("{DNS}: the lookup did not finish within the timeout")
         }
-        ureq::Error::Io(e) => format!("connection to the forge failed: {}", e.kind()),
+        ureq::Error::Timeout(_) => "the forge did not answer within the timeout".into(),
+        ureq::Error::HostNotFound => format!("{DNS}: no address for it"),
+        ureq::Error::ConnectionFailed => "could not connect to the forge".into(),
+        ureq::Error::Io(e) => match tls_failure(e) {
+            Some(tls) => tls_words(&tls.to_string()),
+            // The resolver's failure arrives as an uncategorized I/O error
+            // whose text std has always started this way.
+            None if e.to_string().starts_with("failed to lookup address") => {
+                format!("{DNS}: {e}")
+            }
+            None => format!("connection to the forge failed: {e}"),
+        },
+        ureq::Error::Rustls(e) => tls_words(&e.to_string()),
+        ureq::Error::Tls(e) => tls_words(e),
         other => format!("talking to the forge failed: {other}"),
     }
+}
+
+/// The TLS error inside an I/O error from the TLS layer, if it is one.
+fn tls_failure(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+fn tls_words(cause: &str) -> String {
+    format!(
+        "the TLS handshake with the forge failed ({cause}); check that the forge speaks https \
+         at this address and that its certificate is valid for the host name"
+    )
 }
 
 fn default_reason(status: u16) -> &'static str {
@@ -980,6 +1016,43 @@ impl GComment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A preflight against `api` with a short timeout: its message.
+    fn preflight_message(api: &str) -> String {
+        let forge = GiteaForge::new(api, "o", "r", &Secret::new("t"), Duration::from_secs(5));
+        let e = forge.preflight(IssueNumber::new(1).unwrap()).unwrap_err();
+        assert!(matches!(e, ForgeError::Unavailable(_)), "{e:?}");
+        e.message().to_string()
+    }
+
+    #[test]
+    fn an_unknown_host_is_named_a_dns_failure() {
+        // `.invalid` never resolves (RFC 6761).
+        let m = preflight_message("http://forge.invalid/api/v1");
+        assert!(
+            m.contains("the forge's host name did not resolve (DNS)"),
+            "{m}"
+        );
+        assert!(!m.contains("uncategorized"), "{m}");
+    }
+
+    #[test]
+    fn a_plain_http_server_behind_https_is_named_a_tls_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Answers every attempt (reads are retried) with plain HTTP; left
+        // running when the test ends.
+        thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let m = preflight_message(&format!("https://127.0.0.1:{port}/api/v1"));
+        assert!(m.contains("the TLS handshake with the forge failed"), "{m}");
+    }
 
     #[test]
     fn issue_with_nulls_maps_to_empty_values() {
