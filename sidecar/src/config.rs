@@ -6,7 +6,7 @@
 //! as one line naming the variable and the flag; the caller exits with 2.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -723,25 +723,8 @@ impl ConfigArgs {
         let Some(path) = &self.signing_key_file else {
             return Ok(None);
         };
-        let raw = std::fs::read_to_string(path)
-            .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
-        // Whoever reads the key can sign checkpoints, a done among them: a
-        // key any user of the machine (the agent's, say) can read is refused.
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(path)
-                .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?
-                .permissions(),
-        );
-        if mode & 0o007 != 0 {
-            return Err(bad(
-                SETTING,
-                format!(
-                    "{} is open to every user (mode {:04o}): anyone who reads it can sign checkpoints; make it readable by the sidecar's user only (chmod 600)",
-                    path.display(),
-                    mode & 0o7777
-                ),
-            ));
-        }
+        // Whoever reads the key can sign checkpoints, a done among them.
+        let raw = read_private(path, SETTING, "sign checkpoints")?;
         // The parse error names what is wrong, never the key material.
         SigningKey::parse(&raw).map(Some).map_err(|e| {
             bad(
@@ -778,8 +761,9 @@ impl ConfigArgs {
         const SETTING: &str = "FORGE_TOKEN_FILE (--token-file)";
         let token = match &self.token_file {
             Some(path) => {
-                let raw = std::fs::read_to_string(path)
-                    .map_err(|e| bad(SETTING, format!("cannot read {}: {e}", path.display())))?;
+                // Whoever reads the token can act on the forge as the bot,
+                // anywhere its account reaches.
+                let raw = read_private(path, SETTING, "act on the forge as the sidecar")?;
                 Secret::new(raw.trim())
             }
             None => tokens.env_token.clone().ok_or_else(|| {
@@ -791,6 +775,33 @@ impl ConfigArgs {
         }
         Ok(token)
     }
+}
+
+/// Read a secret file that only its owner may read or write: a file the
+/// group or others can open (the agent's user, say) is refused, naming the
+/// mode and `chmod 600`. The mode is checked on the open file, so a file
+/// swapped after the check is not read instead.
+fn read_private(path: &Path, setting: &'static str, grants: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e: std::io::Error| bad(setting, format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let mode = file.metadata().map_err(cannot)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(bad(
+            setting,
+            format!(
+                "{} may be read by other users (mode {:04o}) and whoever reads it can {grants}; \
+                 make it readable by the sidecar's user only: chmod 600 {}",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ),
+        ));
+    }
+    let mut raw = String::new();
+    file.read_to_string(&mut raw).map_err(cannot)?;
+    Ok(raw)
 }
 
 /// `FORGE_RUN_ID`: absent or empty is no run id; otherwise 1 to 128 of
@@ -1171,7 +1182,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "s3cret-value\n").unwrap();
-        let c = parse(&[
+        use std::os::unix::fs::PermissionsExt as _;
+        let args = [
             "--owner",
             "o",
             "--repo",
@@ -1182,8 +1194,21 @@ mod tests {
             "http://h/api/v1/",
             "--token-file",
             path.to_str().unwrap(),
-        ])
-        .unwrap();
+        ];
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = parse(&args).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].setting, "FORGE_TOKEN_FILE (--token-file)");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("mode {mode:04o}")) && text.contains("chmod 600"),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&args).unwrap();
         let ForgeConfig::Gitea { api_base, token } = &c.forge else {
             panic!("gitea expected")
         };

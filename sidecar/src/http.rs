@@ -1,7 +1,8 @@
 //! One connection's HTTP handling, in front of jsonrpsee.
 //!
-//! - `GET /health` answers 200 `ok` while serving, and on a second line the
-//!   forge's last known state ([`crate::forge_health`]).
+//! - `GET /health` answers 200 `ok` while serving and the queue takes
+//!   events (503 with the reason while it does not), and on a second line
+//!   the forge's last known state ([`crate::forge_health`]).
 //! - The request body is read here, bounded in size
 //!   (`FORGE_MAX_REQUEST_BYTES`: over it, HTTP 413 with `limit_exceeded`,
 //!   audited) and in time (a client that trickles its body is cut off).
@@ -305,8 +306,11 @@ where
 
     fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
         if req.method() == hyper::Method::GET && req.uri().path() == "/health" {
-            let body = format!("ok\n{}\n", self.sidecar.forge_health().line());
-            return Box::pin(async { Ok(HttpResponse::new(HttpBody::from(body))) });
+            let answer = health_answer(
+                self.sidecar.audit_health().problem(),
+                &self.sidecar.forge_health().line(),
+            );
+            return Box::pin(async move { Ok(answer) });
         }
         let mut rpc = self.rpc.clone();
         let (peer, sidecar, limit) = (self.peer, Arc::clone(&self.sidecar), self.max_request_bytes);
@@ -370,6 +374,23 @@ pub fn has_sent(stream: &UnixStream) -> bool {
         )
     };
     n > 0
+}
+
+/// `GET /health`: 200 `ok` while the queue takes events; 503 with the
+/// reason while it does not (every call is then refused with
+/// `audit_unavailable`), so a liveness check sees a sidecar that can do
+/// nothing.
+fn health_answer(problem: Option<String>, forge: &str) -> HttpResponse {
+    match problem {
+        None => HttpResponse::new(HttpBody::from(format!("ok\n{forge}\n"))),
+        Some(reason) => {
+            let mut answer = HttpResponse::new(HttpBody::from(format!(
+                "unavailable: the audit queue takes no events ({reason}); every call is refused with audit_unavailable\n{forge}\n"
+            )));
+            *answer.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+            answer
+        }
+    }
 }
 
 /// Answer a connection over the cap at once and close it: `GET /health`

@@ -15,6 +15,7 @@ pub mod forge;
 pub mod forge_health;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod marker;
 pub mod mcp;
 pub mod read_guard;

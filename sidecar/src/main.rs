@@ -271,19 +271,11 @@ fn validated(args: &ConfigArgs, tokens: &TokenSource) -> Option<Config> {
     }
 }
 
-/// Log to stderr with FORGE_LOG's filter, or `default` without one.
+/// Log to stderr with FORGE_LOG's filter, or `default` without one; the
+/// HTTP client's wire-level targets stay off whatever it says.
 fn init_tracing(default: &str) -> Result<(), String> {
     let filter = std::env::var("FORGE_LOG").unwrap_or_else(|_| default.into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
-        format!("configuration error: FORGE_LOG: '{filter}' is not a valid filter ({e})")
-    })?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-    Ok(())
+    forge_sidecar::logging::init(&filter)
 }
 
 fn forge_for(config: &Config) -> Arc<dyn Forge> {
@@ -350,6 +342,7 @@ async fn serve(config: Config, probe_token_from: Option<String>) -> ExitCode {
         eprintln!("forge-sidecar: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    supervise_panics();
     // Install the handlers before the socket exists: a stop signal during
     // start-up then means a graceful stop, not the default (abrupt) exit.
     let stop = match stop_signal() {
@@ -398,6 +391,34 @@ async fn serve(config: Config, probe_token_from: Option<String>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// No thread dies in silence: a panic anywhere is logged (thread, place,
+/// message) and ends the process with exit code 70, but in the audit
+/// writer, whose end the server notices and answers with a graceful stop
+/// and an error exit of its own.
+fn supervise_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed").to_string();
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(thread = %name, %place, %message, "a thread panicked");
+        if name != "audit-writer" {
+            default(info);
+            tracing::error!("exiting: a sidecar thread panicked; restart the sidecar");
+            std::process::exit(70);
+        }
+    }));
 }
 
 /// Installs SIGTERM and SIGINT handlers; the future resolves on either,

@@ -171,10 +171,50 @@ fn not_pushed(head: &str, base: &str) -> RpcError {
     .with_data(serde_json::json!({ "branch": head, "base": base }))
 }
 
-/// Permission for one forge write, from [`ScopedForge::authorize`].
+/// The forge writes a [`WritePermit`] can pay for: a read or any other
+/// method cannot be named here, so none can reach the write path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `post_comment`.
+    Comment,
+    /// `update_description`.
+    Description,
+}
+
+impl WriteKind {
+    /// The RPC method of this write.
+    pub fn method(self) -> Method {
+        match self {
+            WriteKind::Comment => Method::PostComment,
+            WriteKind::Description => Method::UpdateDescription,
+        }
+    }
+}
+
+/// Permission for one forge write, from [`ScopedForge::authorize`]. It is
+/// neither `Clone` nor `Copy`, and [`ScopedForge::write`] and
+/// [`ScopedForge::release`] take it by value, so one budget unit pays for
+/// one write at most. Spending it twice does not compile:
+///
+/// ```compile_fail,E0382
+/// use forge_sidecar::scope::{ScopedForge, WritePermit};
+/// fn twice(forge: &ScopedForge, permit: WritePermit) {
+///     let _ = forge.write(permit, "", "");
+///     let _ = forge.write(permit, "", "");
+/// }
+/// ```
+///
+/// while spending it once does:
+///
+/// ```
+/// use forge_sidecar::scope::{ScopedForge, WritePermit};
+/// fn once(forge: &ScopedForge, permit: WritePermit) {
+///     let _ = forge.write(permit, "", "");
+/// }
+/// ```
 #[derive(Debug)]
 pub struct WritePermit {
-    method: Method,
+    kind: WriteKind,
     number: IssueNumber,
     body: Text,
     mode: DescriptionMode,
@@ -184,7 +224,7 @@ pub struct WritePermit {
 impl WritePermit {
     /// The method.
     pub fn method(&self) -> Method {
-        self.method
+        self.kind.method()
     }
 
     /// The target.
@@ -661,31 +701,27 @@ impl ScopedForge {
     /// write is not sent.
     pub fn authorize(
         &self,
-        method: Method,
+        kind: WriteKind,
         number: IssueNumber,
         body: Text,
     ) -> Result<WritePermit, RpcError> {
-        self.authorize_mode(method, number, body, None)
+        self.authorize_mode(kind, number, body, None)
     }
 
     /// [`ScopedForge::authorize`] with the mode of an `update_description`
     /// (`None`: replace), which must be one of `FORGE_DESCRIPTION_MODES`.
     pub fn authorize_mode(
         &self,
-        method: Method,
+        kind: WriteKind,
         number: IssueNumber,
         body: Text,
         mode: Option<DescriptionMode>,
     ) -> Result<WritePermit, RpcError> {
-        debug_assert!(matches!(
-            method,
-            Method::PostComment | Method::UpdateDescription
-        ));
         if !self.is_writable(number) {
             return Err(RpcError::scope_denied(number.get(), &self.writable()));
         }
         let mode = mode.unwrap_or_default();
-        if method == Method::UpdateDescription && !self.scope.description_modes.contains(&mode) {
+        if kind == WriteKind::Description && !self.scope.description_modes.contains(&mode) {
             let allowed: Vec<&str> = self
                 .scope
                 .description_modes
@@ -705,9 +741,9 @@ impl ScopedForge {
         if body.len() > self.scope.max_body_bytes {
             return Err(self.too_long(body.len(), "body"));
         }
-        let subject = match method {
-            Method::PostComment => format!("comment to #{}", number.get()),
-            _ => format!("description of #{}", number.get()),
+        let subject = match kind {
+            WriteKind::Comment => format!("comment to #{}", number.get()),
+            WriteKind::Description => format!("description of #{}", number.get()),
         };
         marker::refuse_claims(&subject, body.as_str()).map_err(|mut err| {
             err.data["number"] = number.get().into();
@@ -721,7 +757,7 @@ impl ScopedForge {
             })?;
         self.reserve_write()?;
         Ok(WritePermit {
-            method,
+            kind,
             number,
             body,
             mode,
@@ -744,24 +780,27 @@ impl ScopedForge {
 
     /// Spend a permit: send the write, its text carrying `marker`; a
     /// description is composed with `current` (the description now) as the
-    /// permit's mode says. Blocks.
+    /// permit's mode says. Blocks. The permit is consumed whatever the
+    /// outcome: a failed write was still sent.
     pub fn write(
         &self,
-        permit: &WritePermit,
+        permit: WritePermit,
         marker: &str,
         current: &str,
     ) -> Result<Written, ForgeError> {
-        let text = match permit.method {
-            Method::PostComment => marker::with_marker(permit.body.as_str(), marker),
-            _ => marker::compose(permit.mode, current, permit.body.as_str(), marker),
+        let text = match permit.kind {
+            WriteKind::Comment => marker::with_marker(permit.body.as_str(), marker),
+            WriteKind::Description => {
+                marker::compose(permit.mode, current, permit.body.as_str(), marker)
+            }
         };
         let text = Text::new(text).unwrap_or_else(|| permit.body.clone());
-        match permit.method {
-            Method::PostComment => self
+        match permit.kind {
+            WriteKind::Comment => self
                 .inner
                 .post_comment(permit.number, &text)
                 .map(Written::Comment),
-            _ => self
+            WriteKind::Description => self
                 .inner
                 .update_description(permit.number, &text)
                 .map(Written::Description),
@@ -803,7 +842,7 @@ mod tests {
     fn writes_outside_scope_are_denied_naming_the_set() {
         let f = scoped(5);
         let err = f
-            .authorize(Method::PostComment, n(500), text("hi"))
+            .authorize(WriteKind::Comment, n(500), text("hi"))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::ScopeDenied);
         assert!(
@@ -819,16 +858,16 @@ mod tests {
         let f = scoped(1);
         let err = f
             .authorize(
-                Method::PostComment,
+                WriteKind::Comment,
                 n(17),
                 text(&"far too long a body ".repeat(4)),
             )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
-        let permit = f.authorize(Method::PostComment, n(17), text("ok")).unwrap();
+        let permit = f.authorize(WriteKind::Comment, n(17), text("ok")).unwrap();
         assert_eq!(f.writes_left(), 0);
         let err = f
-            .authorize(Method::UpdateDescription, n(18), text("ok"))
+            .authorize(WriteKind::Description, n(18), text("ok"))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
         f.release(permit);
@@ -838,7 +877,7 @@ mod tests {
     #[test]
     fn every_text_is_checked_for_what_it_makes_the_forge_do() {
         let f = scoped(5);
-        for method in [Method::PostComment, Method::UpdateDescription] {
+        for method in [WriteKind::Comment, WriteKind::Description] {
             for body in [
                 "Closes #500",
                 "fixes acme/widgets#500",
@@ -858,7 +897,7 @@ mod tests {
         }
         assert_eq!(f.writes_left(), 5, "a refused text must not use the budget");
         let permit = f
-            .authorize(Method::PostComment, n(17), text("Closes #17; see #500"))
+            .authorize(WriteKind::Comment, n(17), text("Closes #17; see #500"))
             .unwrap();
         assert_eq!(permit.findings().closing.len(), 1);
         assert_eq!(permit.findings().foreign_refs[0].to_string(), "#500");
@@ -1018,11 +1057,11 @@ mod tests {
     fn permits_write_through() {
         let f = scoped(2);
         let permit = f
-            .authorize(Method::PostComment, n(18), text("done"))
+            .authorize(WriteKind::Comment, n(18), text("done"))
             .unwrap();
         let marker = "<!-- forge-sidecar:write s/1 -->";
         assert!(
-            matches!(f.write(&permit, marker, ""), Ok(Written::Comment(c)) if c.body == format!("done\n\n{marker}"))
+            matches!(f.write(permit, marker, ""), Ok(Written::Comment(c)) if c.body == format!("done\n\n{marker}"))
         );
     }
 
@@ -1033,7 +1072,7 @@ mod tests {
         let f = ScopedForge::new(Arc::new(MemoryForge::seeded("acme", "widgets")), scope);
         for mode in [None, Some(DescriptionMode::Replace)] {
             let err = f
-                .authorize_mode(Method::UpdateDescription, n(17), text("x"), mode)
+                .authorize_mode(WriteKind::Description, n(17), text("x"), mode)
                 .unwrap_err();
             assert_eq!(err.code, ErrorCode::ScopeDenied);
             assert!(
@@ -1045,7 +1084,7 @@ mod tests {
         }
         let permit = f
             .authorize_mode(
-                Method::UpdateDescription,
+                WriteKind::Description,
                 n(17),
                 text("x"),
                 Some(DescriptionMode::Append),
@@ -1054,7 +1093,7 @@ mod tests {
         assert_eq!(permit.mode(), DescriptionMode::Append);
         let err = f
             .authorize(
-                Method::PostComment,
+                WriteKind::Comment,
                 n(17),
                 text("<!-- forge-sidecar:write s/9 -->"),
             )
@@ -1191,12 +1230,12 @@ mod tests {
                 let forge = ScopedForge::new(recording.clone(), scope);
                 let mut escaping = std::collections::HashSet::new();
                 for (comment, number, (body, escapes)) in calls {
-                    let method = if comment { Method::PostComment } else { Method::UpdateDescription };
+                    let method = if comment { WriteKind::Comment } else { WriteKind::Description };
                     if escapes {
                         escaping.insert(body.clone());
                     }
                     if let Ok(permit) = forge.authorize(method, n(number), text(&body)) {
-                        let _ = forge.write(&permit, "<!-- forge-sidecar:write s/1 -->", "");
+                        let _ = forge.write(permit, "<!-- forge-sidecar:write s/1 -->", "");
                     }
                 }
                 let writes = recording.0.lock().unwrap().clone();

@@ -27,7 +27,7 @@ use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::audit::AuditWriter;
+use crate::audit::{AuditHealth, AuditWriter};
 use crate::config::Config;
 use crate::fds;
 use crate::flood::FLUSH_INTERVAL;
@@ -113,6 +113,7 @@ impl Server {
                     key: key.clone(),
                     repository: format!("{}/{}", config.owner, config.repo),
                     issue: config.issue.get(),
+                    run: config.run_id.clone(),
                 })
             }
             None => queue,
@@ -207,8 +208,13 @@ impl Server {
             config,
             max_connections,
         } = self;
-        let heartbeat = Heartbeat::start(Arc::clone(sidecar.queue()), config.heartbeat)
-            .context("start the heartbeat thread")?;
+        let health = Arc::clone(sidecar.audit_health());
+        let heartbeat = Heartbeat::start(
+            Arc::clone(sidecar.queue()),
+            Arc::clone(&health),
+            config.heartbeat,
+        )
+        .context("start the heartbeat thread")?;
         let flusher = tokio::spawn(flush_coalesced(Arc::clone(&sidecar)));
         let (stop_handle, server_handle) = stop_channel();
         let mut methods = RpcHandler::new(Arc::clone(&sidecar)).into_rpc();
@@ -263,8 +269,33 @@ impl Server {
                 sidecar.refuse("(connection)", err, peer).await;
             });
         };
+        // When the audit writer ends, the sidecar keeps answering (`/health`
+        // 503 with the reason, every call `audit_unavailable`) for three
+        // heartbeat intervals, the host's staleness limit, so its checks
+        // see why; then (or at a stop signal) it stops as gracefully as the
+        // state allows and exits with an error.
+        let watched = Arc::clone(&health);
+        let window = 3 * config.heartbeat;
+        let stop = async move {
+            tokio::pin!(shutdown);
+            tokio::select! {
+                reason = &mut shutdown => reason,
+                ended = watched.wait_ended() => {
+                    tracing::error!(
+                        reason = %ended,
+                        exit_in_secs = window.as_secs(),
+                        "the audit writer ended: refusing every call, then exiting with an error"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(window) => {}
+                        _ = &mut shutdown => {}
+                    }
+                    format!("the audit writer ended: {ended}")
+                }
+            }
+        };
         let mut accepting = Listener::new(listener, max_connections, serve, refuse);
-        let reason = accepting.run(shutdown).await;
+        let reason = accepting.run(stop).await;
         let connections = accepting.stop();
         tracing::info!(%reason, in_flight = connections.len(), "stopping");
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -282,10 +313,17 @@ impl Server {
         }
         flusher.abort();
         heartbeat.stop();
-        sidecar
+        let ended = sidecar
             .end(&reason)
             .await
-            .context("write session_end to the queue")?;
+            .context("write session_end to the queue");
+        if let Some(ended) = health.ended() {
+            let fatal = format!("the audit writer ended: {ended}");
+            anyhow::bail!(
+                "{fatal}; no session_end could be written; restart the sidecar once the queue directory is back"
+            );
+        }
+        ended?;
         tracing::info!(session = sidecar.session(), "stopped");
         Ok(())
     }
@@ -312,22 +350,36 @@ async fn flush_coalesced(sidecar: Arc<Sidecar>) {
 }
 
 /// The heartbeat thread: replaces the heartbeat file every interval, on a
-/// thread of its own.
+/// thread of its own, while the audit writer lives; once it has ended the
+/// beat stops, so the host's liveness check sees a sidecar that can audit
+/// nothing as dead.
 struct Heartbeat {
     stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Heartbeat {
-    fn start(queue: Arc<QueueWriter>, every: Duration) -> std::io::Result<Heartbeat> {
+    fn start(
+        queue: Arc<QueueWriter>,
+        health: Arc<AuditHealth>,
+        every: Duration,
+    ) -> std::io::Result<Heartbeat> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("heartbeat".into())
             .spawn(move || {
                 loop {
                     let started = Instant::now();
-                    if let Err(e) = queue.heartbeat() {
-                        tracing::warn!(cause = %e, "heartbeat not written");
+                    if let Some(reason) = health.ended() {
+                        tracing::error!(%reason, "heartbeat stopped: the audit writer ended");
+                        return;
+                    }
+                    match queue.heartbeat() {
+                        Ok(()) => health.note_write(Ok(())),
+                        Err(e) => {
+                            tracing::warn!(cause = %e, "heartbeat not written");
+                            health.note_write(Err(e.to_string()));
+                        }
                     }
                     let wait = every.saturating_sub(started.elapsed());
                     match stopped.recv_timeout(wait) {

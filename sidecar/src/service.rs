@@ -52,7 +52,7 @@ use crate::marker;
 use crate::read_guard::cursor::List;
 use crate::read_guard::{ReadConfig, ReadGuard};
 use crate::resolve::{self, Found, Unreadable};
-use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
+use crate::scope::{Growth, ScopedForge, WriteKind, Written as ForgeWrite};
 
 /// Most forge calls in flight at once; further calls wait for a slot. With
 /// the forge response cap this bounds the memory forge answers can take.
@@ -196,6 +196,12 @@ impl Sidecar {
     /// The queue writer (for the heartbeat).
     pub fn queue(&self) -> &Arc<QueueWriter> {
         self.audit.queue()
+    }
+
+    /// Whether the queue takes events: what `/health`, the heartbeat and
+    /// the run loop watch.
+    pub fn audit_health(&self) -> &Arc<crate::audit::AuditHealth> {
+        self.audit.health()
     }
 
     /// Write `session_start`.
@@ -677,7 +683,7 @@ impl Sidecar {
         body: Text,
         peer: Option<Peer>,
     ) -> Result<Comment, RpcError> {
-        match self.write(Method::PostComment, n, body, None, peer).await? {
+        match self.write(WriteKind::Comment, n, body, None, peer).await? {
             ForgeWrite::Comment(c) => Ok(c),
             ForgeWrite::Description(_) => Err(RpcError::new(
                 ErrorCode::Internal,
@@ -696,7 +702,7 @@ impl Sidecar {
         peer: Option<Peer>,
     ) -> Result<Updated, RpcError> {
         match self
-            .write(Method::UpdateDescription, n, body, mode, peer)
+            .write(WriteKind::Description, n, body, mode, peer)
             .await?
         {
             ForgeWrite::Description(u) => Ok(u),
@@ -833,17 +839,16 @@ impl Sidecar {
 
     async fn write(
         &self,
-        method: Method,
+        kind: WriteKind,
         n: IssueNumber,
         body: Text,
         mode: Option<DescriptionMode>,
         peer: Option<Peer>,
     ) -> Result<ForgeWrite, RpcError> {
-        let mut call = self.begin(method.name(), Some(n), peer);
-        let noun = if method == Method::PostComment {
-            "comment to"
-        } else {
-            "description update of"
+        let mut call = self.begin(kind.method().name(), Some(n), peer);
+        let noun = match kind {
+            WriteKind::Comment => "comment to",
+            WriteKind::Description => "description update of",
         };
         if !self.forge.is_writable(n)
             && let Ok(Some(growth)) = self.on_scoped(move |f| Ok(f.discover(n))).await
@@ -854,16 +859,16 @@ impl Sidecar {
                 "nothing was sent to the forge; try again later",
             ));
         }
-        let permit = match self.forge.authorize_mode(method, n, body, mode) {
+        let permit = match self.forge.authorize_mode(kind, n, body, mode) {
             Ok(permit) => permit,
             Err(e) => {
                 let summary = format!("denied {noun} #{}: {}", n.get(), reason(&e));
                 return self.finish(call, Err(e), summary, Audit::WithinRate).await;
             }
         };
-        let mode = (method == Method::UpdateDescription).then(|| permit.mode());
+        let mode = (kind == WriteKind::Description).then(|| permit.mode());
         let fingerprint = marker::fingerprint(&[
-            method.name(),
+            kind.method().name(),
             &n.get().to_string(),
             mode.map_or("", DescriptionMode::as_str),
             permit.body(),
@@ -888,7 +893,7 @@ impl Sidecar {
             }
         }
         // A description is composed with the one there now, which the op keeps.
-        let current = if method == Method::UpdateDescription {
+        let current = if kind == WriteKind::Description {
             match self.on_forge(move |f| f.read_issue(n)).await {
                 Ok(issue) => issue.body,
                 Err(e) => {
@@ -904,7 +909,7 @@ impl Sidecar {
         } else {
             String::new()
         };
-        if method == Method::UpdateDescription {
+        if kind == WriteKind::Description {
             call.previous_body = Some(marker::previous_body(&current));
         }
         // Never closed, so acquiring cannot fail.
@@ -949,7 +954,7 @@ impl Sidecar {
             .map(WriteKey::marker)
             .unwrap_or_default();
         let result =
-            tokio::task::spawn_blocking(move || forge.write(&permit, &marker_text, &current))
+            tokio::task::spawn_blocking(move || forge.write(permit, &marker_text, &current))
                 .await
                 .unwrap_or_else(|e| {
                     Err(ForgeError::Unavailable(format!(
@@ -980,23 +985,25 @@ impl Sidecar {
             Some(m) if m != DescriptionMode::Replace => format!(" ({m})"),
             _ => String::new(),
         };
-        let summary = match (&result, method) {
-            (Ok(_), Method::PostComment) if !closing.is_empty() => {
+        let summary = match (&result, kind) {
+            (Ok(_), WriteKind::Comment) if !closing.is_empty() => {
                 format!("posted comment to #{} ({})", n.get(), closing.join(", "))
             }
-            (Ok(_), Method::PostComment) => format!("posted comment to #{}", n.get()),
-            (Ok(_), _) if !closing.is_empty() => {
+            (Ok(_), WriteKind::Comment) => format!("posted comment to #{}", n.get()),
+            (Ok(_), WriteKind::Description) if !closing.is_empty() => {
                 format!(
                     "updated description of #{}{mode_note} ({})",
                     n.get(),
                     closing.join(", ")
                 )
             }
-            (Ok(_), _) => format!("updated description of #{}{mode_note}", n.get()),
-            (Err(e), Method::PostComment) => {
+            (Ok(_), WriteKind::Description) => {
+                format!("updated description of #{}{mode_note}", n.get())
+            }
+            (Err(e), WriteKind::Comment) => {
                 format!("failed to post comment to #{}: {}", n.get(), reason(e))
             }
-            (Err(e), _) => format!(
+            (Err(e), WriteKind::Description) => format!(
                 "failed to update description of #{}: {}",
                 n.get(),
                 reason(e)

@@ -1289,7 +1289,7 @@ fn load_only(rt: &Runtime, opts: &Opts, spec: &str) {
         None => Sidecar::memory(&bins.sidecar, &opts.tmpfs),
         Some(gitea) => {
             let token_file = token_dir.path().join("token");
-            fs::write(&token_file, gitea.token()).expect("token");
+            forge_e2e::sidecar::write_token(&token_file, gitea.token());
             let mut env = gitea_env(gitea, &token_file);
             env.push(("FORGE_LOG".into(), "info".into()));
             Sidecar::start(&bins.sidecar, &opts.tmpfs, &[], &env)
@@ -1462,6 +1462,7 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     let checkpoint = Checkpoint {
         repository: format!("{OWNER}/{REPO}"),
         issue: ASSIGNED_ISSUE,
+        run: None,
         session: "20261125T120000.000Z-0a1b2c".into(),
         events: 1234,
         last: "3a".repeat(32),
@@ -1486,6 +1487,7 @@ fn signed(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
                 key: key.clone(),
                 repository: format!("{OWNER}/{REPO}"),
                 issue: ASSIGNED_ISSUE,
+                run: None,
             });
         writer
             .append(EventBody::Intent(forge_protocol::event::Intent {
@@ -1620,7 +1622,7 @@ fn added_latency(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
         let gitea = FakeGitea::start();
         let token_dir = tempfile::tempdir_in(root).expect("tempdir");
         let token_file = token_dir.path().join("token");
-        fs::write(&token_file, gitea.token()).expect("token");
+        forge_e2e::sidecar::write_token(&token_file, gitea.token());
         let mut env = gitea_env(&gitea, &token_file);
         env.push(("FORGE_LOG".into(), "info".into()));
         let mut sidecar = Sidecar::start(&bins.sidecar, root, &[], &env);
@@ -2179,7 +2181,7 @@ fn limits(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     let gitea = FakeGitea::start();
     let token_dir = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
     let token_file = token_dir.path().join("token");
-    fs::write(&token_file, gitea.token()).expect("token");
+    forge_e2e::sidecar::write_token(&token_file, gitea.token());
     let mut env = gitea_env(&gitea, &token_file);
     env.push(("FORGE_LOG".into(), "warn".into()));
     env.push(("FORGE_HTTP_TIMEOUT_SECS".into(), "120".into()));

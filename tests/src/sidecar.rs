@@ -109,6 +109,21 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Write `token` to `path` readable by its owner only (mode 0600), as the
+/// sidecar requires of a token file.
+pub fn write_token(path: &Path, token: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::remove_file(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .unwrap_or_else(|e| panic!("writing the token file {}: {e}", path.display()));
+}
+
 /// The newest source file (`.rs` or `Cargo.toml`) of the crates binary
 /// `name` is built from, with its modification time.
 fn newest_source(name: &str) -> Option<(std::time::SystemTime, PathBuf)> {
@@ -186,7 +201,7 @@ impl SidecarProcess {
     pub fn against(gitea: &FakeGitea, extra: &[(&str, &str)]) -> SidecarProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
-        fs::write(&token_file, gitea.token()).expect("write token");
+        write_token(&token_file, gitea.token());
         let mut env = gitea_env(gitea, &token_file);
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         SidecarProcess::start_in(dir, &[], &env)
@@ -338,6 +353,26 @@ impl SidecarProcess {
                 let _ = child.kill();
                 panic!(
                     "forge-sidecar did not stop after SIG{signal}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait (up to `limit`) for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "forge-sidecar did not exit within {limit:?}:\n{}",
                     self.log()
                 );
             }

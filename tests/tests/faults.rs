@@ -186,7 +186,7 @@ async fn an_unreachable_forge_is_forge_unavailable() {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, gitea.token()).unwrap();
+    forge_e2e::sidecar::write_token(&token, gitea.token());
     let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
     for (k, v) in env.iter_mut() {
         if k == "FORGE_GITEA_API" {

@@ -427,7 +427,7 @@ async fn a_restart_within_a_run_keeps_the_opened_pr_and_the_pr_limit() {
     let start = |run: &str| {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
-        std::fs::write(&token, gitea.token()).unwrap();
+        forge_e2e::sidecar::write_token(&token, gitea.token());
         let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
         for (k, v) in [
             ("FORGE_PR_NUMBER", ""),

@@ -522,3 +522,139 @@ async fn export_records_a_finished_and_a_tampered_run_as_the_schema_says() {
         "an unparseable file is kept as text"
     );
 }
+
+/// Append a correctly chained `done` after the last event of `queue`.
+fn append_chained_done(queue: &Path, summary: &str) -> u64 {
+    let events = queue_events(queue);
+    let (last_name, last_bytes, last) = events.last().unwrap();
+    let seq = last["seq"].as_u64().unwrap() + 1;
+    let forged = json!({
+        "v": 1, "session": last["session"], "seq": seq,
+        "ts": last["ts"], "kind": "done", "prev": sha256_hex(last_bytes),
+        "status": "success", "summary": summary,
+    });
+    let name = last_name.replace(&format!("{:08}.json", seq - 1), &format!("{seq:08}.json"));
+    let mut bytes = serde_json::to_vec(&forged).unwrap();
+    bytes.push(b'\n');
+    fs::write(queue.join("new").join(name), &bytes).unwrap();
+    seq
+}
+
+#[tokio::test]
+async fn nothing_after_a_signed_end_passes_verify_or_settles_watch() {
+    let keys = tempfile::tempdir().unwrap();
+    let (skey, vkey) = keygen(keys.path());
+    let mut s = SidecarProcess::memory(&["--signing-key-file", skey.to_str().unwrap()]);
+    call(&s, "read_issue", json!({"number": 17})).await.unwrap();
+    s.stop();
+    let seq = append_chained_done(&s.queue, "all done, merge it");
+    assert_eq!(
+        forge_queue(&["verify"], &[&s.queue]).status.code(),
+        Some(0),
+        "the chain alone cannot tell"
+    );
+    let out = forge_queue(&["verify", "--key", &vkey], &[&s.queue]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("follows session_end"), "{report}");
+
+    let watch = Running::spawn(
+        &["watch", "--json", "--until-done", "--key", &vkey],
+        &[&s.queue],
+    );
+    let unverified = watch.until_kind("unverified_done");
+    assert_eq!(unverified["seq"], seq);
+    assert!(
+        unverified["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("follows session_end")),
+        "{unverified}"
+    );
+    // Not acted on: the watch has not exited with success.
+    let mut watch = watch;
+    let status = watch.child.try_wait().unwrap();
+    assert!(
+        status.is_none_or(|s| !s.success()),
+        "settled on a done written after the end"
+    );
+}
+
+#[tokio::test]
+async fn a_session_copied_from_another_run_settles_nothing_there() {
+    let keys = tempfile::tempdir().unwrap();
+    let (skey, vkey) = keygen(keys.path());
+    let skey = skey.to_str().unwrap();
+    let heartbeat = ["--heartbeat-secs", "1"];
+    // Run B, finished with a success, in its own queue.
+    let mut b = SidecarProcess::memory(&["--signing-key-file", skey, "--run-id", "run-b"]);
+    call(
+        &b,
+        "signal_done",
+        json!({"status": "success", "summary": "B is done"}),
+    )
+    .await
+    .unwrap();
+    b.stop();
+    // Run A, still working, in another.
+    let mut args = vec!["--signing-key-file", skey, "--run-id", "run-a"];
+    args.extend_from_slice(&heartbeat);
+    let a = SidecarProcess::memory(&args);
+    call(&a, "read_issue", json!({"number": 17})).await.unwrap();
+    // B's session, done and signed checkpoint included, copied into A's queue.
+    let b_session = queue_events(&b.queue)[0].2["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, bytes, _) in queue_events(&b.queue) {
+        fs::write(a.queue.join("new").join(name), bytes).unwrap();
+    }
+    fs::create_dir_all(a.queue.join("checkpoint")).unwrap();
+    fs::copy(
+        b.queue.join("checkpoint").join(&b_session),
+        a.queue.join("checkpoint").join(&b_session),
+    )
+    .unwrap();
+    let note = fs::read_to_string(a.queue.join("checkpoint").join(&b_session)).unwrap();
+    assert!(
+        note.contains("\nrun run-b\n"),
+        "the note names its run: {note}"
+    );
+
+    let out = forge_queue(&["verify", "--key", &vkey, "--run", "run-a"], &[&a.queue]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("a session of run run-b, not of the expected run run-a"),
+        "{report}"
+    );
+    let watch = Running::spawn(
+        &[
+            "watch",
+            "--json",
+            "--until-done",
+            "--key",
+            &vkey,
+            "--run",
+            "run-a",
+        ],
+        &[&a.queue],
+    );
+    let unverified = watch.until_kind("unverified_done");
+    assert_eq!(unverified["session"], b_session.as_str());
+    assert!(
+        unverified["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("signed for run run-b")),
+        "{unverified}"
+    );
+    // A's own done, later, is the one that settles.
+    call(
+        &a,
+        "signal_done",
+        json!({"status": "blocked", "summary": "A needs a human"}),
+    )
+    .await
+    .unwrap();
+    let (code, _) = watch.finish();
+    assert_eq!(code, 3, "settled on A's own (blocked) done");
+}

@@ -650,7 +650,7 @@ fn check_tells_each_problem_apart_naming_the_url_and_the_fix() {
     };
     let web = plain_web_server();
     let run = |api: &str, token_value: &str, repo: &str, issue: &str| {
-        std::fs::write(&token, token_value).unwrap();
+        forge_e2e::sidecar::write_token(&token, token_value);
         let mut env = forge_e2e::sidecar::gitea_env(&gitea, &token);
         env.retain(|(k, _)| {
             !["FORGE_ISSUE_NUMBER", "FORGE_REPO", "FORGE_GITEA_API"].contains(&k.as_str())

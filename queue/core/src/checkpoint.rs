@@ -15,13 +15,17 @@
 //! forge-sidecar checkpoint v1
 //! repository acme/widgets
 //! issue 17
+//! run build-4711
 //! session 20261125T120000.000Z-0a1b2c
 //! events 12
 //! last 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b
 //! time 2026-11-25T12:00:05.123Z
 //! ```
 //!
-//! `events` is the number of event files of the session (seq 0 to
+//! `run` is the host's run id (`FORGE_RUN_ID`), the line absent when the
+//! sidecar was given none: a checkpoint binds its session to one run, so a
+//! session copied into another run's queue is told apart (its `done`
+//! settles nothing there). `events` is the number of event files of the session (seq 0 to
 //! `events - 1`), `last` the lower-case hex SHA-256 of the exact bytes of
 //! event `events - 1`, `time` when it was signed (RFC 3339 UTC, ms).
 
@@ -46,6 +50,9 @@ pub struct Checkpoint {
     pub repository: String,
     /// The assigned issue.
     pub issue: u64,
+    /// The host's run id, if the sidecar was given one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// The session.
     pub session: String,
     /// Event files of the session covered: seq 0 to `events - 1`.
@@ -62,8 +69,16 @@ impl Checkpoint {
         let mut s = String::with_capacity(256);
         let _ = write!(
             s,
-            "{HEADER}\nrepository {}\nissue {}\nsession {}\nevents {}\nlast {}\ntime {}\n",
-            self.repository, self.issue, self.session, self.events, self.last, self.time
+            "{HEADER}\nrepository {}\nissue {}\n",
+            self.repository, self.issue
+        );
+        if let Some(run) = &self.run {
+            let _ = writeln!(s, "run {run}");
+        }
+        let _ = write!(
+            s,
+            "session {}\nevents {}\nlast {}\ntime {}\n",
+            self.session, self.events, self.last, self.time
         );
         s
     }
@@ -79,17 +94,20 @@ impl Checkpoint {
         Checkpoint::parse(text).map_err(CheckpointError::Text)
     }
 
-    /// Parse a checkpoint text: exactly the seven lines, in order, each
-    /// value in its one canonical form.
+    /// Parse a checkpoint text: exactly the seven lines (eight with `run`),
+    /// in order, each value in its one canonical form.
     pub fn parse(text: &str) -> Result<Checkpoint, String> {
         let mut lines = text
             .strip_suffix('\n')
             .ok_or("the text does not end in a newline")?
-            .split('\n');
+            .split('\n')
+            .peekable();
         if lines.next() != Some(HEADER) {
             return Err(format!("the first line is not {HEADER:?}"));
         }
-        let mut field = |key: &str| -> Result<String, String> {
+        let field = |lines: &mut std::iter::Peekable<std::str::Split<'_, char>>,
+                     key: &str|
+         -> Result<String, String> {
             let line = lines.next().ok_or(format!("no {key} line"))?;
             line.strip_prefix(key)
                 .and_then(|v| v.strip_prefix(' '))
@@ -103,12 +121,16 @@ impl Checkpoint {
                 .filter(|n| *n > 0 && n.to_string() == v)
                 .ok_or(format!("{key} {v:?} is not a positive number"))
         };
-        let repository = field("repository")?;
-        let issue = number(field("issue")?, "issue")?;
-        let session = field("session")?;
-        let events = number(field("events")?, "events")?;
-        let last = field("last")?;
-        let time = field("time")?;
+        let repository = field(&mut lines, "repository")?;
+        let issue = number(field(&mut lines, "issue")?, "issue")?;
+        let run = match lines.peek() {
+            Some(line) if line.starts_with("run ") => Some(field(&mut lines, "run")?),
+            _ => None,
+        };
+        let session = field(&mut lines, "session")?;
+        let events = number(field(&mut lines, "events")?, "events")?;
+        let last = field(&mut lines, "last")?;
+        let time = field(&mut lines, "time")?;
         if lines.next().is_some() {
             return Err("more lines than a checkpoint has".into());
         }
@@ -117,6 +139,11 @@ impl Checkpoint {
             .is_some_and(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
         {
             return Err(format!("repository {repository:?} is not owner/repo"));
+        }
+        if let Some(run) = &run
+            && !is_run_id(run)
+        {
+            return Err(format!("run {run:?} is not a run id"));
         }
         if !is_session_id(&session) {
             return Err(format!("session {session:?} is not a session id"));
@@ -134,6 +161,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             repository,
             issue,
+            run,
             session,
             events,
             last,
@@ -145,6 +173,15 @@ impl Checkpoint {
     pub fn last_seq(&self) -> u64 {
         self.events - 1
     }
+}
+
+/// Whether `id` is a run id: 1 to 128 letters, digits, `-`, `_`, `.`, `:`
+/// (what the sidecar accepts as `FORGE_RUN_ID`).
+pub fn is_run_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Why a checkpoint file was refused.
@@ -177,6 +214,8 @@ pub struct CheckpointSigner {
     pub repository: String,
     /// The assigned issue.
     pub issue: u64,
+    /// The host's run id, if the sidecar was given one.
+    pub run: Option<String>,
 }
 
 #[cfg(test)]
@@ -187,6 +226,7 @@ mod tests {
         Checkpoint {
             repository: "acme/widgets".into(),
             issue: 17,
+            run: None,
             session: "20261125T120000.000Z-0a1b2c".into(),
             events: 12,
             last: "3a".repeat(32),
@@ -206,6 +246,29 @@ mod tests {
             Checkpoint::open(note.as_bytes(), &other),
             Err(CheckpointError::Note(NoteError::NotSigned(_)))
         ));
+    }
+
+    #[test]
+    fn the_run_line_is_signed_and_parsed_when_there_is_a_run() {
+        let with_run = Checkpoint {
+            run: Some("build-4711".into()),
+            ..sample()
+        };
+        let text = with_run.text();
+        assert!(
+            text.contains("issue 17\nrun build-4711\nsession "),
+            "{text}"
+        );
+        assert_eq!(Checkpoint::parse(&text).unwrap(), with_run);
+        assert!(!sample().text().contains("\nrun "));
+        for bad in [
+            text.replace("run build-4711", "run "),
+            text.replace("run build-4711", "run a b"),
+            text.replace("run build-4711", "run a/b"),
+            text.replace("issue 17\nrun build-4711", "run build-4711\nissue 17"),
+        ] {
+            assert!(Checkpoint::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -35,15 +35,38 @@ pub fn stage(tmp_dir: &Path, dest_dir: &Path, name: &str, bytes: &[u8]) -> Resul
     result
 }
 
-/// Atomically replace `path` with `bytes` (staged as `tmp`, then renamed).
+/// Atomically and durably replace `path` with `bytes` (staged as `tmp`,
+/// then renamed over it).
 ///
-/// For state files such as the heartbeat: readers see the old or the new
-/// content, never a mix. The data is fsynced before the rename.
+/// For state files such as the heartbeat and a session's checkpoint:
+/// readers see the old or the new content, never a mix. The data is
+/// fsynced before the rename, and the directory of `path` after it (and
+/// that of `tmp` when it differs, so the staging name's removal is durable
+/// too), so once this returns the new content survives a crash. On error
+/// before the rename, `path` keeps its old content and the staging file is
+/// removed.
 pub fn replace(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), QueueError> {
-    let mut f = File::create(tmp).map_err(QueueError::io("create", tmp))?;
-    f.write_all(bytes).map_err(QueueError::io("write", tmp))?;
-    f.sync_all().map_err(QueueError::io("fsync", tmp))?;
-    fs::rename(tmp, path).map_err(QueueError::io("rename", path))
+    let write = || -> Result<(), QueueError> {
+        let mut f = File::create(tmp).map_err(QueueError::io("create", tmp))?;
+        f.write_all(bytes).map_err(QueueError::io("write", tmp))?;
+        f.sync_all().map_err(QueueError::io("fsync", tmp))
+    };
+    if let Err(e) = write() {
+        // A staging file left by a failed write (a full disk, say) is
+        // removed at once, so it holds no space; tmp/ is cleared at start
+        // in any case.
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    fs::rename(tmp, path).map_err(QueueError::io("rename", path))?;
+    let (dest_dir, tmp_dir) = (path.parent(), tmp.parent());
+    if let Some(dir) = dest_dir {
+        sync_dir(dir)?;
+    }
+    if let Some(dir) = tmp_dir.filter(|d| Some(*d) != dest_dir) {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// fsync a directory, making the entries created in it durable.
@@ -73,6 +96,25 @@ mod tests {
             0,
             "staging file left behind"
         );
+    }
+
+    #[test]
+    fn replace_swaps_the_content_and_leaves_no_staging_file() {
+        let root = tempfile::tempdir().unwrap();
+        let (tmp, state) = (root.path().join("tmp"), root.path().join("state"));
+        fs::create_dir(&tmp).unwrap();
+        fs::create_dir(&state).unwrap();
+        let (staged, path) = (tmp.join("beat"), state.join("beat"));
+        replace(&staged, &path, b"one").unwrap();
+        replace(&staged, &path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert!(!staged.exists());
+        // A directory in the way: nothing staged stays behind, the old content stands.
+        let blocked = state.join("dir");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"x").unwrap();
+        replace(&staged, &blocked, b"three").unwrap_err();
+        assert!(blocked.is_dir());
     }
 
     #[test]

@@ -135,6 +135,21 @@ pub enum ProblemKind {
         /// Events the checkpoint covers.
         events: u64,
     },
+    /// An event after `session_end`: the sidecar writes nothing after it,
+    /// so this was added to the queue afterwards.
+    AfterEnd {
+        /// The seq of `session_end`.
+        end: u64,
+    },
+    /// A session of another run than the one the host expects here (a
+    /// session copied from another run's queue, say): its `done` settles
+    /// nothing for this run.
+    ForeignRun {
+        /// The run the host expects.
+        expected: String,
+        /// The run the session's signed start names (none: no run).
+        found: Option<String>,
+    },
 }
 
 impl fmt::Display for ProblemKind {
@@ -211,6 +226,15 @@ impl fmt::Display for ProblemKind {
             ProblemKind::SessionMissing { events } => write!(
                 f,
                 "a signed checkpoint counts {events} events of this session, which is gone from the queue"
+            ),
+            ProblemKind::AfterEnd { end } => write!(
+                f,
+                "follows session_end (seq {end}), after which the sidecar writes nothing: it was added to the queue afterwards, and nothing in it is the sidecar's"
+            ),
+            ProblemKind::ForeignRun { expected, found } => write!(
+                f,
+                "a session of run {}, not of the expected run {expected}: it was copied from another run's queue, and its done settles nothing here",
+                found.as_deref().unwrap_or("(none)")
             ),
         }
     }
@@ -405,6 +429,19 @@ pub fn verify_dir_signed(
     key: &VerifierKey,
     state: Option<&HostState>,
 ) -> Result<DirVerification, QueueError> {
+    verify_dir_signed_for_run(dir, key, state, None)
+}
+
+/// [`verify_dir_signed`], and with `run`, every session must belong to
+/// that run (its signed `session_start` names it): one of another run is a
+/// [`ProblemKind::ForeignRun`]. Whatever the run, an event after a
+/// session's `session_end` is a [`ProblemKind::AfterEnd`].
+pub fn verify_dir_signed_for_run(
+    dir: &Path,
+    key: &VerifierKey,
+    state: Option<&HostState>,
+    run: Option<&str>,
+) -> Result<DirVerification, QueueError> {
     let queue = QueueDir::new(dir);
     let mut dir_problems = Vec::new();
     let newest = newest_checkpoints(&queue, key, state, &mut dir_problems)?;
@@ -438,6 +475,21 @@ pub fn verify_dir_signed(
             && newest.is_some()
         {
             problem(end_label.clone(), ProblemKind::EndUnsigned);
+        }
+        if let (Some((end, _)), Some((_, after))) = (&found.end, &found.after_end) {
+            problem(after.clone(), ProblemKind::AfterEnd { end: *end });
+        }
+        if let Some(expected) = run {
+            let found_run = found.start.as_ref().and_then(|(_, _, r)| r.clone());
+            if found_run.as_deref() != Some(expected) {
+                problem(
+                    label.clone(),
+                    ProblemKind::ForeignRun {
+                        expected: expected.to_string(),
+                        found: found_run,
+                    },
+                );
+            }
         }
         chain.signature = Some(Coverage {
             uncovered: chain.events.saturating_sub(covered),
@@ -490,14 +542,18 @@ fn problem_for_tail(
         ),
         Some(_) => {}
     }
-    if let Some((repository, issue)) = &found.start
-        && (*repository != cp.repository || *issue != cp.issue)
+    if let Some((repository, issue, run)) = &found.start
+        && (*repository != cp.repository || *issue != cp.issue || *run != cp.run)
     {
+        let named = |repository: &str, issue: u64, run: &Option<String>| match run {
+            Some(run) => format!("{repository}#{issue} (run {run})"),
+            None => format!("{repository}#{issue}"),
+        };
         problem(
             label.to_string(),
             ProblemKind::Foreign {
-                checkpoint: format!("{}#{}", cp.repository, cp.issue),
-                start: format!("{repository}#{issue}"),
+                checkpoint: named(&cp.repository, cp.issue, &cp.run),
+                start: named(repository, *issue, run),
             },
         );
     }
@@ -636,10 +692,12 @@ struct Signed {
     last: Option<(String, String)>,
     /// Highest seq found.
     max_seq: Option<u64>,
-    /// `owner/repo` and issue of `session_start`.
-    start: Option<(String, u64)>,
+    /// `owner/repo`, issue and run of `session_start`.
+    start: Option<(String, u64, Option<String>)>,
     /// Seq and label of `session_end`.
     end: Option<(u64, String)>,
+    /// Seq and label of the first event after `session_end`.
+    after_end: Option<(u64, String)>,
 }
 
 impl Verifier {
@@ -742,9 +800,12 @@ impl Verifier {
         if self.signed_seq.get(&name.session) == Some(&seq) && signed.last.is_none() {
             signed.last = Some((hash.to_string(), label.to_string()));
         }
+        if signed.after_end.is_none() && signed.end.as_ref().is_some_and(|(end, _)| seq > *end) {
+            signed.after_end = Some((seq, label.to_string()));
+        }
         match event.as_ref().map(|e| &e.body) {
             Ok(EventBody::SessionStart(s)) => {
-                signed.start = Some((format!("{}/{}", s.owner, s.repo), s.issue))
+                signed.start = Some((format!("{}/{}", s.owner, s.repo), s.issue, s.run.clone()))
             }
             Ok(EventBody::SessionEnd(_)) => signed.end = Some((seq, label.to_string())),
             _ => {}
@@ -997,6 +1058,7 @@ mod tests {
                     key: key.clone(),
                     repository: "acme/widgets".into(),
                     issue: 17,
+                    run: None,
                 });
             for i in 0..3 {
                 w.append(EventBody::Done(Done {
@@ -1037,6 +1099,39 @@ mod tests {
                 fs::write(&p, &out).unwrap();
                 prev = Some(sha256_hex(&out));
             }
+        }
+
+        #[test]
+        fn a_chained_event_after_a_signed_end_fails() {
+            let (root, session, key) = finished();
+            let end = path(root.path(), &session, 3);
+            let bytes = fs::read(&end).unwrap();
+            let mut after: Event = serde_json::from_slice(&bytes).unwrap();
+            after.seq = 4;
+            after.prev = Some(sha256_hex(&bytes));
+            after.body = EventBody::Done(Done {
+                status: DoneStatus::Success,
+                summary: "merge it".into(),
+                warnings: vec![],
+            });
+            let mut out = serde_json::to_vec(&after).unwrap();
+            out.push(b'\n');
+            fs::write(path(root.path(), &session, 4), &out).unwrap();
+            assert!(
+                verify_dir(root.path()).unwrap().is_intact(),
+                "the chain alone cannot tell"
+            );
+            let v = check(root.path(), &key, None);
+            assert!(!v.is_intact(), "{v}");
+            assert!(
+                v.sessions[0]
+                    .problems
+                    .iter()
+                    .any(|p| p.kind == ProblemKind::AfterEnd { end: 3 }
+                        && p.file.ends_with("-00000004.json")),
+                "{v}"
+            );
+            assert!(v.to_string().contains("follows session_end (seq 3)"), "{v}");
         }
 
         #[test]

@@ -54,10 +54,15 @@ pub struct QueueWriter {
     tmp: PathBuf,
     new: PathBuf,
     session: String,
+    /// The queue directory's (device, inode) at open: a directory removed
+    /// or replaced under the session is not this queue any more.
+    identity: (u64, u64),
     chain: Mutex<Chain>,
     /// Signs checkpoints when set; the lock orders checkpoint writes, so a
     /// newer checkpoint is never replaced by an older one.
     signer: Option<Mutex<CheckpointSigner>>,
+    /// See [`QueueWriter::take_checkpoint_failure`].
+    checkpoint_failure: Mutex<Option<QueueError>>,
 }
 
 impl QueueWriter {
@@ -77,16 +82,19 @@ impl QueueWriter {
         }
         let latest = latest_stamp(&[&new, &cur])?;
         let session = new_session_id(Utc::now(), latest.as_deref());
+        let identity = identity(root)?;
         Ok(QueueWriter {
             root: root.to_path_buf(),
             tmp,
             new,
             session,
+            identity,
             chain: Mutex::new(Chain {
                 next_seq: 0,
                 prev: None,
             }),
             signer: None,
+            checkpoint_failure: Mutex::new(None),
         })
     }
 
@@ -110,6 +118,19 @@ impl QueueWriter {
     /// The queue directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Ok while the queue directory is the one opened; an error saying so
+    /// once it was removed or replaced (no retry can bring it back).
+    pub fn still_in_place(&self) -> Result<(), QueueError> {
+        let now = identity(&self.root).ok();
+        if now == Some(self.identity) {
+            return Ok(());
+        }
+        Err(QueueError::io("check", &self.root)(std::io::Error::other(
+            "the queue directory was removed or replaced since the session started; \
+             restart the sidecar on the queue directory the host watches",
+        )))
     }
 
     /// Durably append one event; returns once it is fsynced in `new/`.
@@ -173,11 +194,27 @@ impl QueueWriter {
         }
         drop(chain);
         if milestone && self.signer.is_some() {
-            // The done (or end) stands whether or not this works; the next
-            // heartbeat publishes a checkpoint again.
-            let _ = self.publish_checkpoint();
+            // The done (or end) stands whether or not this works: failing it
+            // would invite a second one. The host acts on it once a
+            // checkpoint covers it, which every heartbeat tries again; the
+            // failure is kept for the caller to log.
+            let outcome = self.publish_checkpoint().err();
+            *self
+                .checkpoint_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = outcome;
         }
         results
+    }
+
+    /// Why the checkpoint after the last batch holding a `done` or
+    /// `session_end` could not be published, if it could not (taken: the
+    /// next call says nothing of it again).
+    pub fn take_checkpoint_failure(&self) -> Option<QueueError> {
+        self.checkpoint_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Sign the chain as it stands and atomically replace this session's
@@ -197,6 +234,7 @@ impl QueueWriter {
         let note = Checkpoint {
             repository: signer.repository.clone(),
             issue: signer.issue,
+            run: signer.run.clone(),
             session: self.session.clone(),
             events,
             last,
@@ -233,6 +271,13 @@ impl QueueWriter {
             &bytes,
         )
     }
+}
+
+/// The (device, inode) of `dir`.
+fn identity(dir: &Path) -> Result<(u64, u64), QueueError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(QueueError::io("stat", dir))?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// The largest session timestamp among the event files in `dirs`.
@@ -377,6 +422,7 @@ mod tests {
                 key: key.clone(),
                 repository: "acme/widgets".into(),
                 issue: 17,
+                run: None,
             });
         w.heartbeat().unwrap();
         assert!(!w.checkpoint_path().exists(), "nothing to sign yet");

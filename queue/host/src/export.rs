@@ -293,6 +293,7 @@ mod tests {
                 key: key.clone(),
                 repository: "acme/widgets".into(),
                 issue: 17,
+                run: None,
             });
         w.append(EventBody::Done(Done {
             status: DoneStatus::Failure,

@@ -228,6 +228,12 @@ struct WatchArgs {
     /// covers; any other done is reported as unverified.
     #[arg(long, value_name = "VKEY")]
     key: Option<String>,
+    /// The run this watch is for (the FORGE_RUN_ID the sidecar was
+    /// started with): with --key, a done is acted on only if its checkpoint
+    /// is signed for this run; one of a session copied from another run's
+    /// queue is reported as unverified.
+    #[arg(long, value_name = "RUN", requires = "key")]
+    run: Option<String>,
     /// The host's own state directory (never the queue): keeps the newest
     /// verified checkpoint of each session (with --key) and the watchdog's
     /// verdicts, for verify --state and audit --state.
@@ -284,6 +290,11 @@ struct VerifyArgs {
     /// there must not be newer than the queue's.
     #[arg(long, value_name = "DIR", requires = "key")]
     state: Option<PathBuf>,
+    /// The run the queue is for (the FORGE_RUN_ID the sidecar was started
+    /// with): every session must be signed for it; one of another run (a
+    /// session copied from another run's queue) is reported and fails.
+    #[arg(long, value_name = "RUN", requires = "key")]
+    run: Option<String>,
     /// Verify a JetStream stream (`--nats URL [--session S]`) instead.
     #[command(flatten)]
     nats: fleet::ReadNatsArgs,
@@ -463,7 +474,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         UntilDone::new(
             watcher.dirs(),
             watcher.stop_handle(),
-            key.is_some().then(DoneTrust::new),
+            key.is_some().then(|| DoneTrust::for_run(args.run.clone())),
         )
     });
     let mut stdout = io::stdout().lock();
@@ -792,7 +803,7 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     let reports = args
         .dirs
         .iter()
-        .map(|d| verify_one(d, key.as_ref(), args.state.as_deref()))
+        .map(|d| verify_one(d, key.as_ref(), args.state.as_deref(), args.run.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -889,6 +900,7 @@ fn verify_one(
     dir: &Path,
     key: Option<&note::VerifierKey>,
     state: Option<&Path>,
+    run: Option<&str>,
 ) -> anyhow::Result<verify::DirVerification> {
     let context = || format!("verify {}", dir.display());
     let Some(key) = key else {
@@ -898,7 +910,7 @@ fn verify_one(
         .map(|s| forge_queue::state::HostState::open(s, dir))
         .transpose()
         .with_context(context)?;
-    verify::verify_dir_signed(dir, key, state.as_ref()).with_context(context)
+    verify::verify_dir_signed_for_run(dir, key, state.as_ref(), run).with_context(context)
 }
 
 #[cfg(test)]

@@ -10,6 +10,13 @@
 //! checkpoint signed. So the bytes the host acts on are the bytes the
 //! sidecar signed.
 //!
+//! With the run the host expects ([`DoneTrust::for_run`]), a checkpoint
+//! must also name that run: a session copied in from another run's queue
+//! (same key, repository and issue) is signed for its own run, and its
+//! `done` is unverified here. A `done` delivered after its session's
+//! `session_end` is unverified at once: the sidecar writes nothing after
+//! the end, and no checkpoint will come to settle it.
+//!
 //! The sidecar publishes a checkpoint right after a `done`, so a genuine
 //! one is trusted within moments (at most one heartbeat). A `done` is
 //! declared unverified when a checkpoint counts its seq but signed other
@@ -76,6 +83,10 @@ struct Pending {
 pub struct DoneTrust {
     pending: HashMap<PathBuf, Vec<Pending>>,
     checkpoints: HashMap<PathBuf, u64>,
+    /// The run every trusted `done` must be signed for, if the host said.
+    run: Option<String>,
+    /// Per directory and session, the seq of a delivered `session_end`.
+    ended: HashMap<(PathBuf, String), u64>,
 }
 
 impl DoneTrust {
@@ -84,12 +95,38 @@ impl DoneTrust {
         DoneTrust::default()
     }
 
+    /// A tracker that trusts only a `done` signed for `run`.
+    pub fn for_run(run: Option<String>) -> DoneTrust {
+        DoneTrust {
+            run,
+            ..DoneTrust::default()
+        }
+    }
+
     /// Follow one delivery; returns the verdicts it settles.
     pub fn observe(&mut self, d: &Delivery) -> Vec<Verdict> {
         let dir = d.dir().to_path_buf();
         let mut verdicts = Vec::new();
         match d {
             Delivery::Event(e) => {
+                let key = (dir.clone(), e.event.session.clone());
+                if let Some(end) = self.ended.get(&key)
+                    && e.event.seq > *end
+                    && matches!(e.event.body, EventBody::Done(_))
+                {
+                    verdicts.push(Verdict::Unverified {
+                        dir: dir.clone(),
+                        session: e.event.session.clone(),
+                        seq: e.event.seq,
+                        reason: format!(
+                            "it follows session_end (seq {end}), after which the sidecar writes nothing: it was added to the queue afterwards"
+                        ),
+                    });
+                    return verdicts;
+                }
+                if matches!(e.event.body, EventBody::SessionEnd(_)) {
+                    self.ended.insert(key, e.event.seq);
+                }
                 let pending = self.pending.entry(dir.clone()).or_default();
                 for p in pending.iter_mut().filter(|p| p.session == e.event.session) {
                     let Some((last_seq, last_hash)) = p.chain.last() else {
@@ -124,7 +161,11 @@ impl DoneTrust {
                 let Some(pending) = self.pending.get_mut(&dir) else {
                     return verdicts;
                 };
-                let judged: Vec<_> = pending.iter_mut().map(|p| on_checkpoint(p, c)).collect();
+                let run = self.run.as_deref();
+                let judged: Vec<_> = pending
+                    .iter_mut()
+                    .map(|p| on_checkpoint(p, c, run))
+                    .collect();
                 settle(&dir, pending, judged, &mut verdicts);
             }
             _ => {}
@@ -168,8 +209,17 @@ enum Judged {
     Unverified(String),
 }
 
-fn on_checkpoint(p: &mut Pending, c: &CheckpointNotice) -> Judged {
+fn on_checkpoint(p: &mut Pending, c: &CheckpointNotice, run: Option<&str>) -> Judged {
     let cp = &c.checkpoint;
+    if let Some(expected) = run
+        && cp.session == p.session
+        && cp.run.as_deref() != Some(expected)
+    {
+        return Judged::Unverified(format!(
+            "its session is signed for run {}, not for this run ({expected}): it was copied from another run's queue",
+            cp.run.as_deref().unwrap_or("(none)")
+        ));
+    }
     if cp.session != p.session || cp.last_seq() < p.seq {
         p.misses += 1;
         return if p.misses >= MISSES {
@@ -284,6 +334,7 @@ mod tests {
             checkpoint: Checkpoint {
                 repository: "acme/widgets".into(),
                 issue: 17,
+                run: None,
                 session: session.into(),
                 events,
                 last: last.into(),

@@ -356,6 +356,7 @@ fn checkpoints_are_delivered_after_their_events_and_forged_ones_are_refused() {
             key: key.clone(),
             repository: "acme/widgets".into(),
             issue: 17,
+            run: None,
         });
     w.append(session_start(5)).unwrap();
     w.append(done(DoneStatus::Success, "ok")).unwrap();
