@@ -28,18 +28,14 @@ use forge_protocol::{
 };
 use forge_queue::run::RunState;
 use forge_queue::{QueueError, QueueWriter, Written};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::audit::AuditWriter;
+use crate::budget::{Budget, Held};
 use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
-use crate::http::{MAX_UNSENT_BYTES, Unsent};
 use crate::scope::{Growth, ScopedForge, Written as ForgeWrite};
-
-/// Most forge calls in flight at once; further calls wait for a slot. With
-/// the forge response cap this bounds the memory forge answers can take.
-pub const MAX_FORGE_CALLS: usize = 2;
 
 /// The sidecar's state for one session.
 pub struct Sidecar {
@@ -52,10 +48,10 @@ pub struct Sidecar {
     done_earlier: Mutex<Option<String>>,
     run: Option<String>,
     counts: Mutex<OutcomeCounts>,
-    forge_slots: Semaphore,
     in_flight: Arc<InFlight>,
     rate: AuditRate,
-    unsent: Arc<Unsent>,
+    /// The bytes forge answers hold: bounds the forge calls running at once.
+    budget: Arc<Budget>,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -120,10 +116,9 @@ impl Sidecar {
             done_earlier: Mutex::new(None),
             run,
             counts: Mutex::new(OutcomeCounts::default()),
-            forge_slots: Semaphore::new(MAX_FORGE_CALLS),
             in_flight: Arc::default(),
             rate: AuditRate::default(),
-            unsent: Arc::default(),
+            budget: Arc::default(),
         }
     }
 
@@ -143,9 +138,10 @@ impl Sidecar {
         self.audit.queue().session()
     }
 
-    /// The bytes of answers waiting for their callers (counted by the HTTP layer).
-    pub fn unsent(&self) -> &Arc<Unsent> {
-        &self.unsent
+    /// The bytes forge answers hold (answers waiting for their callers are
+    /// counted by the HTTP layer).
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// The queue writer (for the heartbeat).
@@ -290,7 +286,7 @@ impl Sidecar {
     /// `read_issue`.
     pub async fn read_issue(&self, n: IssueNumber, peer: Option<Peer>) -> Result<Issue, RpcError> {
         let call = self.begin(Method::ReadIssue.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_issue(n)).await;
+        let (result, _held) = self.on_forge(move |f| f.read_issue(n)).await;
         let summary = match &result {
             Ok(i) if i.is_pull_request => format!("read PR #{n_} (issue view)", n_ = n.get()),
             Ok(_) => format!("read issue #{}", n.get()),
@@ -306,7 +302,7 @@ impl Sidecar {
         peer: Option<Peer>,
     ) -> Result<PullRequest, RpcError> {
         let call = self.begin(Method::ReadPr.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_pr(n)).await;
+        let (result, _held) = self.on_forge(move |f| f.read_pr(n)).await;
         let summary = match &result {
             Ok(_) => format!("read PR #{}", n.get()),
             Err(e) => format!("failed to read PR #{}: {}", n.get(), reason(e)),
@@ -321,7 +317,7 @@ impl Sidecar {
         peer: Option<Peer>,
     ) -> Result<Vec<Comment>, RpcError> {
         let call = self.begin(Method::ReadComments.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_comments(n)).await;
+        let (result, _held) = self.on_forge(move |f| f.read_comments(n)).await;
         let summary = match &result {
             Ok(list) => format!("read {} comment(s) of #{}", list.len(), n.get()),
             Err(e) => format!("failed to read comments of #{}: {}", n.get(), reason(e)),
@@ -336,7 +332,7 @@ impl Sidecar {
         peer: Option<Peer>,
     ) -> Result<Vec<Review>, RpcError> {
         let call = self.begin(Method::ReadReviews.name(), Some(n), peer);
-        let result = self.on_forge(move |f| f.read_reviews(n)).await;
+        let (result, _held) = self.on_forge(move |f| f.read_reviews(n)).await;
         let summary = match &result {
             Ok(list) => format!(
                 "read {} review(s) of PR #{} with {} inline comment(s)",
@@ -630,8 +626,7 @@ impl Sidecar {
                 return self.finish(call, Err(e), summary, Audit::WithinRate).await;
             }
         };
-        // Never closed, so acquiring cannot fail.
-        let slot = self.forge_slots.acquire().await.ok();
+        let held = self.budget.admit().await;
         let intent = EventBody::Intent(Intent {
             op_id: call.op_id,
             op: call.op.clone(),
@@ -659,7 +654,7 @@ impl Sidecar {
             listed(findings.mentions.clone()),
         ));
         let forge = Arc::clone(&self.forge);
-        let result = tokio::task::spawn_blocking(move || forge.write(&permit))
+        let result = tokio::task::spawn_blocking(move || held.during(|| forge.write(&permit)).0)
             .await
             .unwrap_or_else(|e| {
                 Err(ForgeError::Unavailable(format!(
@@ -667,7 +662,6 @@ impl Sidecar {
                 )))
             })
             .map_err(ForgeError::into_rpc);
-        drop(slot);
         let summary = match (&result, method) {
             (Ok(_), Method::PostComment) if !closing.is_empty() => {
                 format!("posted comment to #{} ({})", n.get(), closing.join(", "))
@@ -704,31 +698,29 @@ impl Sidecar {
         }
     }
 
-    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots, once the
-    /// answers waiting for their callers are under [`MAX_UNSENT_BYTES`].
-    async fn on_forge<T, F>(&self, f: F) -> Result<T, RpcError>
+    /// Run a forge read once the [`Budget`] admits it; its answer's bytes
+    /// stay charged while the returned [`Held`] lives (the caller keeps it
+    /// until the answer is handed on).
+    async fn on_forge<T, F>(&self, f: F) -> (Result<T, RpcError>, Option<Held>)
     where
         T: Send + 'static,
         F: FnOnce(&dyn Forge) -> Result<T, ForgeError> + Send + 'static,
     {
         if !self.forge.inner().blocks() {
-            return f(self.forge.inner()).map_err(ForgeError::into_rpc);
+            return (f(self.forge.inner()).map_err(ForgeError::into_rpc), None);
         }
-        // Never closed, so acquiring cannot fail.
-        let _slot = self.forge_slots.acquire().await.ok();
-        // Answers waiting for slow callers hold memory: no new forge answer
-        // while they are over the bound (checked holding the slot, so no
-        // call that passed it earlier can start later).
-        self.unsent.wait_below(MAX_UNSENT_BYTES).await;
+        let held = self.budget.admit().await;
         let forge = Arc::clone(&self.forge);
-        tokio::task::spawn_blocking(move || f(forge.inner()))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ForgeError::Unavailable(format!(
-                    "the forge call failed internally ({e})"
-                )))
-            })
-            .map_err(ForgeError::into_rpc)
+        match tokio::task::spawn_blocking(move || held.during(|| f(forge.inner()))).await {
+            Ok((result, held)) => (result.map_err(ForgeError::into_rpc), Some(held)),
+            Err(e) => (
+                Err(
+                    ForgeError::Unavailable(format!("the forge call failed internally ({e})"))
+                        .into_rpc(),
+                ),
+                None,
+            ),
+        }
     }
 
     /// Run `f` on the scoped forge: in place for a forge that answers from

@@ -21,6 +21,7 @@ use ureq::Agent;
 use ureq::http::Response;
 
 use super::{CommitInfo, Forge, ForgeError};
+use crate::budget::Charged;
 use crate::config::Secret;
 
 /// Largest forge response read, bytes; larger ones are refused unread.
@@ -681,7 +682,8 @@ fn redirected(status: u16, location: Option<&str>) -> ForgeError {
 }
 
 fn read_capped(resp: Response<ureq::Body>, cap: u64) -> Result<Vec<u8>, HttpFailure> {
-    let mut reader = resp.into_body().into_reader().take(cap + 1);
+    // Charged to the call's byte budget as it is read.
+    let mut reader = Charged(resp.into_body().into_reader()).take(cap + 1);
     let mut bytes = Vec::new();
     reader
         .read_to_end(&mut bytes)
