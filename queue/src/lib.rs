@@ -6,6 +6,7 @@
 //! <queue>/cur/        events the host has consumed (moved here = ack)
 //! <queue>/heartbeat   {"pid", "session", "ts"}, replaced every interval
 //! <queue>/checkpoint/<session>   the session's signed checkpoint
+//! <queue>/run/<key>   a run's tally: budget spent, done (see [`run`])
 //! ```
 //!
 //! The writer half ([`QueueWriter`]) is what the sidecar uses: every event is
@@ -27,7 +28,8 @@
 //! - [`export::export_dir`] makes one record per run.
 //! - [`audit::audit_dir`] summarizes each session: calls, refused writes,
 //!   writes with unknown outcome, the done signal, how it ended.
-//! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
+//! - [`run::load`] finds what the earlier sessions of a run spent (writes,
+//!   done) from the run's tally, which the writer keeps ([`run::Tally`]).
 //! - [`reader`] lists and parses queue files, for anything else.
 //! - `nats` (cargo feature, on by default; the sidecar leaves it off):
 //!   ships directories into a NATS JetStream stream and reads the stream

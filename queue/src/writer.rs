@@ -12,6 +12,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointSigner};
 use crate::durable;
 use crate::error::QueueError;
 use crate::names::{EventName, sha256_hex};
+use crate::run::Tally;
 
 const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
@@ -43,6 +44,8 @@ pub struct Heartbeat {
 struct Chain {
     next_seq: u64,
     prev: Option<String>,
+    /// The run's tally, kept up to date in `<queue>/run/` when set.
+    tally: Option<Tally>,
 }
 
 /// Appends the events of one session to a queue directory.
@@ -85,6 +88,7 @@ impl QueueWriter {
             chain: Mutex::new(Chain {
                 next_seq: 0,
                 prev: None,
+                tally: None,
             }),
             signer: None,
         })
@@ -94,6 +98,14 @@ impl QueueWriter {
     /// and right after a batch that holds a `done` or `session_end`.
     pub fn with_checkpoints(mut self, signer: CheckpointSigner) -> QueueWriter {
         self.signer = Some(Mutex::new(signer));
+        self
+    }
+
+    /// Keep the run's tally (`<queue>/run/<key>`, see [`crate::run`]),
+    /// starting from `tally`: each event that changes it is written only
+    /// once the new tally is durable.
+    pub fn with_tally(self, tally: Tally) -> QueueWriter {
+        self.chain.lock().unwrap_or_else(|p| p.into_inner()).tally = Some(tally);
         self
     }
 
@@ -139,6 +151,8 @@ impl QueueWriter {
             .any(|b| matches!(b, EventBody::Done(_) | EventBody::SessionEnd(_)));
         for body in bodies {
             let seq = chain.next_seq;
+            let mut tally = chain.tally.clone();
+            let mut stored = false;
             let event = Event {
                 v: EVENT_VERSION,
                 session: self.session.clone(),
@@ -152,9 +166,22 @@ impl QueueWriter {
                 .and_then(|mut bytes| {
                     bytes.push(b'\n');
                     let name = EventName::format(&self.session, seq);
+                    // The run's counts are durable before the event that
+                    // changes them, so a crash never undercounts the run.
+                    if let Some(tally) = tally.as_mut()
+                        && tally.count(&event.body, seq, &name, &bytes)
+                    {
+                        tally.store(&self.root)?;
+                        stored = true;
+                    }
                     durable::stage(&self.tmp, &self.new, &name, &bytes)?;
                     Ok((name, bytes))
                 });
+            if staged.is_ok() || stored {
+                // A tally stored for an event that then failed stands:
+                // counted one too many, never one too few.
+                chain.tally = tally;
+            }
             results.push(staged.map(|(name, bytes)| {
                 chain.next_seq = seq + 1;
                 chain.prev = Some(sha256_hex(&bytes));

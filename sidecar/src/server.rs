@@ -119,7 +119,7 @@ impl Server {
         };
         let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
         let earlier =
-            tokio::task::spawn_blocking(move || forge_queue::run::scan(&queue_dir, run.as_deref()))
+            tokio::task::spawn_blocking(move || forge_queue::run::load(&queue_dir, run.as_deref()))
                 .await?
                 .with_context(|| {
                     format!(
@@ -127,6 +127,12 @@ impl Server {
                         config.queue_dir.display()
                     )
                 })?;
+        // The run's tally: kept current with each event that spends from it,
+        // so the next start reads it instead of the whole history.
+        let queue = queue.with_tally(forge_queue::run::Tally::continuing(
+            config.run_id.as_deref(),
+            &earlier,
+        ));
         let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
         let sidecar = Arc::new(Sidecar::new(
             ScopedForge::new(forge, scope),
