@@ -3,10 +3,10 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-# Two builds: built together, cargo would unify forge-queue's features and
-# link the host side's NATS client into the sidecar too.
+# The sidecar and the host tool (forge-queue-host); the sidecar depends
+# only on the shared queue crate, so no host code is linked into it.
 RUN cargo build --release --locked -p forge-sidecar \
- && cargo build --release --locked -p forge-queue
+ && cargo build --release --locked -p forge-queue-host
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -19,5 +19,5 @@ cargo test --workspace --locked
 # The attack tests once more against the release build, built as the
 # Dockerfile builds the image (each binary on its own).
 cargo build --release --locked -p forge-sidecar
-cargo build --release --locked -p forge-queue
+cargo build --release --locked -p forge-queue-host
 cargo test --release --locked -p forge-e2e --test adversary

@@ -9,7 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cargo build --release --locked --workspace --bins
-# The sidecar as shipped: built alone, it links forge-queue without the
-# NATS client (built with the workspace, cargo unifies the features).
+# The sidecar as shipped, built alone as the Dockerfile builds it.
 cargo build --release --locked -p forge-sidecar
 cargo bench --locked -p forge-e2e --bench sidecar

@@ -149,7 +149,7 @@ fn hang_ups_at_every_stage_leave_one_op_per_forge_request() {
     assert_eq!(intents, 3, "one intent per write, each with its op");
     let end = &events.last().expect("events").2;
     assert_eq!(end["kind"], "session_end");
-    let audit = forge_queue::audit::audit_dir(&s.queue, chrono::Utc::now()).unwrap();
+    let audit = forge_queue_host::audit::audit_dir(&s.queue, chrono::Utc::now()).unwrap();
     assert!(
         audit.sessions[0].unknown_writes.is_empty(),
         "no write of unknown outcome"
@@ -240,7 +240,7 @@ async fn a_flood_of_refused_calls_grows_the_queue_within_the_bound_and_done_stil
     assert_eq!(done.0, receipt["event"].as_str().unwrap());
     assert_eq!(events.last().unwrap().2["kind"], "session_end");
     // Every refused call is still counted, one by one or coalesced.
-    let audit = forge_queue::audit::audit_dir(&s.queue, chrono::Utc::now()).unwrap();
+    let audit = forge_queue_host::audit::audit_dir(&s.queue, chrono::Utc::now()).unwrap();
     let calls: u64 = audit.sessions[0]
         .calls
         .values()
@@ -514,7 +514,7 @@ async fn hostile_text_stays_on_one_line_in_the_hosts_display() {
         .unwrap()
         .unwrap_err();
     s.stop();
-    let unsafe_char = |c: char| forge_queue::render::is_unsafe_for_display(c);
+    let unsafe_char = |c: char| forge_queue_host::render::is_unsafe_for_display(c);
 
     let watch = Command::new(workspace_bin("forge-queue"))
         .args(["watch", "--no-ack", "--until-done"])

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use forge_e2e::fake_gitea::{FakeGitea, Fault, FaultFilter};
 use forge_e2e::sidecar::{SidecarProcess, queue_events, workspace_bin};
-use forge_queue::audit::audit_dir;
-use forge_queue::watch::{Delivery, WatchOptions, Watcher};
+use forge_queue_host::audit::audit_dir;
+use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 use forge_sidecar::client::SocketClient;
 use serde_json::{Value, json};
 

@@ -15,9 +15,9 @@ use forge_protocol::event::{
     Done, EventBody, Intent, Limits, OutcomeCounts, SessionEnd, SessionStart,
 };
 use forge_queue::QueueWriter;
-use forge_queue::nats::subject;
-use forge_queue::render;
-use forge_queue::watch::{WatchOptions, Watcher};
+use forge_queue_host::nats::subject;
+use forge_queue_host::render;
+use forge_queue_host::watch::{WatchOptions, Watcher};
 use serde_json::{Value, json};
 
 /// Bound on every command the tests run.

@@ -45,7 +45,7 @@ fn export(queue: &std::path::Path) -> Value {
     );
     let record: Value = serde_json::from_slice(&out.stdout).expect("one JSON record");
     let schema_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../queue/schema/run-record.schema.json");
+        .join("../queue/host/schema/run-record.schema.json");
     let schema: Value = serde_json::from_slice(&std::fs::read(schema_path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let errors: Vec<String> = validator

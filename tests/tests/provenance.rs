@@ -465,7 +465,7 @@ fn export(args: &[&str], queue: &Path) -> Vec<Value> {
 /// The run record schema, from the repository.
 fn schema_validator() -> jsonschema::Validator {
     let schema_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../queue/schema/run-record.schema.json");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../queue/host/schema/run-record.schema.json");
     let schema: Value = serde_json::from_slice(&fs::read(&schema_path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).expect("the schema compiles")
 }

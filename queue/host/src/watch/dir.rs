@@ -485,9 +485,9 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::QueueWriter;
     use forge_protocol::DoneStatus;
     use forge_protocol::event::{Done, EventBody};
+    use forge_queue::QueueWriter;
 
     fn dir_with(n: usize) -> (tempfile::TempDir, QueueWriter, DirWatch) {
         let root = tempfile::tempdir().unwrap();

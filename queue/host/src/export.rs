@@ -6,7 +6,7 @@
 //! method and outcome, refused and unknown-outcome writes, the watchdog's
 //! verdict, every event as written, and the verification of the chain and
 //! (with a key) of the signed checkpoints. Its JSON Schema is
-//! `queue/schema/run-record.schema.json`; [`FORMAT`] names its version.
+//! `queue/host/schema/run-record.schema.json`; [`FORMAT`] names its version.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -277,11 +277,11 @@ pub fn export_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::QueueWriter;
     use crate::checkpoint::CheckpointSigner;
     use crate::note::SigningKey;
     use forge_protocol::DoneStatus;
     use forge_protocol::event::{Done, EventBody};
+    use forge_queue::QueueWriter;
 
     #[test]
     fn a_signed_session_exports_with_its_done_signed() {

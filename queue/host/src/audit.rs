@@ -577,9 +577,9 @@ impl fmt::Display for SessionAudit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::QueueWriter;
     use forge_protocol::DoneStatus;
     use forge_protocol::event::{Done, Intent, Op, OpError, SessionEnd};
+    use forge_queue::QueueWriter;
 
     fn op(op_id: u64, method: &str, target: u64, outcome: Outcome) -> EventBody {
         EventBody::Op(Op {

@@ -2,7 +2,7 @@
 //! to a handler, in order, and acks each one after the handler succeeds.
 //!
 //! ```no_run
-//! use forge_queue::watch::{Delivery, WatchOptions, Watcher};
+//! use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 //!
 //! let mut watcher = Watcher::new(["/run/forge/queue"], WatchOptions::default())?;
 //! watcher.run(|d: &Delivery| -> Result<(), std::io::Error> {

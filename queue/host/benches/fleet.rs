@@ -1,5 +1,5 @@
 //! Benchmark of the fleet side (not a test; run it with
-//! `cargo build --release -p forge-sidecar && cargo bench -p forge-queue
+//! `cargo build --release -p forge-sidecar && cargo bench -p forge-queue-host
 //! --bench fleet`). It starts its own `nats-server -js` (install it with
 //! `tests/nats/install.sh`) on a free port, its store on the disk.
 //!

@@ -1,6 +1,6 @@
 //! Fleet mode: queue directories shipped into a NATS JetStream stream, and
-//! the stream consumed, audited and verified like a directory (cargo
-//! feature `nats`, on for the `forge-queue` binary and off for the sidecar).
+//! the stream consumed, audited and verified like a directory (host side
+//! only: the sidecar does not link this crate).
 //!
 //! - [`ship::Shipper`] publishes what a [`crate::watch::Watcher`] delivers:
 //!   each event's exact file bytes, with `Nats-Msg-Id: <session>-<seq>`,
@@ -122,7 +122,7 @@ pub enum NatsError {
     },
     /// Reading the queue directory failed.
     #[error(transparent)]
-    Queue(#[from] crate::QueueError),
+    Queue(#[from] forge_queue::QueueError),
 }
 
 impl NatsError {

@@ -3,8 +3,8 @@
 //! move to `cur/`) follows the server's.
 //!
 //! ```no_run
-//! use forge_queue::nats::ship::{ShipOptions, Shipper};
-//! use forge_queue::watch::{WatchOptions, Watcher};
+//! use forge_queue_host::nats::ship::{ShipOptions, Shipper};
+//! use forge_queue_host::watch::{WatchOptions, Watcher};
 //! # fn options() -> ShipOptions { panic!("an example") }
 //!
 //! let mut shipper = Shipper::connect(options(), |warning| eprintln!("{warning}"))?;
@@ -333,9 +333,9 @@ fn read_event_bytes(dir: &Path, file_name: &str) -> Result<Vec<u8>, NatsError> {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let moved = queue.path_of(Place::Cur, file_name);
-            fs::read(&moved).map_err(|e| crate::QueueError::io("read", &moved)(e).into())
+            fs::read(&moved).map_err(|e| forge_queue::QueueError::io("read", &moved)(e).into())
         }
-        Err(e) => Err(crate::QueueError::io("read", &path)(e).into()),
+        Err(e) => Err(forge_queue::QueueError::io("read", &path)(e).into()),
     }
 }
 

@@ -11,7 +11,7 @@
 //!   0 intact, 1 broken, 2 usage or I/O.
 //! - `export DIR`: one JSON record per session. 0, or 2.
 //! - `keygen NAME`: a signing key and its verifier key. 0, or 2.
-//! - `ship DIR... --nats URL` (feature `nats`): publish every event to a
+//! - `ship DIR... --nats URL`: publish every event to a
 //!   JetStream stream, then ack it; `watch`, `audit` and `verify` take
 //!   `--nats URL` instead of directories to read the stream.
 
@@ -26,11 +26,11 @@ use clap::{Args, Parser, Subcommand};
 use forge_protocol::DoneStatus;
 use forge_protocol::event::EventBody;
 use forge_queue::state::{HostState, WatchdogVerdict};
-use forge_queue::trust::{DoneTrust, Verdict};
-use forge_queue::watch::{Delivery, StopHandle, WatchOptions, Watcher};
-use forge_queue::{audit, note, render, verify};
+use forge_queue::{note, verify};
+use forge_queue_host::trust::{DoneTrust, Verdict};
+use forge_queue_host::watch::{Delivery, StopHandle, WatchOptions, Watcher};
+use forge_queue_host::{audit, render};
 
-#[cfg(feature = "nats")]
 #[path = "cli/fleet.rs"]
 mod fleet;
 
@@ -160,7 +160,6 @@ enum Command {
     /// <prefix>.<owner>.<repo>.<issue>.<session>.<kind>; body = the file's
     /// bytes. Stale/recovered notices are published too. While the server
     /// is unreachable events wait in new/ and publishing is retried.
-    #[cfg(feature = "nats")]
     Ship(fleet::ShipArgs),
 }
 
@@ -192,8 +191,7 @@ struct KeygenArgs {
 #[derive(Args)]
 struct WatchArgs {
     /// Queue directories.
-    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
-    #[cfg_attr(not(feature = "nats"), arg(required = true))]
+    #[arg(required_unless_present = "url")]
     dirs: Vec<PathBuf>,
     /// One JSON object per line: the event plus "dir".
     #[arg(long)]
@@ -232,7 +230,6 @@ struct WatchArgs {
     poll_only: bool,
     /// Consume a JetStream stream (`--nats URL --durable NAME`) instead of
     /// directories; --until-done then settles per session.
-    #[cfg(feature = "nats")]
     #[command(flatten)]
     nats: fleet::WatchNatsArgs,
 }
@@ -240,8 +237,7 @@ struct WatchArgs {
 #[derive(Args)]
 struct AuditArgs {
     /// Queue directories.
-    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
-    #[cfg_attr(not(feature = "nats"), arg(required = true))]
+    #[arg(required_unless_present = "url")]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
@@ -251,7 +247,6 @@ struct AuditArgs {
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
     /// Audit a JetStream stream (`--nats URL [--session S]`) instead.
-    #[cfg(feature = "nats")]
     #[command(flatten)]
     nats: fleet::ReadNatsArgs,
 }
@@ -259,8 +254,7 @@ struct AuditArgs {
 #[derive(Args)]
 struct VerifyArgs {
     /// Queue directories.
-    #[cfg_attr(feature = "nats", arg(required_unless_present = "url"))]
-    #[cfg_attr(not(feature = "nats"), arg(required = true))]
+    #[arg(required_unless_present = "url")]
     dirs: Vec<PathBuf>,
     /// A JSON array with one object per DIR.
     #[arg(long)]
@@ -274,7 +268,6 @@ struct VerifyArgs {
     #[arg(long, value_name = "DIR", requires = "key")]
     state: Option<PathBuf>,
     /// Verify a JetStream stream (`--nats URL [--session S]`) instead.
-    #[cfg(feature = "nats")]
     #[command(flatten)]
     nats: fleet::ReadNatsArgs,
 }
@@ -319,7 +312,6 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify_cmd(args),
         Command::Keygen(args) => keygen(args),
         Command::Export(args) => export_cmd(args),
-        #[cfg(feature = "nats")]
         Command::Ship(args) => fleet::ship(args),
     };
     match result {
@@ -346,7 +338,6 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn watch(args: WatchArgs) -> anyhow::Result<u8> {
-    #[cfg(feature = "nats")]
     if args.nats.nats.url.is_some() {
         let dir_only = args.no_ack
             || args.poll_only
@@ -606,7 +597,6 @@ fn describe(s: Settled) -> &'static str {
 }
 
 fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
-    #[cfg(feature = "nats")]
     if args.nats.nats.url.is_some() {
         if !args.dirs.is_empty() || args.state.is_some() {
             anyhow::bail!("with --nats, give no directories or --state");
@@ -642,7 +632,6 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 }
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
-    #[cfg(feature = "nats")]
     if args.nats.nats.url.is_some() {
         if !args.dirs.is_empty() || args.key.is_some() {
             anyhow::bail!(
@@ -682,7 +671,7 @@ fn export_cmd(args: ExportArgs) -> anyhow::Result<u8> {
         .map(|root| HostState::open(root, &args.dir))
         .transpose()
         .with_context(context)?;
-    let records = forge_queue::export::export_dir(
+    let records = forge_queue_host::export::export_dir(
         &args.dir,
         chrono::Utc::now(),
         args.session.as_deref(),
@@ -763,7 +752,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use forge_queue::watch::{EventDelivery, LivenessNotice};
+    use forge_queue_host::watch::{EventDelivery, LivenessNotice};
 
     fn notice(dir: &Path) -> LivenessNotice {
         LivenessNotice {
@@ -815,7 +804,7 @@ mod tests {
         let watcher = Watcher::new([a.path(), b.path()], WatchOptions::default()).unwrap();
         let mut until = UntilDone::new(watcher.dirs(), watcher.stop_handle(), None);
         let watchdog = |dir: &Path| {
-            Delivery::Watchdog(forge_queue::watch::WatchdogNotice {
+            Delivery::Watchdog(forge_queue_host::watch::WatchdogNotice {
                 dir: dir.to_path_buf(),
                 at: chrono::Utc::now(),
                 session: None,

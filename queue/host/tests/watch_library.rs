@@ -14,8 +14,8 @@ use chrono::{DateTime, DurationRound, Utc};
 use common::*;
 use forge_protocol::DoneStatus;
 use forge_protocol::event::Outcome;
-use forge_queue::watch::{Delivery, WatchError, WatchOptions, Watcher};
 use forge_queue::{EventName, QueueWriter};
+use forge_queue_host::watch::{Delivery, WatchError, WatchOptions, Watcher};
 
 /// Poll once and return what was delivered, as "kind:seq" / "stale" / ...
 fn poll(w: &mut Watcher) -> Vec<String> {
@@ -192,7 +192,7 @@ fn spawn_watcher(
     dir: &Path,
     options: WatchOptions,
 ) -> (
-    forge_queue::watch::StopHandle,
+    forge_queue_host::watch::StopHandle,
     mpsc::Receiver<String>,
     std::thread::JoinHandle<()>,
 ) {

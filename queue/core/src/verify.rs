@@ -372,9 +372,7 @@ pub struct NamedEvent {
 impl NamedEvent {
     /// Sort `events` into event order (session, then seq; stable, so
     /// copies keep their order) and parse each one, ready to feed.
-    pub(crate) fn in_order(
-        mut events: Vec<NamedEvent>,
-    ) -> Vec<(NamedEvent, Result<Event, String>)> {
+    pub fn in_order(mut events: Vec<NamedEvent>) -> Vec<(NamedEvent, Result<Event, String>)> {
         events.sort_by(|a, b| a.name.cmp(&b.name));
         events
             .into_iter()
@@ -623,7 +621,7 @@ struct SessionState {
 /// ([`reader::for_each_file`]), then [`Verifier::finish`]. Audit shares it so
 /// a queue is read once.
 #[derive(Default)]
-pub(crate) struct Verifier {
+pub struct Verifier {
     sessions: BTreeMap<String, SessionState>,
     /// Per session, the seq whose hash a checkpoint signed.
     signed_seq: BTreeMap<String, u64>,
@@ -645,14 +643,15 @@ struct Signed {
 }
 
 impl Verifier {
-    pub(crate) fn feed(&mut self, file: &LoadedFile) {
+    /// Feed one file of a queue directory.
+    pub fn feed(&mut self, file: &LoadedFile) {
         let label = QueueDir::label(file.place, &file.file_name);
         self.feed_named(label, &file.name, &file.bytes, &file.event);
     }
 
     /// Feed one event known by `label` and `name` (events of one session in
     /// seq order; sessions may interleave).
-    pub(crate) fn feed_named(
+    pub fn feed_named(
         &mut self,
         label: String,
         name: &EventName,
@@ -752,7 +751,8 @@ impl Verifier {
         }
     }
 
-    pub(crate) fn finish(self, dir: &Path, strays: &[Stray]) -> DirVerification {
+    /// The verdict on everything fed, for `dir` with its `strays`.
+    pub fn finish(self, dir: &Path, strays: &[Stray]) -> DirVerification {
         let sessions = self
             .sessions
             .into_iter()

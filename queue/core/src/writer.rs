@@ -280,7 +280,7 @@ fn latest_stamp(dirs: &[&Path]) -> Result<Option<String>, QueueError> {
 }
 
 /// Parse `YYYYMMDDTHHMMSS.sssZ` (chrono's `%Y` is greedy, so split by hand).
-pub(crate) fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+pub fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
     let p = |r: std::ops::Range<usize>| s.get(r);
     let rfc = format!(
         "{}-{}-{}T{}:{}:{}.{}Z",

@@ -1,5 +1,5 @@
 //! Benchmark of the host side (not a test; run it with
-//! `cargo bench -p forge-queue --bench queue`).
+//! `cargo bench -p forge-queue-host --bench queue`).
 //!
 //! 1. Latency: an event renamed into `new/` -> its line read from the
 //!    stdout of `forge-queue watch --json` (p50/p99/max), and the same for
@@ -27,9 +27,9 @@ use forge_protocol::DoneStatus;
 use forge_protocol::event::{
     Done, EVENT_VERSION, Event, EventBody, Limits, Op, Outcome, SessionStart,
 };
-use forge_queue::watch::{Delivery, WatchOptions, Watcher};
 use forge_queue::writer::rfc3339_ms;
 use forge_queue::{EventName, Heartbeat, sha256_hex};
+use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 
 fn main() {
     let fast = std::env::var_os("QUEUE_BENCH_FAST").is_some();

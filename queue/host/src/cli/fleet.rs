@@ -1,6 +1,6 @@
-//! The fleet side of the `forge-queue` binary (cargo feature `nats`):
+//! The fleet side of the `forge-queue` binary:
 //! `ship`, and `watch` / `audit` / `verify` with `--nats`. Flags and output
-//! only; the work is in [`forge_queue::nats`].
+//! only; the work is in [`forge_queue_host::nats`].
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use forge_queue::nats::consume::{ConsumeOptions, SessionsSettled, StreamWatcher};
-use forge_queue::nats::ship::{ShipOptions, Shipper};
-use forge_queue::nats::{Connection, StreamSpec, read, subject};
-use forge_queue::render;
-use forge_queue::watch::{Delivery, WatchOptions, Watcher};
+use forge_queue_host::nats::consume::{ConsumeOptions, SessionsSettled, StreamWatcher};
+use forge_queue_host::nats::ship::{ShipOptions, Shipper};
+use forge_queue_host::nats::{Connection, StreamSpec, read, subject};
+use forge_queue_host::render;
+use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 
 /// Where the stream is: shared by every subcommand that talks to NATS.
 #[derive(Args, Debug, Clone)]
