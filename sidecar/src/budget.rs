@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 
 /// Bytes of forge answers (being read or waiting for their callers) above
 /// which new forge calls wait and reads in progress pause.
-pub const HELD_BYTES: usize = 16 * 1024 * 1024;
+pub const HELD_BYTES: usize = 8 * 1024 * 1024;
 /// What a forge call reserves when it is admitted: more than an ordinary
 /// answer, so most calls never charge again.
 pub const ADMIT_BYTES: usize = 256 * 1024;
