@@ -3,10 +3,10 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-# The sidecar and the host tool (forge-queue-host); the sidecar depends
-# only on the shared queue crate, so no host code is linked into it.
-RUN cargo build --release --locked -p forge-sidecar \
- && cargo build --release --locked -p forge-queue-host
+# The sidecar and the host tool, each package built on its own (the script
+# the end-to-end tests run too): no other workspace member's features are
+# unified into either binary.
+RUN tests/build-shipped.sh --release
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -15,7 +15,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin forge \
  && mkdir -p /run/forge/queue \
  && chown -R forge:forge /run/forge
-COPY --from=build /src/target/release/forge-sidecar /src/target/release/forge-queue /usr/local/bin/
+COPY --from=build /src/target/shipped/release/forge-sidecar /src/target/shipped/release/forge-queue /usr/local/bin/
 USER forge
 ENV FORGE_SOCKET=/run/forge/forge.sock \
     FORGE_QUEUE_DIR=/run/forge/queue

@@ -1,5 +1,6 @@
 //! The JSON-RPC API as a jsonrpsee trait: the server implements
-//! [`ForgeApiServer`], clients get typed methods from [`ForgeApiClient`].
+//! [`ForgeApiServer`]; clients speak plain JSON-RPC (the sidecar's own
+//! `client` module, or any language's).
 //!
 //! Method names here must match [`crate::Method::name`]; a test pins that.
 
@@ -11,8 +12,8 @@ use crate::types::{
     Comment, DoneReceipt, DoneStatus, Issue, PullRequest, Review, ScopeInfo, Updated,
 };
 
-/// The forge sidecar's API (DESIGN §5).
-#[rpc(server, client)]
+/// The forge sidecar's API (README, "RPC reference").
+#[rpc(server)]
 pub trait ForgeApi {
     /// Read an issue (or the issue view of a PR) anywhere in the repository.
     #[method(name = "read_issue", with_extensions)]

@@ -1,4 +1,4 @@
-//! Error codes of the API (DESIGN §5) and the error value every layer returns.
+//! Error codes of the API (README, "Errors") and the error value every layer returns.
 //!
 //! The standard JSON-RPC codes (-32700..-32603) come from jsonrpsee; the
 //! application codes below are the contract agents and hosts match on.
@@ -101,7 +101,7 @@ impl fmt::Display for ErrorCode {
 /// An error as the agent sees it: a code, a message it can act on, and data.
 ///
 /// `data` always carries `{"error": "<name>"}` plus the code-specific fields
-/// of DESIGN §5 (e.g. `number` and `writable` for `scope_denied`).
+/// of the README's error table (e.g. `number` and `writable` for `scope_denied`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {
     /// What kind of error.

@@ -1,4 +1,5 @@
-//! The queue event schema (DESIGN §6): what the sidecar writes and hosts read.
+//! The queue event schema: what the sidecar writes and hosts read (the
+//! README's "The format, for consumers in any language").
 //!
 //! One event is one JSON object in one file. The common envelope is
 //! [`Event`]; the `kind` field selects the [`EventBody`] variant, whose

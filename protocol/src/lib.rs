@@ -4,7 +4,7 @@
 //! else: the domain types the agent reads ([`Issue`], [`PullRequest`],
 //! [`Comment`]), the parameters and results of every method ([`params`],
 //! [`Method`]), the error codes ([`error`]), the jsonrpsee API trait
-//! ([`ForgeApiServer`] / [`ForgeApiClient`]), the JSON Schemas of params and
+//! ([`ForgeApiServer`]), the JSON Schemas of params and
 //! results ([`schema`]) and the queue event schema ([`event`]). The crate does no I/O.
 
 pub mod echo;
@@ -16,7 +16,7 @@ pub mod types;
 
 mod api;
 
-pub use api::{ForgeApiClient, ForgeApiServer};
+pub use api::ForgeApiServer;
 pub use error::{ErrorCode, RpcError};
 pub use params::{BranchName, IssueNumber, Method, Text};
 pub use types::{

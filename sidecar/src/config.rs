@@ -1,4 +1,4 @@
-//! Configuration (DESIGN §4): flags and environment, validated into [`Config`].
+//! Configuration (README, "Configuration"): flags and environment, validated into [`Config`].
 //!
 //! Every setting has an environment variable and a `serve` flag; flags win
 //! (clap reads both). Values arrive as strings and are validated here in one
@@ -306,6 +306,26 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Default)]
 struct Problems(Vec<ConfigError>);
 
+/// The validated repository and assignment, before they go into [`Config`].
+struct Target {
+    owner: String,
+    repo: String,
+    issue: IssueNumber,
+    prs: Vec<IssueNumber>,
+    branch: Option<BranchName>,
+    base_branches: Vec<BranchName>,
+    max_prs: u32,
+}
+
+/// The validated limits, before they go into [`Config`].
+struct Bounds {
+    max_request_bytes: u32,
+    max_body_bytes: u32,
+    max_writes: u32,
+    timeout: u32,
+    heartbeat: u32,
+}
+
 impl Problems {
     /// The value, or `None` after recording its problem.
     fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
@@ -343,6 +363,61 @@ impl ConfigArgs {
     /// Validate into a [`Config`], reporting every missing or bad setting at once.
     pub fn validate(&self, tokens: &TokenSource) -> Result<Config, ConfigErrors> {
         let mut problems = Problems::default();
+        let target = self.validate_target(&mut problems);
+        let forge = match self.forge {
+            ForgeKind::Memory => Some(ForgeConfig::Memory),
+            ForgeKind::Gitea => {
+                let api_base = problems.take(self.api_base());
+                let token = problems.take(self.token(tokens));
+                api_base
+                    .zip(token)
+                    .map(|(api_base, token)| ForgeConfig::Gitea { api_base, token })
+            }
+        };
+        let socket_mode = self.validate_socket(&mut problems);
+        let limits = self.validate_limits(&mut problems);
+        let signing_key = problems.take(self.signing_key());
+        let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
+        let text = self.validate_text(&mut problems);
+        let (
+            Some(forge),
+            Some(target),
+            Some(socket_mode),
+            Some(limits),
+            Some(signing_key),
+            Some(text),
+        ) = (forge, target, socket_mode, limits, signing_key, text)
+        else {
+            return Err(ConfigErrors(problems.0));
+        };
+        if !problems.0.is_empty() {
+            return Err(ConfigErrors(problems.0));
+        }
+        Ok(Config {
+            forge,
+            owner: target.owner,
+            repo: target.repo,
+            issue: target.issue,
+            prs: target.prs,
+            branch: target.branch,
+            base_branches: target.base_branches,
+            max_prs: target.max_prs,
+            socket: self.socket.clone(),
+            socket_mode,
+            queue_dir: self.queue_dir.clone(),
+            max_request_bytes: limits.max_request_bytes,
+            max_body_bytes: limits.max_body_bytes as usize,
+            max_writes: limits.max_writes,
+            http_timeout: Duration::from_secs(limits.timeout.into()),
+            heartbeat: Duration::from_secs(limits.heartbeat.into()),
+            text,
+            signing_key,
+            run_id: run_id.flatten(),
+        })
+    }
+
+    /// The repository, the assigned issue and PRs, and what `open_pr` may do.
+    fn validate_target(&self, problems: &mut Problems) -> Option<Target> {
         let memory = self.forge == ForgeKind::Memory;
         // The in-memory forge has sample data for acme/widgets #17 with PRs #18 and #19.
         let default =
@@ -408,16 +483,19 @@ impl ConfigArgs {
         }
         let max_prs: Option<u32> =
             problems.take(parse_nonneg("FORGE_MAX_PRS (--max-prs)", &self.max_prs));
-        let forge = match self.forge {
-            ForgeKind::Memory => Some(ForgeConfig::Memory),
-            ForgeKind::Gitea => {
-                let api_base = problems.take(self.api_base());
-                let token = problems.take(self.token(tokens));
-                api_base
-                    .zip(token)
-                    .map(|(api_base, token)| ForgeConfig::Gitea { api_base, token })
-            }
-        };
+        Some(Target {
+            owner: owner?,
+            repo: repo?,
+            issue: issue?,
+            prs: prs?,
+            branch: branch?,
+            base_branches: base_branches?,
+            max_prs: max_prs?,
+        })
+    }
+
+    /// The socket's path length and mode.
+    fn validate_socket(&self, problems: &mut Problems) -> Option<u32> {
         let socket_len = self.socket.as_os_str().len();
         problems.take(if socket_len == 0 || socket_len > 107 {
             Err(bad(
@@ -427,7 +505,7 @@ impl ConfigArgs {
         } else {
             Ok(())
         });
-        let socket_mode = problems.take(
+        problems.take(
             u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|m| *m <= 0o777)
@@ -437,7 +515,11 @@ impl ConfigArgs {
                         format!("'{}' is not an octal mode such as 0660", self.socket_mode),
                     )
                 }),
-        );
+        )
+    }
+
+    /// Request and body sizes, writes, timeouts.
+    fn validate_limits(&self, problems: &mut Problems) -> Option<Bounds> {
         let max_request_bytes: Option<u32> = problems.take(parse_positive(
             "FORGE_MAX_REQUEST_BYTES (--max-request-bytes)",
             &self.max_request_bytes,
@@ -466,8 +548,17 @@ impl ConfigArgs {
             "FORGE_HEARTBEAT_SECS (--heartbeat-secs)",
             &self.heartbeat_secs,
         ));
-        let signing_key = problems.take(self.signing_key());
-        let run_id = problems.take(parse_run_id(self.run_id.as_deref()));
+        Some(Bounds {
+            max_request_bytes: max_request_bytes?,
+            max_body_bytes: max_body_bytes?,
+            max_writes: max_writes?,
+            timeout: timeout?,
+            heartbeat: heartbeat?,
+        })
+    }
+
+    /// The keywords and per-text limits of the text checker.
+    fn validate_text(&self, problems: &mut Problems) -> Option<TextRules> {
         let close_keywords = problems.take(
             text_check::keyword_list(
                 &text_check::DEFAULT_CLOSE_KEYWORDS,
@@ -490,79 +581,11 @@ impl ConfigArgs {
             "FORGE_MAX_MENTIONS (--max-mentions)",
             &self.max_mentions,
         ));
-        let (
-            Some(forge),
-            Some(owner),
-            Some(repo),
-            Some(issue),
-            Some(prs),
-            Some(socket_mode),
-            Some(max_request_bytes),
-            Some(max_body_bytes),
-            Some(max_writes),
-            Some(timeout),
-            Some(heartbeat),
-            Some(branch),
-            Some(base_branches),
-            Some(max_prs),
-            Some(signing_key),
-            Some(close_keywords),
-            Some(reopen_keywords),
-            Some(max_foreign_refs),
-            Some(max_mentions),
-        ) = (
-            forge,
-            owner,
-            repo,
-            issue,
-            prs,
-            socket_mode,
-            max_request_bytes,
-            max_body_bytes,
-            max_writes,
-            timeout,
-            heartbeat,
-            branch,
-            base_branches,
-            max_prs,
-            signing_key,
-            close_keywords,
-            reopen_keywords,
-            max_foreign_refs,
-            max_mentions,
-        )
-        else {
-            return Err(ConfigErrors(problems.0));
-        };
-        if !problems.0.is_empty() {
-            return Err(ConfigErrors(problems.0));
-        }
-        let text = TextRules {
-            close_keywords,
-            reopen_keywords,
-            max_foreign_refs,
-            max_mentions,
-        };
-        Ok(Config {
-            forge,
-            owner,
-            repo,
-            issue,
-            prs,
-            branch,
-            base_branches,
-            max_prs,
-            socket: self.socket.clone(),
-            socket_mode,
-            queue_dir: self.queue_dir.clone(),
-            max_request_bytes,
-            max_body_bytes: max_body_bytes as usize,
-            max_writes,
-            http_timeout: Duration::from_secs(timeout.into()),
-            heartbeat: Duration::from_secs(heartbeat.into()),
-            text,
-            signing_key,
-            run_id: run_id.flatten(),
+        Some(TextRules {
+            close_keywords: close_keywords?,
+            reopen_keywords: reopen_keywords?,
+            max_foreign_refs: max_foreign_refs?,
+            max_mentions: max_mentions?,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod fds;
 pub mod flood;
 pub mod forge;
 pub mod http;
+pub mod listener;
 pub mod mcp;
 pub mod rpc;
 pub mod scope;

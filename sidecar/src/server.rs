@@ -1,4 +1,5 @@
-//! The server: socket, connections, heartbeat and graceful shutdown.
+//! The server: socket, connections, heartbeat and graceful shutdown (the
+//! accept loop and its cap are [`crate::listener`]'s).
 //!
 //! JSON-RPC 2.0 over HTTP/1.1 on a Unix socket: jsonrpsee's tower service
 //! served by hyper on each accepted stream (see [`crate::http`]).
@@ -11,7 +12,6 @@
 //! limit at start ([`crate::fds`]). The heartbeat runs on its own thread, so
 //! no load on the async thread or the blocking pool can delay it.
 
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +26,6 @@ use forge_queue::checkpoint::CheckpointSigner;
 use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server as RpcServer, ServerConfig, stop_channel};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinSet};
 
 use crate::audit::AuditWriter;
 use crate::config::Config;
@@ -35,6 +33,7 @@ use crate::fds;
 use crate::flood::FLUSH_INTERVAL;
 use crate::forge::Forge;
 use crate::http::{self, Activity};
+use crate::listener::Listener;
 use crate::rpc::{RpcHandler, StrictParams};
 use crate::scope::{Scope, ScopedForge};
 use crate::service::Sidecar;
@@ -204,11 +203,7 @@ impl Server {
             .max_connections(max_connections as u32);
         tracing::info!(socket = %socket_path.display(), session = sidecar.session(), "serving");
 
-        let mut connections = JoinSet::new();
-        let mut live: Live = HashMap::new();
-        let mut waiting: JoinSet<(UnixStream, bool)> = JoinSet::new();
-        let mut waiters: VecDeque<oneshot::Sender<()>> = VecDeque::new();
-        let serve = |stream: UnixStream, connections: &mut JoinSet<()>, live: &mut Live| {
+        let serve = |stream: UnixStream| {
             let peer = peer_of(&stream);
             let activity = Arc::new(Activity::default());
             let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
@@ -219,9 +214,8 @@ impl Server {
                 config.max_request_bytes,
                 Arc::clone(&activity),
             );
-            let handle =
-                connections.spawn(http::serve(stream, service, stop_handle.clone().shutdown()));
-            live.insert(handle.id(), (handle, activity));
+            let serving = http::serve(stream, service, stop_handle.clone().shutdown());
+            (serving, activity)
         };
         let refuse = |stream: UnixStream| {
             let peer = peer_of(&stream);
@@ -236,95 +230,16 @@ impl Server {
                 sidecar.refuse("(connection)", err, peer).await;
             });
         };
-        tokio::pin!(shutdown);
-        let reason = loop {
-            tokio::select! {
-                reason = &mut shutdown => break reason,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) if live.len() < max_connections => {
-                        serve(stream, &mut connections, &mut live);
-                    }
-                    // At the cap, room is made only for a caller that sends a
-                    // request: one that has, or (briefly, a bounded number)
-                    // one that does so soon.
-                    Ok((stream, _)) if http::has_sent(&stream) => {
-                        if close_oldest_idle(&mut live) {
-                            serve(stream, &mut connections, &mut live);
-                        } else {
-                            refuse(stream);
-                        }
-                    }
-                    Ok((stream, _)) => {
-                        // The longest waiter gives way to the newest: a caller
-                        // that keeps opening silent connections cannot keep
-                        // another's out of the wait.
-                        if waiting.len() >= MAX_WAITING {
-                            while let Some(kick) = waiters.pop_front() {
-                                if kick.send(()).is_ok() {
-                                    break;
-                                }
-                            }
-                        }
-                        // Kicked waiters end at their next poll; this bounds
-                        // the moment in between.
-                        if waiting.len() >= 2 * MAX_WAITING {
-                            refuse(stream);
-                            continue;
-                        }
-                        let (kick, kicked) = oneshot::channel::<()>();
-                        waiters.push_back(kick);
-                        waiters.retain(|w| !w.is_closed());
-                        waiting.spawn(async move {
-                            let sent = tokio::select! {
-                                ready = tokio::time::timeout(ADMISSION_WAIT, stream.readable()) => matches!(ready, Ok(Ok(()))),
-                                _ = kicked => false,
-                            };
-                            (stream, sent)
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(cause = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(admitted) = waiting.join_next(), if !waiting.is_empty() => {
-                    if let Ok((stream, sent)) = admitted {
-                        if sent && (live.len() < max_connections || close_oldest_idle(&mut live)) {
-                            serve(stream, &mut connections, &mut live);
-                        } else {
-                            refuse(stream);
-                        }
-                    }
-                }
-                Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
-                    let id = match ended {
-                        Ok((id, ())) => id,
-                        Err(e) => e.id(),
-                    };
-                    live.remove(&id);
-                }
-            }
-        };
-        waiting.abort_all();
+        let mut accepting = Listener::new(listener, max_connections, serve, refuse);
+        let reason = accepting.run(shutdown).await;
+        let connections = accepting.stop();
         tracing::info!(%reason, in_flight = connections.len(), "stopping");
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        drop(listener);
         if let Err(e) = std::fs::remove_file(&socket_path) {
             tracing::warn!(cause = %e, socket = %socket_path.display(), "could not remove the socket");
         }
         let _ = server_handle.stop();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "connections still open after the grace period; closing them"
-            );
-            connections.abort_all();
-        }
+        connections.drain(SHUTDOWN_GRACE).await;
         // Calls whose callers hung up run on their own: let them finish too.
         if !sidecar
             .wait_idle(deadline.saturating_duration_since(Instant::now()))
@@ -341,28 +256,6 @@ impl Server {
         tracing::info!(session = sidecar.session(), "stopped");
         Ok(())
     }
-}
-
-/// The connections being served, by task id.
-type Live = HashMap<tokio::task::Id, (AbortHandle, Arc<Activity>)>;
-
-/// Close the connection that has been idle longest to make room for a new
-/// one; false if every connection is busy with a request. A caller's
-/// connection is idle only between accept and its request being read, and
-/// it is then the youngest: every idle connection held longer goes first.
-fn close_oldest_idle(live: &mut Live) -> bool {
-    let oldest = live
-        .iter()
-        .filter_map(|(id, (_, activity))| Some((activity.idle_since()?, *id)))
-        .min();
-    let Some((_, id)) = oldest else {
-        return false;
-    };
-    if let Some((handle, _)) = live.remove(&id) {
-        handle.abort();
-    }
-    tracing::debug!("closed the longest idle connection to serve a new one");
-    true
 }
 
 /// The caller's pid/uid/gid from the socket (`SO_PEERCRED`), for the audit.

@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --locked --workspace --bins
-# The sidecar as shipped, built alone as the Dockerfile builds it.
-cargo build --release --locked -p forge-sidecar
+# The binaries as the image has them (each package built on its own).
+tests/build-shipped.sh --release
 cargo bench --locked -p forge-e2e --bench sidecar

@@ -33,9 +33,10 @@
 //! HTTP/1.1 client connection per caller (`hyper::client::conn::http1`) on a
 //! current-thread tokio runtime in this process.
 //!
-//! Run it with `tests/benches/run.sh` (= `cargo build --release --workspace
-//! --bins && cargo bench -p forge-e2e --bench sidecar`): the bench runs the
-//! release binaries in `target/release/`, which `cargo bench` does not build.
+//! Run it with `tests/benches/run.sh` (= `tests/build-shipped.sh --release
+//! && cargo bench -p forge-e2e --bench sidecar`): the bench runs the release
+//! binaries as the image has them, from `target/shipped/release/`, which
+//! `cargo bench` does not build.
 //!
 //! Environment:
 //! - `SIDECAR_BENCH_FAST=1`: smaller counts (a smoke run of a few seconds);
@@ -307,8 +308,10 @@ impl Bins {
         let sidecar = std::env::var_os("SIDECAR_BENCH_BIN").map_or(built, PathBuf::from);
         Bins {
             queue: queue.exists().then_some(queue),
+            // target/shipped/<profile>/ → target/
             target_dir: profile_dir
                 .parent()
+                .and_then(Path::parent)
                 .map_or(profile_dir.clone(), Path::to_path_buf),
             sidecar,
         }

@@ -7,4 +7,7 @@ if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends nats-server >/dev/null
+    echo "nats: added the distribution's nats-server"
+else
+    echo "nats: nats-server already installed, nothing added"
 fi

@@ -58,19 +58,83 @@ pub async fn call_err(c: &SocketClient, method: &str, params: Value) -> Value {
 /// How long a sidecar may take to start or stop.
 pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Path of a workspace binary (built by `cargo build --workspace --bins`,
-/// which `tests/run.sh` runs before the tests).
+/// Path of a shipped binary, built as the image builds it (each package on
+/// its own, by `tests/build-shipped.sh`, which `tests/run.sh` runs) and
+/// linked into `target/shipped/<profile>/`. The profile is the test's own,
+/// or `FORGE_E2E_PROFILE` (`release`: the image's binaries under debug-built
+/// tests). Panics, saying what to run, if the binary is missing or older
+/// than a source file it is built from.
 pub fn workspace_bin(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps/; binaries one level up.
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --workspace --bins` (tests/run.sh does)",
-        bin.display()
-    );
+    let target = dir.parent().expect("target dir");
+    let profile = match std::env::var("FORGE_E2E_PROFILE") {
+        Ok(p) if !p.is_empty() => p,
+        _ => dir
+            .file_name()
+            .expect("profile")
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let bin = target.join("shipped").join(&profile).join(name);
+    let build = if profile == "release" {
+        "tests/build-shipped.sh --release"
+    } else {
+        "tests/build-shipped.sh"
+    };
+    let built = fs::metadata(&bin).and_then(|m| m.modified());
+    let Ok(built) = built else {
+        panic!(
+            "{} is missing: run `{build}` first (tests/run.sh does)",
+            bin.display()
+        );
+    };
+    if let Some(newer) = newest_source(name).filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: run `{build}` first (tests/run.sh does)",
+            bin.display(),
+            newer.1.display()
+        );
+    }
     bin
+}
+
+/// The newest source file (`.rs` or `Cargo.toml`) of the crates binary
+/// `name` is built from, with its modification time.
+fn newest_source(name: &str) -> Option<(std::time::SystemTime, PathBuf)> {
+    let crates: &[&str] = match name {
+        "forge-sidecar" => &["sidecar", "protocol", "queue/core"],
+        "forge-queue" => &["queue/host", "queue/core", "protocol"],
+        other => panic!("{other} is not a binary the workspace ships"),
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut stack: Vec<PathBuf> = crates.iter().map(|c| root.join(c)).collect();
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let file_name = entry.file_name();
+            if meta.is_dir() {
+                // The fuzz crate and build output are not part of the binary.
+                if file_name != "target" && file_name != "fuzz" {
+                    stack.push(path);
+                }
+            } else if (path.extension().is_some_and(|e| e == "rs") || file_name == "Cargo.toml")
+                && let Ok(t) = meta.modified()
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, path));
+            }
+        }
+    }
+    newest
 }
 
 /// A running sidecar process and its directories.

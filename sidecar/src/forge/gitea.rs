@@ -1,4 +1,4 @@
-//! [`GiteaForge`]: the Gitea REST API v1 client (DESIGN §8).
+//! [`GiteaForge`]: the Gitea REST API v1 client.
 //!
 //! Blocking ureq calls with `Authorization: token <T>`, a whole-request
 //! timeout and a response size cap. Reads are retried on connection errors,

@@ -88,7 +88,7 @@ use dir::{DirWatch, Drained};
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
 
 /// A heartbeat older than this many intervals means the sidecar is gone
-/// (DESIGN §7).
+/// (README, "Delivery semantics").
 pub const STALE_INTERVALS: u32 = 3;
 
 /// Every this many periodic rescans, list every `new/` even if its
