@@ -14,9 +14,8 @@
 //! - A connection over the cap is answered at once by [`refuse_now`] and
 //!   closed, holding no descriptor or task.
 //! - An answer is handed to hyper in chunks ([`ANSWER_CHUNK`]) and counted
-//!   in [`Unsent`] until its caller has taken it, so the bytes of answers
-//!   waiting for slow callers are bounded (forge reads wait while they are
-//!   over [`MAX_UNSENT_BYTES`]); a caller that takes longer than
+//!   in the sidecar's [`Budget`] until its caller has taken it, so the bytes
+//!   of answers waiting for slow callers hold back new forge calls; a caller that takes longer than
 //!   [`ANSWER_WRITE_TIMEOUT`] to read an answer is disconnected.
 
 use std::future::Future;
@@ -39,6 +38,7 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use tokio::net::UnixStream;
 use tower::Service;
 
+use crate::budget::Budget;
 use crate::service::Sidecar;
 
 /// How long a client may take to send a request's headers.
@@ -50,46 +50,6 @@ pub const ANSWER_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Answers are handed to hyper in pieces of this size, so hyper buffers
 /// little of an answer its caller is slow to read.
 pub const ANSWER_CHUNK: usize = 64 * 1024;
-/// Bytes of answers not yet taken by their callers above which forge reads
-/// wait (each answer is counted whole until it is taken).
-pub const MAX_UNSENT_BYTES: usize = 8 * 1024 * 1024;
-
-/// Bytes of answers not yet taken by their callers, in all connections.
-#[derive(Debug, Default)]
-pub struct Unsent {
-    bytes: AtomicUsize,
-    drained: tokio::sync::Notify,
-}
-
-impl Unsent {
-    /// The bytes counted now.
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::SeqCst)
-    }
-
-    /// Wait until fewer than `limit` bytes are counted.
-    pub async fn wait_below(&self, limit: usize) {
-        loop {
-            let drained = self.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.bytes() < limit {
-                return;
-            }
-            drained.await;
-        }
-    }
-
-    fn add(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::SeqCst);
-    }
-
-    fn sub(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::SeqCst);
-        self.drained.notify_waiters();
-    }
-}
-
 /// Milliseconds since the first call, the clock of [`Activity`].
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -140,27 +100,27 @@ impl Activity {
 struct Busy(Arc<Activity>);
 
 /// An answer on its way to its caller: handed to hyper in
-/// [`ANSWER_CHUNK`] pieces, counted in [`Unsent`] and keeping the
+/// [`ANSWER_CHUNK`] pieces, counted in the [`Budget`] and keeping the
 /// connection busy until it is taken (dropped).
 struct Sending {
     inner: HttpBody,
     pending: Bytes,
     counted: usize,
-    unsent: Arc<Unsent>,
+    budget: Arc<Budget>,
     busy: Busy,
 }
 
 impl Sending {
-    fn wrap(response: HttpResponse, unsent: &Arc<Unsent>, busy: Busy) -> HttpResponse {
+    fn wrap(response: HttpResponse, budget: &Arc<Budget>, busy: Busy) -> HttpResponse {
         response.map(|inner| {
             let counted = usize::try_from(inner.size_hint().lower()).unwrap_or(usize::MAX);
-            unsent.add(counted);
+            budget.answer_waiting(counted);
             busy.0.writing_since_ms.store(now_ms(), Ordering::SeqCst);
             HttpBody::new(Sending {
                 inner,
                 pending: Bytes::new(),
                 counted,
-                unsent: Arc::clone(unsent),
+                budget: Arc::clone(budget),
                 busy,
             })
         })
@@ -213,7 +173,7 @@ impl Drop for Sending {
             .0
             .writing_since_ms
             .store(u64::MAX, Ordering::SeqCst);
-        self.unsent.sub(self.counted);
+        self.budget.answer_taken(self.counted);
     }
 }
 
@@ -315,7 +275,7 @@ where
         let mut rpc = self.rpc.clone();
         let (peer, sidecar, limit) = (self.peer, Arc::clone(&self.sidecar), self.max_request_bytes);
         let busy = self.activity.busy();
-        let unsent = Arc::clone(self.sidecar.unsent());
+        let budget = Arc::clone(self.sidecar.budget());
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let read =
@@ -352,7 +312,7 @@ where
             let response = rpc
                 .call(hyper::Request::from_parts(parts, Full::new(bytes)))
                 .await?;
-            Ok(Sending::wrap(response, &unsent, busy))
+            Ok(Sending::wrap(response, &budget, busy))
         })
     }
 }
@@ -459,22 +419,22 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_is_counted_until_taken_and_handed_over_in_chunks() {
-        let unsent = Arc::new(Unsent::default());
+        let budget = Arc::new(Budget::default());
         let activity = Arc::new(Activity::default());
         let answer = HttpResponse::new(HttpBody::from(vec![b'x'; 200_000]));
-        let mut body = Sending::wrap(answer, &unsent, activity.busy()).into_body();
-        assert_eq!(unsent.bytes(), 200_000);
+        let mut body = Sending::wrap(answer, &budget, activity.busy()).into_body();
+        assert_eq!(budget.bytes(), 200_000);
         assert_eq!(activity.idle_since(), None, "busy while the answer waits");
         let mut sizes = Vec::new();
         while let Some(frame) = body.frame().await {
             sizes.push(frame.unwrap().into_data().unwrap().len());
         }
         assert_eq!(sizes, vec![65_536, 65_536, 65_536, 3_392]);
-        assert_eq!(unsent.bytes(), 200_000, "counted until the body is dropped");
+        assert_eq!(budget.bytes(), 200_000, "counted until the body is dropped");
         drop(body);
-        assert_eq!(unsent.bytes(), 0);
+        assert_eq!(budget.bytes(), 0);
         assert!(activity.idle_since().is_some());
-        tokio::time::timeout(Duration::from_secs(1), unsent.wait_below(1))
+        tokio::time::timeout(Duration::from_secs(1), budget.admit())
             .await
             .expect("nothing waits once the answers are taken");
     }

@@ -7,6 +7,7 @@
 //! The token lives in [`config::Secret`] and is never printed.
 
 pub mod audit;
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod fds;

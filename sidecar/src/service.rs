@@ -40,23 +40,19 @@ use forge_protocol::{
 };
 use forge_queue::run::{RunState, RunWrite};
 use forge_queue::{QueueError, QueueWriter, Written};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::audit::AuditWriter;
+use crate::budget::{Budget, Held};
 use crate::config::Config;
 use crate::flood::{AUDIT_RATE_PER_SEC, AuditRate};
 use crate::forge::{Forge, ForgeError};
 use crate::forge_health::{ForgeHealth, ForgeState};
-use crate::http::{MAX_UNSENT_BYTES, Unsent};
 use crate::marker;
 use crate::read_guard::cursor::List;
 use crate::read_guard::{ReadConfig, ReadGuard};
 use crate::resolve::{self, Found, Unreadable};
 use crate::scope::{Growth, ScopedForge, WriteKind, Written as ForgeWrite};
-
-/// Most forge calls in flight at once; further calls wait for a slot. With
-/// the forge response cap this bounds the memory forge answers can take.
-pub const MAX_FORGE_CALLS: usize = 2;
 
 /// The sidecar's state for one session.
 pub struct Sidecar {
@@ -69,15 +65,15 @@ pub struct Sidecar {
     done_earlier: Mutex<Option<String>>,
     run: Option<String>,
     counts: Mutex<OutcomeCounts>,
-    forge_slots: Semaphore,
     in_flight: Arc<InFlight>,
     rate: AuditRate,
-    unsent: Arc<Unsent>,
     forge_health: ForgeHealth,
     read: Arc<ReadGuard>,
     /// The forge writes of the run so far, oldest first, with what is known
     /// of each: repeated calls and late pull requests are checked against them.
     writes: Mutex<Vec<RunWrite>>,
+    /// The bytes forge answers hold: bounds the forge calls running at once.
+    budget: Arc<Budget>,
 }
 
 /// What an audited call was about, for its `op` event.
@@ -148,13 +144,12 @@ impl Sidecar {
             done_earlier: Mutex::new(None),
             run,
             counts: Mutex::new(OutcomeCounts::default()),
-            forge_slots: Semaphore::new(MAX_FORGE_CALLS),
             in_flight: Arc::default(),
             rate: AuditRate::default(),
-            unsent: Arc::default(),
             forge_health: ForgeHealth::default(),
             read: Arc::new(ReadGuard::new(ReadConfig::default(), "")),
             writes: Mutex::default(),
+            budget: Arc::default(),
         }
     }
 
@@ -188,9 +183,10 @@ impl Sidecar {
         &self.forge_health
     }
 
-    /// The bytes of answers waiting for their callers (counted by the HTTP layer).
-    pub fn unsent(&self) -> &Arc<Unsent> {
-        &self.unsent
+    /// The bytes forge answers hold (answers waiting for their callers are
+    /// counted by the HTTP layer).
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// The queue writer (for the heartbeat).
@@ -349,7 +345,7 @@ impl Sidecar {
     pub async fn read_issue(&self, n: IssueNumber, peer: Option<Peer>) -> Result<Issue, RpcError> {
         let mut call = self.begin(Method::ReadIssue.name(), Some(n), peer);
         let guard = Arc::clone(&self.read);
-        let result = self
+        let (result, _held) = self
             .on_forge(move |f| {
                 let mut issue = f.read_issue(n)?;
                 let report = guard.issue(f, &mut issue);
@@ -375,7 +371,7 @@ impl Sidecar {
     ) -> Result<PullRequest, RpcError> {
         let mut call = self.begin(Method::ReadPr.name(), Some(n), peer);
         let guard = Arc::clone(&self.read);
-        let result = self
+        let (result, _held) = self
             .on_forge(move |f| {
                 let mut pr = f.read_pr(n)?;
                 let report = guard.pr(f, &mut pr);
@@ -408,7 +404,7 @@ impl Sidecar {
             }
         };
         let guard = Arc::clone(&self.read);
-        let result = self
+        let (result, _held) = self
             .on_forge(move |f| {
                 let all = f.read_comments(n)?;
                 Ok(guard.comment_page(f, n, all, &params, start))
@@ -447,7 +443,7 @@ impl Sidecar {
             }
         };
         let guard = Arc::clone(&self.read);
-        let result = self
+        let (result, _held) = self
             .on_forge(move |f| {
                 let all = f.read_reviews(n)?;
                 Ok(guard.review_page(f, n, all, &params, start))
@@ -894,7 +890,7 @@ impl Sidecar {
         }
         // A description is composed with the one there now, which the op keeps.
         let current = if kind == WriteKind::Description {
-            match self.on_forge(move |f| f.read_issue(n)).await {
+            match self.on_forge(move |f| f.read_issue(n)).await.0 {
                 Ok(issue) => issue.body,
                 Err(e) => {
                     self.forge.release(permit);
@@ -912,8 +908,7 @@ impl Sidecar {
         if kind == WriteKind::Description {
             call.previous_body = Some(marker::previous_body(&current));
         }
-        // Never closed, so acquiring cannot fail.
-        let slot = self.forge_slots.acquire().await.ok();
+        let held = self.budget.admit().await;
         let intent = Intent {
             op_id: call.op_id,
             op: call.op.clone(),
@@ -953,14 +948,16 @@ impl Sidecar {
             .as_ref()
             .map(WriteKey::marker)
             .unwrap_or_default();
-        let result =
-            tokio::task::spawn_blocking(move || forge.write(permit, &marker_text, &current))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(ForgeError::Unavailable(format!(
-                        "the forge call failed internally ({e})"
-                    )))
-                });
+        let result = tokio::task::spawn_blocking(move || {
+            held.during(|| forge.write(permit, &marker_text, &current))
+                .0
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ForgeError::Unavailable(format!(
+                "the forge call failed internally ({e})"
+            )))
+        });
         let result = self
             .forge_health
             .observe(result)
@@ -979,7 +976,6 @@ impl Sidecar {
             }
             other => other,
         };
-        drop(slot);
         self.remember(&intent, written_status(&result, &call));
         let mode_note = match mode {
             Some(m) if m != DescriptionMode::Replace => format!(" ({m})"),
@@ -1264,36 +1260,35 @@ impl Sidecar {
         }
     }
 
-    /// Run a forge read in one of the [`MAX_FORGE_CALLS`] slots, once the
-    /// answers waiting for their callers are under [`MAX_UNSENT_BYTES`].
-    async fn on_forge<T, F>(&self, f: F) -> Result<T, RpcError>
+    /// Run a forge read once the [`Budget`] admits it; its answer's bytes
+    /// stay charged while the returned [`Held`] lives (the caller keeps it
+    /// until the answer is handed on).
+    async fn on_forge<T, F>(&self, f: F) -> (Result<T, RpcError>, Option<Held>)
     where
         T: Send + 'static,
         F: FnOnce(&dyn Forge) -> Result<T, ForgeError> + Send + 'static,
     {
         if !self.forge.inner().blocks() {
-            return self
-                .forge_health
-                .observe(f(self.forge.inner()))
-                .map_err(ForgeError::into_rpc);
+            let result = self.forge_health.observe(f(self.forge.inner()));
+            return (result.map_err(ForgeError::into_rpc), None);
         }
-        // Never closed, so acquiring cannot fail.
-        let _slot = self.forge_slots.acquire().await.ok();
-        // Answers waiting for slow callers hold memory: no new forge answer
-        // while they are over the bound (checked holding the slot, so no
-        // call that passed it earlier can start later).
-        self.unsent.wait_below(MAX_UNSENT_BYTES).await;
+        let held = self.budget.admit().await;
         let forge = Arc::clone(&self.forge);
-        let outcome = tokio::task::spawn_blocking(move || f(forge.inner()))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ForgeError::Unavailable(format!(
-                    "the forge call failed internally ({e})"
-                )))
-            });
-        self.forge_health
-            .observe(outcome)
-            .map_err(ForgeError::into_rpc)
+        match tokio::task::spawn_blocking(move || held.during(|| f(forge.inner()))).await {
+            Ok((result, held)) => (
+                self.forge_health
+                    .observe(result)
+                    .map_err(ForgeError::into_rpc),
+                Some(held),
+            ),
+            Err(e) => (
+                Err(
+                    ForgeError::Unavailable(format!("the forge call failed internally ({e})"))
+                        .into_rpc(),
+                ),
+                None,
+            ),
+        }
     }
 
     /// Run `f` on the scoped forge: in place for a forge that answers from

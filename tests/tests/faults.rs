@@ -207,3 +207,35 @@ async fn an_unreachable_forge_is_forge_unavailable() {
     }
     s.stop();
 }
+
+#[tokio::test]
+async fn a_slow_forge_serves_parallel_reads_at_once() {
+    // Forge calls are bounded by the bytes they hold, not by a fixed count:
+    // sixteen ordinary reads against a forge that takes a second each are
+    // all at the forge together and finish in about a second, not sixteen.
+    let gitea = FakeGitea::start();
+    let s = SidecarProcess::against(&gitea, &[]);
+    gitea.clear_requests();
+    gitea.set_fault_for(FaultFilter::reads(), Fault::Delay(Duration::from_secs(1)));
+    let started = std::time::Instant::now();
+    let reads: Vec<_> = (1..=16u64)
+        .map(|n| {
+            let socket = s.socket.clone();
+            tokio::spawn(async move {
+                SocketClient::new(&socket, CALL_TIMEOUT)
+                    .call("read_issue", Some(json!({"number": n})))
+                    .await
+            })
+        })
+        .collect();
+    for (i, read) in reads.into_iter().enumerate() {
+        let issue = read.await.unwrap().unwrap().unwrap();
+        assert_eq!(issue["number"], i as u64 + 1, "{issue}");
+    }
+    let took = started.elapsed();
+    assert_eq!(gitea.requests().len(), 16, "one request each, no retry");
+    assert!(
+        took <= Duration::from_secs(3),
+        "16 parallel reads against a 1 s forge took {took:?}: forge calls are being serialised"
+    );
+}

@@ -21,6 +21,7 @@ use ureq::Agent;
 use ureq::http::Response;
 
 use super::{CommitInfo, Forge, ForgeError};
+use crate::budget::{CHARGE_STEP, Charged};
 use crate::config::Secret;
 
 /// Largest forge response read, bytes; larger ones are refused unread.
@@ -734,11 +735,29 @@ fn redirected(status: u16, location: Option<&str>) -> ForgeError {
 }
 
 fn read_capped(resp: Response<ureq::Body>, cap: u64) -> Result<Vec<u8>, HttpFailure> {
-    let mut reader = resp.into_body().into_reader().take(cap + 1);
+    // Charged to the call's byte budget as it is read, into a buffer grown
+    // a step at a time, so what it holds is what was charged (not up to
+    // twice that, as doubling would).
+    let mut reader = Charged(resp.into_body().into_reader()).take(cap + 1);
     let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| HttpFailure::Transport(format!("reading the forge's response failed: {e}")))?;
+    loop {
+        bytes.reserve_exact(CHARGE_STEP);
+        let len = bytes.len();
+        bytes.resize(len + CHARGE_STEP, 0);
+        let n = loop {
+            match reader.read(&mut bytes[len..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let n = n.map_err(|e| {
+            HttpFailure::Transport(format!("reading the forge's response failed: {e}"))
+        })?;
+        bytes.truncate(len + n);
+        if n == 0 {
+            break;
+        }
+    }
     if bytes.len() as u64 > cap {
         return Err(HttpFailure::BadResponse(format!(
             "the forge's response is larger than the {cap}-byte limit and was not read"
