@@ -1348,6 +1348,10 @@ impl Sidecar {
         });
         tracing::info!(op = %call.op, target = call.target, outcome = outcome.as_str(), "{summary}");
         let was_write = Method::from_name(&call.op).is_some_and(Method::writes_forge);
+        let repeated = call
+            .resolution
+            .as_ref()
+            .is_some_and(|r| r.status == WriteStatus::Repeated);
         // What the text reached is recorded for writes that were allowed.
         let (foreign_refs, mentions) = match call.reach {
             Some((refs, mentions)) if outcome != Outcome::Denied => (Some(refs), Some(mentions)),
@@ -1370,7 +1374,9 @@ impl Sidecar {
             previous_body: call.previous_body,
         });
         if let Err(cause) = self.emit(op).await {
-            let next = if was_write && outcome == Outcome::Ok {
+            let next = if repeated {
+                "nothing new was sent: the same write is already on the forge; read it back instead of retrying"
+            } else if was_write && outcome == Outcome::Ok {
                 "the write did reach the forge (its intent is recorded); read it back instead of retrying"
             } else {
                 "try again later"
