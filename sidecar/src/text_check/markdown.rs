@@ -13,7 +13,8 @@
 //! Where the two differ this view shows *more* than Gitea's: the text of
 //! links, image alt text, the text inside inline and block HTML (entities
 //! decoded, tags as line breaks) and image destinations are all included,
-//! and a hard line break joins its two lines with a space.
+//! and a hard line break joins its two lines with nothing between
+//! them, as Gitea's stripper joins them (inside block quotes and lists too).
 
 use std::ops::Range;
 
@@ -95,10 +96,9 @@ pub fn strip(source: &str) -> Stripped {
                 out.text.push('\n');
                 joined = true;
             }
-            Event::HardBreak => {
-                out.text.push(' ');
-                joined = true;
-            }
+            // Gitea's stripper drops a hard line break (and the spaces that
+            // make it): the two lines read as one word where they meet.
+            Event::HardBreak => joined = true,
             // Code is not read for references; every other boundary starts a new piece.
             _ => joined = false,
         }
@@ -200,7 +200,9 @@ mod tests {
     #[test]
     fn text_that_continues_stays_on_its_line() {
         assert_eq!(lines("closes &#35;5 and \\#6"), ["closes #5 and #6"]);
-        assert_eq!(lines("closes\\\n#5"), ["closes #5"]);
+        // As Gitea strips it: the two lines meet with nothing between.
+        assert_eq!(lines("closes\\\n#5"), ["closes#5"]);
+        assert_eq!(lines("> fixes a/b  \n> !17"), ["fixes a/b!17"]);
         assert_eq!(lines("one\ntwo"), ["one", "two"]);
     }
 
