@@ -78,7 +78,7 @@ fn serve_with_a_wrong_token_exits_3_naming_the_token_file() {
     let gitea = FakeGitea::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("forge-token");
-    fs::write(&token_file, "not-the-token").expect("token");
+    forge_e2e::sidecar::write_token(&token_file, "not-the-token");
     let (status, log, socket) = serve_until_exit(dir.path(), &env_with(&gitea, &token_file, &[]));
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(
@@ -121,7 +121,7 @@ fn serve_with_a_missing_repository_or_issue_exits_3() {
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
-        fs::write(&token_file, gitea.token()).expect("token");
+        forge_e2e::sidecar::write_token(&token_file, gitea.token());
         let env = env_with(&gitea, &token_file, &[change]);
         let (status, log, _) = serve_until_exit(dir.path(), &env);
         assert_eq!(status.code(), Some(3), "{change:?}: {log}");
@@ -138,7 +138,7 @@ fn serve_with_an_unreachable_forge_warns_once_and_serves() {
     drop(closed);
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    fs::write(&token_file, gitea.token()).expect("token");
+    forge_e2e::sidecar::write_token(&token_file, gitea.token());
     let env = env_with(&gitea, &token_file, &[("FORGE_GITEA_API", &api)]);
     let mut s = SidecarProcess::start_in(dir, &[], &env);
     let health = Command::new(workspace_bin("forge-sidecar"))
@@ -169,7 +169,7 @@ fn no_probe_starts_offline_and_health_says_the_forge_is_not_contacted() {
     let gitea = FakeGitea::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    fs::write(&token_file, "not-the-token").expect("token");
+    forge_e2e::sidecar::write_token(&token_file, "not-the-token");
     let env = env_with(&gitea, &token_file, &[]);
     let mut s = SidecarProcess::start_in(dir, &["--no-probe"], &env);
     let health = Command::new(workspace_bin("forge-sidecar"))

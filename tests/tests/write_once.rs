@@ -42,7 +42,7 @@ fn sidecar(gitea: &FakeGitea, extra: &[(&str, &str)]) -> SidecarProcess {
 fn restart(gitea: &FakeGitea, queue: &Path, extra: &[(&str, &str)]) -> SidecarProcess {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, gitea.token()).expect("write token");
+    forge_e2e::sidecar::write_token(&token_file, gitea.token());
     let mut env = gitea_env(gitea, &token_file);
     for (k, v) in [("FORGE_BRANCH", AGENT_BRANCH), ("FORGE_PR_NUMBER", "")]
         .iter()
