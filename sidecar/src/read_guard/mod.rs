@@ -32,7 +32,7 @@ use forge_protocol::{
 };
 use serde::Serialize;
 
-use crate::forge::Forge;
+use crate::forge::{Forge, ForgeError};
 use clean::{Cleaned, Invisible};
 use cursor::{List, Position, Sealer};
 
@@ -109,6 +109,19 @@ enum Verdict {
     Untrusted,
     /// The check failed: withheld to be safe. The reason, short.
     Unknown(String),
+}
+
+/// What the guard asks of the forge: whether a login is a collaborator of
+/// the repository. Every [`Forge`] answers it; a test can answer it alone.
+pub trait Collaborators {
+    /// Whether `login` is the repository's collaborator.
+    fn is_collaborator(&self, login: &str) -> Result<bool, ForgeError>;
+}
+
+impl<F: Forge + ?Sized> Collaborators for F {
+    fn is_collaborator(&self, login: &str) -> Result<bool, ForgeError> {
+        Forge::is_collaborator(self, login)
+    }
 }
 
 /// The read guard of one session.
@@ -189,7 +202,7 @@ impl ReadGuard {
         &self.config
     }
 
-    fn verdict(&self, forge: &dyn Forge, login: &str) -> Verdict {
+    fn verdict<C: Collaborators + ?Sized>(&self, forge: &C, login: &str) -> Verdict {
         if self.config.trust == Trust::All {
             return Verdict::Trusted;
         }
@@ -231,10 +244,10 @@ impl ReadGuard {
 
     /// The placeholder for a withheld text by `author` at `when`, or `None`
     /// when the author is trusted. Records the notice under `field`.
-    fn withhold(
+    fn withhold<C: Collaborators + ?Sized>(
         &self,
         pass: &mut Pass,
-        forge: &dyn Forge,
+        forge: &C,
         author: &str,
         when: &str,
         field: &str,
@@ -335,7 +348,7 @@ impl ReadGuard {
     }
 
     /// Guard an issue (title and body by its author; labels).
-    pub fn issue(&self, forge: &dyn Forge, issue: &mut Issue) -> Report {
+    pub fn issue<C: Collaborators + ?Sized>(&self, forge: &C, issue: &mut Issue) -> Report {
         let mut pass = Pass::default();
         match self.withhold(&mut pass, forge, &issue.user, &issue.created_at, "body") {
             Some(placeholder) => {
@@ -369,7 +382,7 @@ impl ReadGuard {
     }
 
     /// Guard a pull request (title and body by its author; branch names).
-    pub fn pr(&self, forge: &dyn Forge, pr: &mut PullRequest) -> Report {
+    pub fn pr<C: Collaborators + ?Sized>(&self, forge: &C, pr: &mut PullRequest) -> Report {
         let mut pass = Pass::default();
         match self.withhold(&mut pass, forge, &pr.user, &pr.created_at, "body") {
             Some(placeholder) => {
@@ -404,7 +417,7 @@ impl ReadGuard {
         self.finish(&pass)
     }
 
-    fn comment(&self, forge: &dyn Forge, c: &mut Comment) -> Pass {
+    fn comment<C: Collaborators + ?Sized>(&self, forge: &C, c: &mut Comment) -> Pass {
         let mut pass = Pass::default();
         let prefix = format!("comments[id={}].", c.id);
         let field = format!("{prefix}body");
@@ -415,7 +428,7 @@ impl ReadGuard {
         pass
     }
 
-    fn review(&self, forge: &dyn Forge, r: &mut Review) -> Pass {
+    fn review<C: Collaborators + ?Sized>(&self, forge: &C, r: &mut Review) -> Pass {
         let mut pass = Pass::default();
         let prefix = format!("reviews[id={}].", r.id);
         let field = format!("{prefix}body");
@@ -452,9 +465,9 @@ impl ReadGuard {
     }
 
     /// One page of `all` (the comments of `number`, oldest first).
-    pub fn comment_page(
+    pub fn comment_page<C: Collaborators + ?Sized>(
         &self,
-        forge: &dyn Forge,
+        forge: &C,
         number: IssueNumber,
         all: Vec<Comment>,
         params: &PageParams,
@@ -485,9 +498,9 @@ impl ReadGuard {
     }
 
     /// One page of `all` (the reviews of `number`, oldest first).
-    pub fn review_page(
+    pub fn review_page<C: Collaborators + ?Sized>(
         &self,
-        forge: &dyn Forge,
+        forge: &C,
         number: IssueNumber,
         all: Vec<Review>,
         params: &PageParams,
@@ -523,16 +536,16 @@ impl ReadGuard {
     /// always taken; a review too large alone loses its last inline
     /// comments, with a notice.
     #[allow(clippy::too_many_arguments)]
-    fn page<T: Serialize + Shrink + Clone>(
+    fn page<T: Serialize + Shrink + Clone, C: Collaborators + ?Sized>(
         &self,
-        forge: &dyn Forge,
+        forge: &C,
         list: List,
         number: IssueNumber,
         mut all: Vec<T>,
         params: &PageParams,
         start: Option<Position>,
         id: impl Fn(&T) -> u64,
-        guard_one: impl Fn(&Self, &dyn Forge, &mut T) -> Pass,
+        guard_one: impl Fn(&Self, &C, &mut T) -> Pass,
     ) -> Paged<T> {
         let order = start.map(|p| p.order).or(params.order).unwrap_or_default();
         if order == Order::NewestFirst {

@@ -35,67 +35,7 @@ fn params(limit: Option<u32>, cursor: Option<String>, order: Option<Order>) -> P
 /// A forge whose collaborator check always fails.
 struct Down;
 
-impl Forge for Down {
-    fn kind(&self) -> &'static str {
-        "down"
-    }
-    fn api_base(&self) -> Option<&str> {
-        None
-    }
-    fn preflight(&self, _: IssueNumber) -> Result<String, ForgeError> {
-        unimplemented!()
-    }
-    fn read_issue(&self, _: IssueNumber) -> Result<Issue, ForgeError> {
-        unimplemented!()
-    }
-    fn read_pr(&self, _: IssueNumber) -> Result<PullRequest, ForgeError> {
-        unimplemented!()
-    }
-    fn read_comments(&self, _: IssueNumber) -> Result<Vec<Comment>, ForgeError> {
-        unimplemented!()
-    }
-    fn post_comment(
-        &self,
-        _: IssueNumber,
-        _: &forge_protocol::Text,
-    ) -> Result<Comment, ForgeError> {
-        unimplemented!()
-    }
-    fn update_description(
-        &self,
-        _: IssueNumber,
-        _: &forge_protocol::Text,
-    ) -> Result<forge_protocol::Updated, ForgeError> {
-        unimplemented!()
-    }
-    fn read_reviews(&self, _: IssueNumber) -> Result<Vec<Review>, ForgeError> {
-        unimplemented!()
-    }
-    fn default_branch(&self) -> Result<String, ForgeError> {
-        unimplemented!()
-    }
-    fn find_pr(&self, _: &str, _: &str) -> Result<Option<PullRequest>, ForgeError> {
-        unimplemented!()
-    }
-    fn open_pr(
-        &self,
-        _: &str,
-        _: &str,
-        _: &forge_protocol::Text,
-        _: &forge_protocol::Text,
-    ) -> Result<PullRequest, ForgeError> {
-        unimplemented!()
-    }
-    fn branch_commits(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<Vec<crate::forge::CommitInfo>, ForgeError> {
-        unimplemented!()
-    }
-    fn pr_commits(&self, _: IssueNumber) -> Result<Vec<crate::forge::CommitInfo>, ForgeError> {
-        unimplemented!()
-    }
+impl Collaborators for Down {
     fn is_collaborator(&self, _: &str) -> Result<bool, ForgeError> {
         Err(ForgeError::Rejected {
             status: 403,
