@@ -92,6 +92,19 @@ impl GiteaForge {
 
     /// [`GiteaForge::get`], also returning what the answer says about a next page.
     fn get_paged<T: DeserializeOwned>(&self, url: &str) -> Result<(T, NextPage), HttpFailure> {
+        self.get_with(url, |resp| {
+            let next = NextPage::of(&resp);
+            self.parse(resp).map(|value| (value, next))
+        })
+    }
+
+    /// A read with retries (see [`GiteaForge::get`]); `on_success` turns a
+    /// 2xx answer into the result.
+    fn get_with<T>(
+        &self,
+        url: &str,
+        on_success: impl Fn(ureq::http::Response<ureq::Body>) -> Result<T, HttpFailure>,
+    ) -> Result<T, HttpFailure> {
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 1;
         loop {
@@ -105,10 +118,7 @@ impl GiteaForge {
                 .header("Authorization", &self.auth)
                 .call();
             let failure = match result {
-                Ok(resp) if resp.status().is_success() => {
-                    let next = NextPage::of(&resp);
-                    return self.parse(resp).map(|value| (value, next));
-                }
+                Ok(resp) if resp.status().is_success() => return on_success(resp),
                 Ok(resp) => HttpFailure::from_response(resp, MAX_RESPONSE_BYTES),
                 Err(err) => HttpFailure::Transport(describe_transport(&err)),
             };
@@ -504,33 +514,7 @@ impl GiteaForge {
     /// GET with the retries of [`GiteaForge::get`] for an endpoint that
     /// answers by its status alone (204 and no body): the 2xx status.
     fn status_of(&self, url: &str) -> Result<u16, HttpFailure> {
-        let deadline = Instant::now() + self.timeout;
-        let mut attempt = 1;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = self
-                .agent
-                .get(url)
-                .config()
-                .timeout_global(Some(remaining))
-                .build()
-                .header("Authorization", &self.auth)
-                .call();
-            let failure = match result {
-                Ok(resp) if resp.status().is_success() => return Ok(resp.status().as_u16()),
-                Ok(resp) => HttpFailure::from_response(resp, MAX_RESPONSE_BYTES),
-                Err(err) => HttpFailure::Transport(describe_transport(&err)),
-            };
-            let Some(delay) = failure.retry_delay(attempt) else {
-                return Err(failure);
-            };
-            if attempt >= READ_ATTEMPTS || Instant::now() + delay >= deadline {
-                return Err(failure);
-            }
-            tracing::warn!(url = %redact_base(url), attempt, cause = %failure, "forge read failed; retrying");
-            thread::sleep(delay);
-            attempt += 1;
-        }
+        self.get_with(url, |resp| Ok(resp.status().as_u16()))
     }
 
     /// `owner/repo`.
