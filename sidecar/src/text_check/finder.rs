@@ -7,7 +7,11 @@
 //! * a keyword may follow the start of the text or *any* character that is
 //!   not an ASCII letter or digit (the forge: whitespace, `(`, `[`); a
 //!   keyword of ten bytes or more needs nothing before it (the forge looks
-//!   only twelve bytes back, so such a word can start its window);
+//!   only twelve bytes back, so such a word can start its window); and in
+//!   a word that holds a URL or an address before it (a `:` or `@`, or
+//!   `www.`), a keyword may start anywhere: the forge's linkify ends a link
+//!   inside such a word (`http://e.exampleFixes` is the link
+//!   `http://e.example`, then `Fixes` on a line of its own);
 //! * between the keyword and the reference, after an optional `:`, any run
 //!   of spaces, tabs and markup characters (`*_~` `` ` `` `'"<>()[]\`)
 //!   is allowed, also none (the forge: exactly one space);
@@ -220,9 +224,13 @@ impl Finder {
         let bytes = text.as_bytes();
         let mut scan = Scan::new(text);
         let mut found = Vec::new();
+        let mut words = LinkWords::default();
         for m in self.keyword.find_iter(text) {
             let before = text[..m.start()].bytes().next_back();
-            if m.len() < 10 && before.is_some_and(|b| b.is_ascii_alphanumeric()) {
+            if m.len() < 10
+                && before.is_some_and(|b| b.is_ascii_alphanumeric())
+                && !words.link_before(bytes, m.start())
+            {
                 continue;
             }
             let mut p = m.end();
@@ -423,6 +431,33 @@ impl Finder {
             .map(|m| m.as_str().trim_end_matches(['.', '/']))
             .filter(|m| !m.is_empty())
             .collect()
+    }
+}
+
+/// Whether the word (the run without whitespace) around a position holds
+/// the start of a URL or an address before it: where the forge's linkify
+/// may end a link and start a new piece of text. Positions are asked in
+/// increasing order; each byte is looked at once.
+#[derive(Default)]
+struct LinkWords {
+    /// Bytes before this have been looked at.
+    scanned: usize,
+    /// A `:`, `@` or `www.` since the last whitespace.
+    link: bool,
+}
+
+impl LinkWords {
+    fn link_before(&mut self, bytes: &[u8], p: usize) -> bool {
+        for i in self.scanned..p {
+            match bytes[i] {
+                b if b.is_ascii_whitespace() => self.link = false,
+                b':' | b'@' => self.link = true,
+                b'.' if i >= 3 && bytes[i - 3..i].eq_ignore_ascii_case(b"www") => self.link = true,
+                _ => {}
+            }
+        }
+        self.scanned = self.scanned.max(p);
+        self.link
     }
 }
 
@@ -662,6 +697,15 @@ mod tests {
             assert_eq!(actions(text), ["closes #5"], "{text:?}");
         }
         assert!(actions("unclosed #5; prefixes #5; closes#5x").is_empty());
+        // The forge's linkify may end a link inside a word, before the keyword.
+        for text in [
+            "http://e.exampleCloses #5",
+            "see www.e.exampleCloses #5",
+            "a@b.exampleCloses #5",
+        ] {
+            assert_eq!(actions(text), ["Closes #5"], "{text:?}");
+        }
+        assert!(actions("exampleCloses #5 http://e.example").is_empty());
     }
 
     #[test]
