@@ -15,6 +15,16 @@
 //! decoded, tags as line breaks) and image destinations are all included,
 //! and a hard line break joins its two lines with nothing between
 //! them, as Gitea's stripper joins them (inside block quotes and lists too).
+//!
+//! Gitea writes an autolink to itself in place right after whatever it
+//! wrote last, across everything it writes nothing for: code spans, links
+//! (it skips their text), images without alt text, HTML, code blocks and
+//! the ends of paragraphs, lists and quotes. So `fixes `x`https://...` and
+//! `fixes [a](b)` + a new paragraph starting with a URL both read as
+//! `fixes owner/repo#N`. [`Stripped::joins`] holds each such meeting: the
+//! text last written (when it ends in a space) followed by the URL, for
+//! every URL that starts a piece of text or is an autolink (`pulldown-cmark`
+//! does not find bare URLs, so every piece that starts like one counts).
 
 use std::ops::Range;
 
@@ -36,6 +46,67 @@ pub struct Stripped {
     pub text: String,
     /// Link and image destinations, in order.
     pub links: Vec<Link>,
+    /// The text written last before a URL that the forge may write in
+    /// place right after it, followed by that URL (up to whitespace).
+    pub joins: Vec<String>,
+}
+
+/// The bytes of the last written text kept for [`Stripped::joins`]: more
+/// than any keyword, its colon and its separators.
+const TAIL_BYTES: usize = 256;
+
+/// What the forge wrote last, as far as an autolink after it is concerned.
+#[derive(Default)]
+struct Tail {
+    /// The end of the run of text written last.
+    text: String,
+    /// The last event wrote text: the next text continues the same run.
+    continues: bool,
+}
+
+impl Tail {
+    /// Text the forge writes: it continues the run or starts a new one.
+    fn write(&mut self, text: &str) {
+        if !self.continues {
+            self.text.clear();
+        }
+        self.text.push_str(text);
+        if self.text.len() > TAIL_BYTES {
+            let mut cut = self.text.len() - TAIL_BYTES;
+            while !self.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text.drain(..cut);
+        }
+        self.continues = true;
+    }
+
+    /// A URL the forge may write in place after the run: the run and the
+    /// URL, when the run ends in whitespace (the forge needs a space
+    /// between a keyword and its reference).
+    fn join(&self, joins: &mut Vec<String>, url: &str) {
+        if self.text.ends_with(char::is_whitespace) {
+            let url = url.split(char::is_whitespace).next().unwrap_or("");
+            joins.push(format!("{}{url}", self.text));
+        }
+    }
+}
+
+/// Whether `text` starts like a URL the forge's linkify may find: a
+/// scheme and `:`, or `www.`.
+fn starts_like_url(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() >= 4 && bytes[..4].eq_ignore_ascii_case(b"www.") {
+        return true;
+    }
+    if !bytes.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    let end = bytes
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-')))
+        .unwrap_or(bytes.len());
+    bytes.get(end) == Some(&b':')
 }
 
 /// Parse `source` as Markdown with the extensions Gitea enables.
@@ -51,22 +122,33 @@ pub fn strip(source: &str) -> Stripped {
     let mut joined = false;
     // Inside an autolink the text repeats the destination, already written.
     let mut in_autolink = 0usize;
+    // Inside a link the forge writes nothing of its text.
+    let mut in_link = 0usize;
     // Gitea does not read code blocks (nor code spans) for references.
     let mut in_code_block = false;
+    let mut tail = Tail::default();
     for (event, range) in Parser::new_ext(source, options).into_offset_iter() {
         match event {
             Event::Start(Tag::CodeBlock(_)) => {
                 in_code_block = true;
                 joined = false;
+                tail.continues = false;
             }
             Event::End(TagEnd::CodeBlock) => {
                 in_code_block = false;
                 joined = false;
+                tail.continues = false;
             }
             Event::Text(text) => {
                 if in_autolink == 0 && !in_code_block {
                     piece(&mut out.text, &text, joined);
                     joined = true;
+                    if in_link == 0 {
+                        if !tail.continues && starts_like_url(&text) {
+                            tail.join(&mut out.joins, &text);
+                        }
+                        tail.write(&text);
+                    }
                 }
             }
             Event::Start(Tag::Link {
@@ -75,32 +157,56 @@ pub fn strip(source: &str) -> Stripped {
                 ..
             }) => {
                 // Gitea writes an autolink in place, right after the text before it.
+                tail.join(&mut out.joins, &dest_url);
+                tail.continues = false;
                 out.text.push_str(&dest_url);
                 push_link(&mut out.links, &dest_url, range);
                 in_autolink += 1;
                 joined = true;
             }
-            Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => {
+            Event::Start(Tag::Link { dest_url, .. }) => {
+                push_link(&mut out.links, &dest_url, range);
+                in_link += 1;
+                joined = false;
+                tail.continues = false;
+            }
+            Event::Start(Tag::Image { dest_url, .. }) => {
                 push_link(&mut out.links, &dest_url, range);
                 joined = false;
+                tail.continues = false;
             }
             Event::End(TagEnd::Link) if in_autolink > 0 => {
                 in_autolink -= 1;
                 joined = true;
             }
+            Event::End(TagEnd::Link) => {
+                in_link = in_link.saturating_sub(1);
+                joined = false;
+                tail.continues = false;
+            }
             Event::Html(html) | Event::InlineHtml(html) => {
                 html_text(&mut out.text, &html);
                 joined = false;
+                tail.continues = false;
             }
             Event::SoftBreak => {
                 out.text.push('\n');
                 joined = true;
+                // Gitea writes a line end after text that ends a line.
+                if tail.continues {
+                    tail.text.clear();
+                }
+                tail.continues = false;
             }
             // Gitea's stripper drops a hard line break (and the spaces that
             // make it): the two lines read as one word where they meet.
             Event::HardBreak => joined = true,
-            // Code is not read for references; every other boundary starts a new piece.
-            _ => joined = false,
+            // Code is not read for references; every other boundary starts
+            // a new piece (and writes nothing in the forge's reading).
+            _ => {
+                joined = false;
+                tail.continues = false;
+            }
         }
     }
     out
@@ -233,5 +339,43 @@ mod tests {
         assert_eq!(lines("<div>\n&#99;loses #5\n</div>"), ["closes #5"]);
         assert_eq!(lines("a <b>fixes</b> #5"), ["a ", "fixes", " #5"]);
         assert!(strip("```\nfixes #5\n```\n\n    fixes #6").text.is_empty());
+    }
+
+    #[test]
+    fn autolinks_meet_the_text_written_before_them() {
+        let joins = |s: &str| strip(s).joins;
+        let url = "https://h//a/b/issues/5";
+        for silent in [
+            "`x`",
+            "[t](u)",
+            "![](u)",
+            "<b>",
+            "`x`\n\n```\ncode\n```\n\n",
+            "[x](y)\n\n<div>\nwords\n</div>\n\n",
+            "`x`\n- ",
+        ] {
+            assert_eq!(
+                joins(&format!("fixes {silent}{url} more")),
+                [format!("fixes {url}")],
+                "{silent:?}"
+            );
+        }
+        assert_eq!(
+            joins(&format!("fixes `x`<{url}>")),
+            [format!("fixes {url}")]
+        );
+        // Text written between, a line end after text, or no space: no meeting.
+        for text in [
+            format!("fixes *x*{url}"),
+            format!("fixes\n`x`{url}"),
+            format!("fixes\n\n{url}"),
+            format!("fixes `x` {url}"),
+        ] {
+            assert!(
+                joins(&text).iter().all(|j| !j.starts_with("fixes")),
+                "{text:?}: {:?}",
+                joins(&text)
+            );
+        }
     }
 }

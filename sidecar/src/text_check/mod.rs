@@ -515,6 +515,16 @@ fn actions_in(
         .into_iter()
         .map(|a| (a, View::Markdown))
         .collect();
+    // An autolink the forge writes in place right after the text before it.
+    for joined in &stripped.joins {
+        let empty = Destinations::default();
+        found.extend(
+            finder
+                .actions(joined, &empty)
+                .into_iter()
+                .map(|a| (a, View::Markdown)),
+        );
+    }
     for link in &stripped.links {
         let Some(target) = finder.link_reference(&link.destination) else {
             continue;
