@@ -232,6 +232,9 @@ pub fn remove_backslash_escapes(source: &str) -> String {
 /// `source` with every hard line break (`\\` or two or more spaces
 /// before a line end) and its line end removed.
 pub fn join_hard_breaks(source: &str) -> String {
+    if !source.contains("\\\n") && !source.contains("  \n") {
+        return source.to_string();
+    }
     let mut out = String::with_capacity(source.len());
     for line in source.split_inclusive('\n') {
         match line.strip_suffix('\n') {

@@ -515,9 +515,13 @@ fn actions_in(
         .into_iter()
         .map(|a| (a, View::Markdown))
         .collect();
-    // An autolink the forge writes in place right after the text before it.
-    for joined in &stripped.joins {
-        let empty = Destinations::default();
+    // An autolink the forge writes in place right after the text before it
+    // (each distinct meeting once: repeated ones read the same).
+    let mut joins: Vec<&str> = stripped.joins.iter().map(String::as_str).collect();
+    joins.sort_unstable();
+    joins.dedup();
+    let empty = Destinations::default();
+    for joined in joins {
         found.extend(
             finder
                 .actions(joined, &empty)
@@ -525,11 +529,21 @@ fn actions_in(
                 .map(|a| (a, View::Markdown)),
         );
     }
+    // Links come in the order they start; the start of the line of each is
+    // found by scanning forward once, not back from every link.
+    let mut line_start = 0;
+    let mut scanned = 0;
     for link in &stripped.links {
         let Some(target) = finder.link_reference(&link.destination) else {
             continue;
         };
-        let line_start = text[..link.start].rfind('\n').map_or(0, |i| i + 1);
+        if link.start < scanned {
+            // Out of order (not expected from the parser): look back.
+            line_start = text[..link.start].rfind('\n').map_or(0, |i| i + 1);
+        } else if let Some(i) = text[scanned..link.start].rfind('\n') {
+            line_start = scanned + i + 1;
+        }
+        scanned = link.start;
         if let Some(keyword) = finder.keyword_at_end(&text[line_start..link.start]) {
             let action = RawAction {
                 keyword: keyword.to_string(),
