@@ -457,3 +457,196 @@ fn untrusted(path: &Path, what: String) -> QueueError {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_protocol::event::{Intent, Limits, SessionStart};
+
+    fn start(run: &str) -> EventBody {
+        EventBody::SessionStart(SessionStart {
+            version: "0".into(),
+            forge: "memory".into(),
+            api_base: None,
+            owner: "acme".into(),
+            repo: "widgets".into(),
+            issue: 17,
+            writable: vec![17],
+            limits: Limits {
+                max_request_bytes: 1,
+                max_body_bytes: 1,
+                max_writes: 1,
+                http_timeout_secs: 1,
+                heartbeat_secs: 1,
+            },
+            text: Default::default(),
+            pid: 1,
+            run: Some(run.into()),
+        })
+    }
+
+    fn intent(op_id: u64) -> EventBody {
+        EventBody::Intent(Intent {
+            op_id,
+            op: "post_comment".into(),
+            target: Some(17),
+            write: None,
+        })
+    }
+
+    /// A session of run `r1` with `writes` intents; the writer and its names.
+    fn session(root: &Path, writes: u64) -> (QueueWriter, Vec<String>) {
+        let opened = open(root, Some("r1")).unwrap();
+        let w = opened.writer;
+        let mut names = vec![w.append(start("r1")).unwrap().name];
+        for i in 1..=writes {
+            names.push(w.append(intent(i)).unwrap().name);
+        }
+        (w, names)
+    }
+
+    fn problem(root: &Path) -> String {
+        match open(root, Some("r1")) {
+            Err(e @ QueueError::Tally { .. }) => e.to_string(),
+            Err(e) => panic!("not a tally error: {e}"),
+            Ok(o) => panic!("started from a bad tally: {:?}", o.earlier),
+        }
+    }
+
+    #[test]
+    fn a_start_reads_only_what_follows_the_tail() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, names) = session(root.path(), 2);
+        drop(w);
+        let again = open(root.path(), Some("r1")).unwrap();
+        assert_eq!((again.earlier.sessions, again.earlier.writes), (1, 2));
+        assert_eq!(
+            again.source,
+            Source::Tally {
+                path: path(root.path(), Some("r1")),
+                read: 0
+            }
+        );
+        // A later session sorts after the earlier one, with no listing.
+        let s = again.writer.append(start("r1")).unwrap();
+        assert!(
+            &s.name > names.last().unwrap(),
+            "{} after {names:?}",
+            s.name
+        );
+    }
+
+    #[test]
+    fn a_tally_one_batch_behind_is_caught_up() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, _) = session(root.path(), 1);
+        let behind = fs::read(path(root.path(), Some("r1"))).unwrap();
+        w.append(intent(2)).unwrap();
+        drop(w);
+        // A crash between the event and the tally's save.
+        fs::write(path(root.path(), Some("r1")), &behind).unwrap();
+        let again = open(root.path(), Some("r1")).unwrap();
+        assert_eq!(again.earlier.writes, 2);
+        assert!(matches!(again.source, Source::Tally { read: 1, .. }));
+        assert_eq!(
+            again.earlier,
+            crate::run::scan(root.path(), Some("r1")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_pruned_history_keeps_the_state() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, _) = session(root.path(), 3);
+        drop(w);
+        for name in fs::read_dir(root.path().join("new")).unwrap() {
+            fs::remove_file(name.unwrap().path()).unwrap();
+        }
+        let again = open(root.path(), Some("r1")).unwrap();
+        assert_eq!((again.earlier.sessions, again.earlier.writes), (1, 3));
+    }
+
+    #[test]
+    fn a_changed_tail_is_refused_with_what_to_do() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, names) = session(root.path(), 1);
+        drop(w);
+        let tail = root.path().join("new").join(names.last().unwrap());
+        let mut bytes = fs::read(&tail).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&tail, bytes).unwrap();
+        let p = problem(root.path());
+        assert!(
+            p.contains("SHA-256") && p.contains(names.last().unwrap()),
+            "{p}"
+        );
+        assert!(p.contains("remove") && p.contains("restore"), "{p}");
+    }
+
+    #[test]
+    fn events_after_the_tail_that_do_not_follow_it_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, names) = session(root.path(), 1);
+        let behind = fs::read(path(root.path(), Some("r1"))).unwrap();
+        w.append(intent(2)).unwrap();
+        drop(w);
+        fs::write(path(root.path(), Some("r1")), &behind).unwrap();
+        // The tail is pruned and its successor replaced by another chain.
+        fs::remove_file(root.path().join("new").join(names.last().unwrap())).unwrap();
+        let next = EventName::parse(names.last().unwrap()).unwrap();
+        let successor = root
+            .path()
+            .join("new")
+            .join(EventName::format(&next.session, next.seq + 1));
+        let mut event: Event = serde_json::from_slice(&fs::read(&successor).unwrap()).unwrap();
+        event.prev = Some("0".repeat(64));
+        fs::write(&successor, serde_json::to_vec(&event).unwrap()).unwrap();
+        let p = problem(root.path());
+        assert!(p.contains("does not follow it"), "{p}");
+    }
+
+    #[test]
+    fn a_tally_older_than_the_run_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, _) = session(root.path(), 1);
+        drop(w);
+        let old = fs::read(path(root.path(), Some("r1"))).unwrap();
+        // A later session of the run, serving (its heartbeat)...
+        let (w, _) = session(root.path(), 1);
+        w.heartbeat().unwrap();
+        drop(w);
+        // ...that a tally restored from a copy does not know.
+        fs::write(path(root.path(), Some("r1")), &old).unwrap();
+        let p = problem(root.path());
+        assert!(p.contains("older than the run"), "{p}");
+    }
+
+    #[test]
+    fn another_runs_tally_or_garbage_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (w, _) = session(root.path(), 1);
+        drop(w);
+        let other = open(root.path(), Some("r2")).unwrap();
+        drop(other);
+        fs::copy(path(root.path(), Some("r2")), path(root.path(), Some("r1"))).unwrap();
+        assert!(problem(root.path()).contains("not of run \"r1\""));
+        fs::write(path(root.path(), Some("r1")), b"{").unwrap();
+        assert!(problem(root.path()).contains("does not parse"));
+    }
+
+    #[test]
+    fn without_a_tally_every_event_is_read_once() {
+        let root = tempfile::tempdir().unwrap();
+        let w = QueueWriter::open(root.path()).unwrap();
+        w.append(start("r1")).unwrap();
+        w.append(intent(1)).unwrap();
+        drop(w);
+        let first = open(root.path(), Some("r1")).unwrap();
+        assert_eq!(first.source, Source::Scan { events: 2 });
+        assert_eq!(first.earlier.writes, 1);
+        drop(first);
+        let second = open(root.path(), Some("r1")).unwrap();
+        assert!(matches!(second.source, Source::Tally { read: 0, .. }));
+        assert_eq!(second.earlier.writes, 1);
+    }
+}
