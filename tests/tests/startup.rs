@@ -12,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use forge_e2e::history;
 use forge_e2e::sidecar::{SidecarProcess, call_err as err, call_ok as ok, client};
 use serde_json::{Value, json};
 
@@ -143,64 +144,11 @@ async fn pruning_cur_does_not_give_the_run_its_budget_back() {
     third.stop();
 }
 
-/// Write a session of run `run` straight into `cur/` (as consumed events):
-/// `session_start`, `writes` forge writes (intent, then op), `reads` read
-/// ops and a `done`. The chain is the real one (`prev`, `seq`); no fsync.
-/// Returns the number of events written.
-fn write_history(queue: &Path, run: &str, writes: u64, reads: u64) -> u64 {
-    let session = "20200101T000000.000Z-000001";
-    let cur = queue.join("cur");
-    fs::create_dir_all(&cur).unwrap();
-    for sub in ["new", "tmp"] {
-        fs::create_dir_all(queue.join(sub)).unwrap();
-    }
-    let mut bodies: Vec<Value> = vec![json!({
-        "kind": "session_start", "version": "0", "forge": "memory", "api_base": null,
-        "owner": "acme", "repo": "widgets", "issue": 17, "writable": [17],
-        "limits": {"max_request_bytes": 1048576, "max_body_bytes": 65536, "max_writes": 10,
-                   "http_timeout_secs": 30, "heartbeat_secs": 5},
-        "pid": 1, "run": run,
-    })];
-    let op = |op_id: u64, op: &str, summary: String| {
-        json!({"kind": "op", "op_id": op_id, "op": op, "target": 17, "outcome": "ok",
-               "summary": summary, "error": null, "duration_ms": 1, "peer": null})
-    };
-    let mut op_id = 0;
-    for _ in 0..writes {
-        op_id += 1;
-        bodies.push(json!({"kind": "intent", "op_id": op_id, "op": "post_comment", "target": 17}));
-        bodies.push(op(op_id, "post_comment", "posted comment to #17".into()));
-    }
-    for _ in 0..reads {
-        op_id += 1;
-        bodies.push(op(op_id, "read_issue", "read issue #17".into()));
-    }
-    bodies.push(json!({"kind": "done", "status": "failure", "summary": "tests fail"}));
-    let count = bodies.len() as u64;
-    let mut prev: Option<String> = None;
-    for (seq, body) in bodies.into_iter().enumerate() {
-        let mut event = json!({
-            "v": 1, "session": session, "seq": seq,
-            "ts": "2020-01-01T00:00:00.000Z", "prev": prev,
-        });
-        event
-            .as_object_mut()
-            .unwrap()
-            .extend(body.as_object().unwrap().clone());
-        let mut bytes = serde_json::to_vec(&event).unwrap();
-        bytes.push(b'\n');
-        prev = Some(forge_queue::sha256_hex(&bytes));
-        let name = format!("{session}-{seq:08}.json");
-        fs::write(cur.join(name), &bytes).unwrap();
-    }
-    count
-}
-
 #[tokio::test]
 async fn a_run_of_100000_events_starts_from_its_tally_without_reading_them() {
     let root = tempfile::tempdir().unwrap();
     let queue = root.path().join("queue");
-    let events = write_history(&queue, "job-big", 3, 99_992);
+    let events = history::write_run(&queue, "job-big", 3, 99_992);
     assert_eq!(events, 100_000);
 
     // The first start of this sidecar on that queue has no tally yet: it
@@ -211,18 +159,18 @@ async fn a_run_of_100000_events_starts_from_its_tally_without_reading_them() {
     ack_all(&queue);
     let (tally, tail) = tally_tail(&queue);
     assert!(
-        tail.starts_with("2") && !tail.starts_with("20200101T000000.000Z-000001"),
+        tail.starts_with("2") && !tail.starts_with(history::SESSION),
         "the tail is the first restart's own last event: {tail}"
     );
 
     // Every event of the history is emptied in place: a start that read
     // them would find no run (and give the budget and done back).
-    let history: Vec<String> = names(&queue.join("cur"))
+    let old: Vec<String> = names(&queue.join("cur"))
         .into_iter()
-        .filter(|n| n.starts_with("20200101T000000.000Z-000001-"))
+        .filter(|n| n.starts_with(history::SESSION))
         .collect();
-    assert_eq!(history.len(), 100_000);
-    for name in &history {
+    assert_eq!(old.len(), 100_000);
+    for name in &old {
         fs::write(queue.join("cur").join(name), b"").unwrap();
     }
 

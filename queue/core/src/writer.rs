@@ -174,6 +174,8 @@ impl QueueWriter {
         let milestone = bodies
             .iter()
             .any(|b| matches!(b, EventBody::Done(_) | EventBody::SessionEnd(_)));
+        // The events that stand in new/, for the run's tally.
+        let mut standing = Vec::new();
         for body in bodies {
             let seq = chain.next_seq;
             let event = Event {
@@ -194,10 +196,8 @@ impl QueueWriter {
                 });
             results.push(staged.map(|(name, bytes)| {
                 let hash = sha256_hex(&bytes);
-                if let Some(tally) = &self.tally {
-                    // Every event that stands in new/ is folded, in chain
-                    // order (the chain lock is held).
-                    lock(tally).fold(&name, &hash, &event);
+                if self.tally.is_some() {
+                    standing.push((name.clone(), hash.clone(), event));
                 }
                 chain.next_seq = seq + 1;
                 chain.prev = Some(hash);
@@ -216,20 +216,31 @@ impl QueueWriter {
                 )));
             }
         }
+        // Folded in chain order (the chain lock is still held), once new/
+        // was synced: so the tally never names an event that a crash could
+        // take back. Events whose sync failed stand too (the chain goes on
+        // after them), so they are folded, and saved with the next batch.
+        let tally = self.tally.as_ref().map(|t| {
+            let mut tally = lock(t);
+            for (name, hash, event) in &standing {
+                tally.fold(name, hash, event);
+            }
+            tally
+        });
         drop(chain);
         // The tally is saved only once the events it names are durable, and
         // before any caller is answered. A tally left behind (a crash now, a
         // failed save) is caught up at the next start from the events after
         // its tail, so a failure here is kept for the caller to log and
         // costs nothing but a longer start.
-        if synced && let Some(tally) = &self.tally {
-            let mut tally = lock(tally);
-            if tally.due(milestone) {
-                let outcome = tally.save().err();
-                drop(tally);
-                if outcome.is_some() {
-                    *lock(&self.tally_failure) = outcome;
-                }
+        if let Some(mut tally) = tally
+            && synced
+            && tally.due(milestone)
+        {
+            let outcome = tally.save().err();
+            drop(tally);
+            if outcome.is_some() {
+                *lock(&self.tally_failure) = outcome;
             }
         }
         if milestone && self.signer.is_some() {
@@ -308,8 +319,13 @@ impl QueueWriter {
         // so a start reads at most one interval's worth after it.
         if let Some(tally) = &self.tally {
             let mut tally = lock(tally);
-            if tally.due(true) {
-                tally.save()?;
+            if tally.due(true)
+                && let Err(e) = tally.save()
+            {
+                // Not the heartbeat's failure: the events stand, and the
+                // next start reads those after the tally's tail.
+                drop(tally);
+                *lock(&self.tally_failure) = Some(e);
             }
         }
         let beat = Heartbeat {
