@@ -1276,6 +1276,59 @@ mod tests {
         }
 
         #[test]
+        fn held_in_memory_the_newest_of_several_checkpoints_counts() {
+            let (root, session, key) = finished();
+            let cp_path = root.path().join(checkpoint::DIR).join(&session);
+            let newest = fs::read(&cp_path).unwrap();
+            let older = Checkpoint {
+                events: 2,
+                last: crate::sha256_hex(&fs::read(path(root.path(), &session, 1)).unwrap()),
+                ..Checkpoint::open(&newest, &key.verifier()).unwrap()
+            }
+            .sign(&key)
+            .unwrap();
+            let event = |seq: u64| NamedEvent {
+                label: format!("#{seq}"),
+                name: EventName {
+                    session: session.clone(),
+                    seq,
+                },
+                bytes: fs::read(path(root.path(), &session, seq)).unwrap(),
+            };
+            let cp = |label: &str, note: Vec<u8>| NamedCheckpoint {
+                label: label.into(),
+                session: Some(session.clone()),
+                note,
+            };
+            let checkpoints = vec![cp("new", newest.clone()), cp("old", older.into_bytes())];
+            let all = verify_events_signed(
+                "s",
+                (0..4).map(event).collect(),
+                checkpoints.clone(),
+                &key.verifier(),
+                None,
+            );
+            assert!(all.is_intact(), "{all}");
+            assert_eq!(all.sessions[0].signature.as_ref().unwrap().covered, 4);
+            // The tail cut: the older checkpoint does not excuse it.
+            let cut = verify_events_signed(
+                "s",
+                (0..2).map(event).collect(),
+                checkpoints,
+                &key.verifier(),
+                None,
+            );
+            assert_eq!(
+                cut.sessions[0].problems[0].kind,
+                ProblemKind::SignedMissing {
+                    first: 2,
+                    events: 4
+                },
+                "{cut}"
+            );
+        }
+
+        #[test]
         fn a_rewritten_done_with_fixed_hashes_is_caught() {
             let (root, session, key) = finished();
             rewrite(root.path(), &session, 2, |e| {

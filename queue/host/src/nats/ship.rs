@@ -168,11 +168,17 @@ struct Outgoing {
     payload: Bytes,
     id: String,
     what: What,
+    /// Published before, on a connection that failed.
+    again: bool,
 }
 
 /// What a message is, and for an event the file to move once acked.
 enum What {
-    Event { new: PathBuf, cur: PathBuf },
+    Event {
+        new: PathBuf,
+        cur: PathBuf,
+        name: EventName,
+    },
     Notice,
     Checkpoint,
 }
@@ -274,7 +280,9 @@ impl Shipper {
                     what: What::Event {
                         new: queue.path_of(Place::New, &e.file_name),
                         cur: queue.path_of(Place::Cur, &e.file_name),
+                        name,
                     },
+                    again: false,
                 }
             }
             Delivery::Stale(n) | Delivery::Recovered(n) => {
@@ -300,6 +308,7 @@ impl Shipper {
                     payload: Bytes::from(body),
                     id,
                     what: What::Notice,
+                    again: false,
                 }
             }
             Delivery::CheckpointFile(c) => {
@@ -316,6 +325,7 @@ impl Shipper {
                     payload: Bytes::from(c.note.clone()),
                     id,
                     what: What::Checkpoint,
+                    again: false,
                 }
             }
             // Invalid files stay in new/ (the watcher reports them); a
@@ -428,6 +438,8 @@ async fn pipeline(
                 match super::ensure_stream(&js, &options.stream).await {
                     Ok(_) => {
                         let mut turn = Turn {
+                            warn: &mut *warn,
+                            stored_again: HashMap::new(),
                             conn: &conn,
                             js: &js,
                             depth: options.max_in_flight.max(1),
@@ -492,6 +504,10 @@ type AckFuture =
 
 /// One connection's share of the work.
 struct Turn<'a> {
+    warn: &'a mut (dyn FnMut(String) + Send),
+    /// Per session, the lowest seq that a publish again stored for the
+    /// first time: a later seq of it found stored already is out of order.
+    stored_again: HashMap<String, u64>,
     conn: &'a super::Fenced,
     js: &'a jetstream::Context,
     depth: usize,
@@ -567,6 +583,9 @@ impl Turn<'_> {
         }
         let mut again: VecDeque<Outgoing> = self.waiting.drain(..).collect();
         again.append(retry);
+        for m in &mut again {
+            m.again = true;
+        }
         *retry = again;
         if self.acked > 0 {
             TurnEnd::Progress(failure)
@@ -611,7 +630,10 @@ impl Turn<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match &m.what {
-            What::Event { new, cur } => {
+            What::Event { new, cur, name } => {
+                if m.again {
+                    self.check_order(name, ack.duplicate);
+                }
                 match std::fs::rename(new, cur) {
                     Ok(()) => {}
                     // Someone else acked it: it is where it belongs.
@@ -634,6 +656,27 @@ impl Turn<'_> {
             What::Checkpoint => shipped.checkpoints += 1,
         }
         Ok(())
+    }
+
+    /// A message published again: if the server stored it only now, while
+    /// a later event of its session was stored already (by a connection
+    /// that failed after the server refused this one), the stream holds
+    /// that session out of order. Nothing can undo it; say so.
+    fn check_order(&mut self, name: &EventName, duplicate: bool) {
+        if !duplicate {
+            self.stored_again
+                .entry(name.session.clone())
+                .or_insert(name.seq);
+        } else if let Some(&first) = self.stored_again.get(&name.session)
+            && first < name.seq
+        {
+            (self.warn)(format!(
+                "the stream holds seq {} of session {} before seq {first}: the server refused seq {first} but stored what was sent behind it; consumers that need order must sort this session by seq",
+                name.seq, name.session
+            ));
+            // Once per session and connection is enough.
+            self.stored_again.insert(name.session.clone(), u64::MAX);
+        }
     }
 
     /// fsync the `cur/` directories moved into.

@@ -555,6 +555,42 @@ mod tests {
     }
 
     #[test]
+    fn without_acking_a_file_moved_away_by_its_host_is_forgotten() {
+        let (root, _w, mut d) = dir_with(3);
+        let options = WatchOptions {
+            ack: false,
+            ..WatchOptions::default()
+        };
+        let (stop, syncer) = (AtomicBool::new(false), AckSyncer::start());
+        let mut seen = Vec::new();
+        let mut handler = |del: &Delivery| -> Result<(), ()> {
+            if let Delivery::Event(e) = del {
+                seen.push(e.event.seq);
+            }
+            Ok(())
+        };
+        while d.drain(&options, &stop, &syncer, &mut handler).unwrap() == Drained::More {}
+        assert_eq!(d.delivered.len(), 3);
+        // The host (a shipper) moves two of them itself.
+        let new = root.path().join("new");
+        let mut names: Vec<_> = fs::read_dir(&new)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in &names[..2] {
+            fs::rename(new.join(name), root.path().join("cur").join(name)).unwrap();
+        }
+        while d.drain(&options, &stop, &syncer, &mut handler).unwrap() == Drained::More {}
+        assert_eq!(seen, [0, 1, 2], "nothing delivered twice");
+        assert_eq!(
+            d.delivered.len(),
+            1,
+            "only the one still in new/ is remembered"
+        );
+    }
+
+    #[test]
     fn an_old_unchanged_new_dir_is_not_listed_again() {
         let (root, w, mut d) = dir_with(1);
         assert_eq!(drain_all(&mut d), [0]);
