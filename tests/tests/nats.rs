@@ -1043,3 +1043,88 @@ mod signed {
         watch.wait().unwrap();
     }
 }
+
+/// A TCP relay to the server whose connections can be cut at once, bytes
+/// in transit dropped, while the server stays up: a network break, as a
+/// client sees it.
+struct CutRelay {
+    port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CutRelay {
+    fn start(upstream: String) -> CutRelay {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let upstream = upstream.trim_start_matches("nats://").to_string();
+        let conns = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                {
+                    let mut l = conns.lock().unwrap();
+                    l.push(client.try_clone().unwrap());
+                    l.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutRelay { port, live }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Break every connection now; new ones are relayed again.
+    fn cut(&self) {
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_pipelined_ship_keeps_order_through_a_broken_connection() {
+    let server = NatsServer::start();
+    let relay = CutRelay::start(server.url());
+    let q = queue_dir();
+    let session = backlog(q.path(), 20_000);
+    let log = q.path().join("ship.log");
+    let mut ship = forge_queue()
+        .args(["ship", "--once", "--nats", &relay.url()])
+        .args(["--max-in-flight", "1024", "--ack-timeout-secs", "2"])
+        .arg(q.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    for at in [2_000, 6_000, 10_000, 14_000] {
+        wait_for("part shipped", || {
+            running(&mut ship, &log);
+            files(q.path(), "cur").len() >= at
+        });
+        relay.cut();
+    }
+    let status = wait_exit(&mut ship, TIMEOUT).expect("ship finishes");
+    let shipped = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{shipped}");
+    assert_eq!(stream_messages(&server), 20_000, "{shipped}");
+    let out = consume(&server, "after-cuts", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once_in_order(&event_keys(&stdout(&out)), &[(session, 20_000)]);
+}
