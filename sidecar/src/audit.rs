@@ -171,6 +171,9 @@ impl AuditWriter {
                     if let Some(e) = writer.take_checkpoint_failure() {
                         tracing::warn!(cause = %e, "no signed checkpoint covers the latest done or session_end yet; the heartbeat tries again");
                     }
+                    if let Some(e) = writer.take_tally_failure() {
+                        tracing::warn!(cause = %e, "the run tally was not saved; the events stand, and the next start reads those after the tally's tail");
+                    }
                     let mut gone = None;
                     match failed {
                         None => guard.health.note_write(Ok(())),
