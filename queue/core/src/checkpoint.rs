@@ -44,22 +44,29 @@ pub const HEADER: &str = "forge-sidecar checkpoint v1";
 pub const DIR: &str = "checkpoint";
 
 /// What a checkpoint states.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Checkpoint {
     /// `owner/repo`.
+    #[schemars(pattern(r"^[^/\s]+/[^/\s]+$"))]
     pub repository: String,
     /// The assigned issue.
+    #[schemars(range(min = 1))]
     pub issue: u64,
     /// The host's run id, if the sidecar was given one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
     /// The session.
+    #[schemars(pattern(crate::names::SESSION_PATTERN))]
     pub session: String,
     /// Event files of the session covered: seq 0 to `events - 1`.
+    #[schemars(range(min = 1))]
     pub events: u64,
     /// Hex SHA-256 of event `events - 1`.
+    #[schemars(pattern(r"^[0-9a-f]{64}$"))]
     pub last: String,
     /// When it was signed.
+    #[schemars(extend("format" = "date-time"))]
     pub time: String,
 }
 

@@ -47,6 +47,10 @@ impl EventName {
     }
 }
 
+/// [`is_session_id`] as a regular expression, for the schemas of what the
+/// host exports.
+pub const SESSION_PATTERN: &str = r"^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{6}$";
+
 /// True for `YYYYMMDDTHHMMSS.sssZ-xxxxxx`.
 pub fn is_session_id(s: &str) -> bool {
     let b = s.as_bytes();

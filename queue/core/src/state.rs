@@ -33,11 +33,14 @@ const WATCHDOG_SUFFIX: &str = ".watchdog.json";
 
 /// The watchdog fired for a session: it was alive but wrote no event for
 /// the configured time, and never reported done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct WatchdogVerdict {
     /// The session.
+    #[schemars(pattern(crate::names::SESSION_PATTERN))]
     pub session: String,
     /// When the watchdog fired (the host's clock), RFC 3339 UTC ms.
+    #[schemars(extend("format" = "date-time"))]
     pub fired_at: String,
     /// The `ts` of the session's last event the host had seen, if any.
     pub last_event_ts: Option<String>,

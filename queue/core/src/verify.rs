@@ -30,7 +30,7 @@ use crate::reader::{self, LoadedFile, QueueDir, Stray};
 use crate::state::HostState;
 
 /// One thing wrong with a queue, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// The file concerned, relative to the queue: `new/<name>` or `cur/<name>`.
     pub file: String,
@@ -40,7 +40,7 @@ pub struct Problem {
 }
 
 /// The kinds of [`Problem`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum ProblemKind {
     /// A file in `new/` or `cur/` whose name is not an event name.

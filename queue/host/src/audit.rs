@@ -91,7 +91,8 @@ pub struct StartInfo {
 }
 
 /// A denied or errored forge write.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct FailedWrite {
     /// Seq of the `op` event.
     pub seq: u64,
@@ -111,7 +112,8 @@ pub struct FailedWrite {
 
 /// A write whose outcome is unknown: announced by `intent`, never finished
 /// by an `op`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct UnknownWrite {
     /// Seq of the `intent` event.
     pub seq: u64,
@@ -175,8 +177,9 @@ pub struct DoneInfo {
 }
 
 /// How a session ended, or why it has not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
+#[schemars(deny_unknown_fields)]
 pub enum Lifecycle {
     /// `session_end` was written (graceful shutdown).
     Ended {

@@ -5,14 +5,17 @@
 //! every growth, start and end time, the done signal (or none), calls by
 //! method and outcome, refused and unknown-outcome writes, the watchdog's
 //! verdict, every event as written, and the verification of the chain and
-//! (with a key) of the signed checkpoints. Its JSON Schema is
-//! `queue/host/schema/run-record.schema.json`; [`FORMAT`] names its version.
+//! (with a key) of the signed checkpoints. Its JSON Schema is derived from
+//! these types ([`schema`], printed by `forge-queue export --schema`); the
+//! copy in `queue/host/schema/run-record.schema.json` is checked against it
+//! by a test. [`FORMAT`] names its version.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use forge_protocol::event::OutcomeCounts;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -32,24 +35,35 @@ pub const FORMAT: &str = "forge-sidecar/run-record/v1";
 const GROWTH_KINDS: &[&str] = &["scope_grown"];
 
 /// The record of one session.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    title = "forge-sidecar run record",
+    description = "One session of a forge-sidecar queue as printed by `forge-queue export` (one document per line)."
+)]
 pub struct RunRecord {
     /// [`FORMAT`].
+    #[schemars(extend("const" = FORMAT))]
     pub format: &'static str,
-    /// The queue directory.
+    /// The queue directory as given.
     pub dir: String,
     /// The session id.
+    #[schemars(pattern(forge_queue::names::SESSION_PATTERN))]
     pub session: String,
     /// `owner/repo`, from `session_start` (none if it is missing).
+    #[schemars(pattern(r"^[^/\s]+/[^/\s]+$"))]
     pub repository: Option<String>,
     /// The assigned issue.
+    #[schemars(range(min = 1))]
     pub issue: Option<u64>,
     /// The writable set: at start, and every growth.
     pub writable: Writable,
     /// `ts` of the first event.
+    #[schemars(extend("format" = "date-time"))]
     pub started_at: Option<String>,
     /// `ts` of `session_end`, or of the last event when the session has
     /// not ended (see `end`).
+    #[schemars(extend("format" = "date-time"))]
     pub ended_at: Option<String>,
     /// From `started_at` to `ended_at`.
     pub duration_ms: Option<u64>,
@@ -71,23 +85,61 @@ pub struct RunRecord {
     pub unknown_writes: Vec<UnknownWrite>,
     /// What was verified.
     pub verification: Verification,
-    /// Every event of the session, as written, in order.
+    /// Every event of the session, as written, in order (a file that is
+    /// not an event as its text).
+    #[schemars(with = "Vec<EventAsWritten>")]
     pub events: Vec<Value>,
 }
 
 /// The writable set over the session.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Writable {
     /// At start (`session_start.writable`).
     pub initial: Vec<u64>,
     /// Each event that grew it, as written.
+    #[schemars(with = "Vec<EventHead>")]
     pub growth: Vec<Value>,
 }
 
+/// The schema of an event as the record holds it: the fields every event
+/// has; the rest depends on its kind (the sidecar's README lists them).
+#[derive(JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+struct EventHead {
+    /// The event format's version.
+    v: u32,
+    /// The session.
+    #[schemars(pattern(forge_queue::names::SESSION_PATTERN))]
+    session: String,
+    /// Its position in the session, from 0.
+    seq: u64,
+    /// When it was written.
+    #[schemars(extend("format" = "date-time"))]
+    ts: String,
+    /// What happened: `session_start`, `op`, `intent`, `done`, ...
+    kind: String,
+    /// Hex SHA-256 of the previous event's file; none for seq 0.
+    #[schemars(pattern(r"^[0-9a-f]{64}$"))]
+    prev: Option<String>,
+}
+
+/// An event, or the text of a file that is not one.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only its schema is used
+enum EventAsWritten {
+    Event(EventHead),
+    /// A file that is not a valid event, as its text.
+    Text(String),
+}
+
 /// The done signal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct DoneRecord {
     /// `success`, `failure` or `blocked`.
+    #[schemars(with = "forge_protocol::DoneStatus")]
     pub status: String,
     /// The agent's summary.
     pub summary: String,
@@ -96,13 +148,15 @@ pub struct DoneRecord {
     /// Its seq.
     pub seq: u64,
     /// Its `ts`.
+    #[schemars(extend("format" = "date-time"))]
     pub ts: Option<String>,
     /// With a key: whether a signed checkpoint covers it.
     pub signed: Option<bool>,
 }
 
 /// The verification of a session.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Verification {
     /// The hash chain.
     pub chain: ChainResult,
@@ -111,7 +165,8 @@ pub struct Verification {
 }
 
 /// The chain check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ChainResult {
     /// No problem found.
     pub intact: bool,
@@ -120,9 +175,11 @@ pub struct ChainResult {
 }
 
 /// The checkpoint check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SignatureResult {
     /// The verifier key, `name+hash`.
+    #[schemars(pattern(r"^[^+\s]+\+[0-9a-f]{8}$"))]
     pub key: String,
     /// The newest valid checkpoint, if any.
     pub checkpoint: Option<Checkpoint>,
@@ -130,6 +187,27 @@ pub struct SignatureResult {
     pub covered: u64,
     /// Events after it: covered by the chain only.
     pub uncovered: u64,
+}
+
+/// The JSON Schema of a [`RunRecord`] (draft 2020-12), as
+/// `forge-queue export --schema` prints it.
+pub fn schema() -> Value {
+    // Integer widths (`uint64`, ...) are not formats validators know; a
+    // strict one refuses a schema that names them.
+    let drop_widths = |s: &mut schemars::Schema| {
+        if s.get("format").and_then(Value::as_str) != Some("date-time") {
+            s.remove("format");
+        }
+    };
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(schemars::transform::RecursiveTransform(drop_widths))
+        .into_generator()
+        .into_root_schema_for::<RunRecord>()
+        .to_value();
+    if let Value::Object(object) = &mut schema {
+        object.insert("$id".into(), FORMAT.into());
+    }
+    schema
 }
 
 /// The records of the sessions of the queue at `dir` (only `session` if
@@ -282,6 +360,23 @@ mod tests {
     use forge_protocol::DoneStatus;
     use forge_protocol::event::{Done, EventBody};
     use forge_queue::QueueWriter;
+
+    /// The schema file in the repository, for programs that read the
+    /// records, is the one derived from the types.
+    #[test]
+    fn the_schema_file_is_the_derived_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/run-record.schema.json");
+        let derived = serde_json::to_string_pretty(&schema()).unwrap() + "\n";
+        if std::env::var_os("FORGE_WRITE_SCHEMA").is_some() {
+            std::fs::write(path, &derived).unwrap();
+        }
+        let file = std::fs::read_to_string(path).unwrap();
+        assert!(
+            file == derived,
+            "{path} differs from the schema derived from the types; \
+             write it again with `forge-queue export --schema > {path}`"
+        );
+    }
 
     #[test]
     fn a_signed_session_exports_with_its_done_signed() {

@@ -183,7 +183,11 @@ enum Command {
 #[derive(Args)]
 struct ExportArgs {
     /// The queue directory.
-    dir: PathBuf,
+    #[arg(required_unless_present = "schema")]
+    dir: Option<PathBuf>,
+    /// Print the records' JSON Schema (draft 2020-12) instead, and exit.
+    #[arg(long, conflicts_with_all = ["dir", "session", "key", "state"])]
+    schema: bool,
     /// Only this session.
     #[arg(long)]
     session: Option<String>,
@@ -822,16 +826,21 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
 }
 
 fn export_cmd(args: ExportArgs) -> anyhow::Result<u8> {
+    let Some(dir) = args.dir else {
+        let schema = forge_queue_host::export::schema();
+        println!("{}", serde_json::to_string_pretty(&schema)?);
+        return Ok(0);
+    };
     let key = args.key.as_deref().map(load_verifier).transpose()?;
-    let context = || format!("export {}", args.dir.display());
+    let context = || format!("export {}", dir.display());
     let state = args
         .state
         .as_deref()
-        .map(|root| HostState::open(root, &args.dir))
+        .map(|root| HostState::open(root, &dir))
         .transpose()
         .with_context(context)?;
     let records = forge_queue_host::export::export_dir(
-        &args.dir,
+        &dir,
         chrono::Utc::now(),
         args.session.as_deref(),
         key.as_ref(),
@@ -841,7 +850,7 @@ fn export_cmd(args: ExportArgs) -> anyhow::Result<u8> {
     if let Some(session) = &args.session
         && records.is_empty()
     {
-        anyhow::bail!("{}: no session {session}", args.dir.display());
+        anyhow::bail!("{}: no session {session}", dir.display());
     }
     let mut out = io::stdout().lock();
     for record in &records {
