@@ -138,7 +138,7 @@ fn main() {
         done_latency(&rt, &opts, &bins, r)
     });
     phase("mcp", &mut report, &mut |r| mcp(&rt, &opts, &bins, r));
-    phase("peer", &mut report, &mut |r| peer(&rt, &opts, &bins, r));
+    phase("peer", &mut report, &mut |r| peer(&opts, &bins, r));
     phase("limits", &mut report, &mut |r| limits(&rt, &opts, &bins, r));
     phase("signed", &mut report, &mut |r| signed(&rt, &opts, &bins, r));
 
@@ -2661,7 +2661,7 @@ fn mcp(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
 /// `get_issue`, which also lists the issue's comments: two GETs per call)
 /// installed by `tests/gitea-mcp/install.sh`. Calls alternate in blocks;
 /// RSS is read after 3,000 calls on each side.
-fn peer(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
+fn peer(opts: &Opts, bins: &Bins, report: &mut Report) {
     section(
         "MCP vs peer: read_issue over stdio → fake Gitea; forge-sidecar mcp + serve vs gitea-mcp",
     );
@@ -2673,7 +2673,6 @@ fn peer(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
         );
         return;
     }
-    let _ = rt;
     let gitea = FakeGitea::start();
     let token_dir = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
     let token_file = token_dir.path().join("token");
