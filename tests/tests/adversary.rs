@@ -141,14 +141,10 @@ fn hang_ups_at_every_stage_leave_one_op_per_forge_request() {
         .iter()
         .filter(|r| r.method == "GET" && r.path.contains("/reviews"))
         .count();
-    assert_eq!(
-        gets("/reviews"),
-        10,
-        "each read_reviews asked for its first page"
-    );
+    // All 10 reached the forge (the wait above) before their callers left.
     assert_eq!(
         forge_ops("read_reviews"),
-        gets("/reviews"),
+        10,
         "every read that reached the forge has its op"
     );
     assert_eq!(
