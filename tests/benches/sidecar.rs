@@ -2655,12 +2655,12 @@ fn mcp(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     );
 }
 
-/// 10. The MCP peer: `read_issue` over stdio against the same fake Gitea,
-/// through `forge-sidecar mcp` → `forge-sidecar serve` (queue on tmpfs,
-/// `FORGE_LOG=info`), and through the gitea-mcp server (Python, FastMCP;
-/// `get_issue`, which also lists the issue's comments: two GETs per call)
-/// installed by `tests/gitea-mcp/install.sh`. Calls alternate in blocks;
-/// RSS is read after 3,000 calls on each side.
+/// Phase 10, the MCP peer: `read_issue` over stdio against the same fake
+/// Gitea, through `forge-sidecar mcp` → `forge-sidecar serve` (queue on
+/// tmpfs, `FORGE_LOG=info`), and through the gitea-mcp server (Python,
+/// FastMCP; its `get_issue` also lists the issue's comments, two GETs per
+/// call) installed by `tests/gitea-mcp/install.sh`. The two sides alternate
+/// call by call; RSS is read after 3,000 calls on each side.
 fn peer(opts: &Opts, bins: &Bins, report: &mut Report) {
     section(
         "MCP vs peer: read_issue over stdio → fake Gitea; forge-sidecar mcp + serve vs gitea-mcp",
@@ -2747,8 +2747,8 @@ fn peer(opts: &Opts, bins: &Bins, report: &mut Report) {
             }
         }
         let (mut a, mut b) = (Samples::default(), Samples::default());
-        let mut id = 2;
         for i in 0..total {
+            let id = i as u64 + 2;
             let t = Instant::now();
             ours.call(id, "read_issue", &ours_args)?;
             let d = t.elapsed();
@@ -2759,7 +2759,6 @@ fn peer(opts: &Opts, bins: &Bins, report: &mut Report) {
                 a.push(d);
                 b.push(e);
             }
-            id += 1;
             if i % block == 0 {
                 gitea.clear_requests();
             }
