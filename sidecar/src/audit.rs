@@ -277,6 +277,9 @@ fn note_batch(
     if let Some(e) = queue.take_checkpoint_failure() {
         tracing::warn!(cause = %e, "no signed checkpoint covers the latest done or session_end yet; the heartbeat tries again");
     }
+    if let Some(e) = queue.take_tally_failure() {
+        tracing::warn!(cause = %e, "the run tally was not saved; the events stand, and the next start reads those after the tally's tail");
+    }
     let failed = results
         .iter()
         .find_map(|r| r.as_ref().err().map(ToString::to_string));

@@ -102,10 +102,31 @@ impl Server {
         known: ForgeState,
     ) -> anyhow::Result<Server> {
         let listener = socket::bind(&config.socket, config.socket_mode)?;
-        let queue_dir = config.queue_dir.clone();
-        let queue = tokio::task::spawn_blocking(move || QueueWriter::open(&queue_dir))
-            .await?
-            .with_context(|| format!("open queue directory {}", config.queue_dir.display()))?;
+        // The run's state comes from its tally (or, the first time, from
+        // every event of the queue); the writer keeps the tally from here.
+        let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            forge_queue::tally::open(&queue_dir, run.as_deref())
+        })
+        .await?
+        .with_context(|| {
+            format!(
+                "open queue directory {} and the state of the run",
+                config.queue_dir.display()
+            )
+        })?;
+        let (queue, earlier) = (opened.writer, opened.earlier);
+        match &opened.source {
+            forge_queue::tally::Source::Tally { path, read } => tracing::info!(
+                tally = %path.display(),
+                events_after_tail = read,
+                "run state read from the run tally"
+            ),
+            forge_queue::tally::Source::Scan { events } => tracing::info!(
+                events,
+                "run state counted from every event of new/ and cur/ (no run tally yet); the run tally is kept from now on"
+            ),
+        }
         let queue = match &config.signing_key {
             Some(key) => {
                 tracing::info!(key = %key.verifier().label(), "signing checkpoints");
@@ -131,16 +152,6 @@ impl Server {
             text: config.text.clone(),
             description_modes: config.description_modes.clone(),
         };
-        let (queue_dir, run) = (config.queue_dir.clone(), config.run_id.clone());
-        let earlier =
-            tokio::task::spawn_blocking(move || forge_queue::run::scan(&queue_dir, run.as_deref()))
-                .await?
-                .with_context(|| {
-                    format!(
-                        "read the earlier sessions of the run in {}",
-                        config.queue_dir.display()
-                    )
-                })?;
         let audit = AuditWriter::start(Arc::new(queue)).context("start the audit writer thread")?;
         let sidecar = Arc::new(
             Sidecar::new(

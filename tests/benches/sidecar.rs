@@ -43,12 +43,17 @@
 //!    it from the fake, on a 4 KB non-ASCII body, and on one with hidden
 //!    characters to strip.
 //!
+//! 10. **Start-up with history**: exec → socket accepting and → first
+//!     `scope` answered with 100,000 events of the same run in the queue
+//!     (tmpfs): the first start, which has no run tally yet and reads
+//!     every event, and the later starts, which read the run's tally.
+//!
 //! Environment:
 //! - `SIDECAR_BENCH_FAST=1`: smaller counts (a smoke run of a few seconds);
 //! - `SIDECAR_BENCH_DISK_DIR`: where the disk queues go (default `/var/tmp`);
 //! - `SIDECAR_BENCH_TMPFS_DIR`: where the tmpfs queues go (default `/dev/shm`);
 //! - `SIDECAR_BENCH_DISK_SECS`: time bound of the disk series (default 30);
-//! - `SIDECAR_BENCH_ONLY=append,guard,added,floor,pinned,cold,done,mcp,peer,limits,signed`: only
+//! - `SIDECAR_BENCH_ONLY=append,guard,added,floor,pinned,cold,history,done,mcp,peer,limits,signed`: only
 //!   these phases;
 //! - `SIDECAR_BENCH_BIN`: another `forge-sidecar` build to run (e.g. one
 //!   with symbols, for `perf`);
@@ -133,6 +138,9 @@ fn main() {
     });
     phase("cold", &mut report, &mut |r| {
         cold_start(&rt, &opts, &bins, r)
+    });
+    phase("history", &mut report, &mut |r| {
+        history_start(&rt, &opts, &bins, r)
     });
     phase("done", &mut report, &mut |r| {
         done_latency(&rt, &opts, &bins, r)
@@ -2190,6 +2198,130 @@ fn cold_start(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     }
     report.stats("cold_start_first_answer", &a);
     report.stats("stop_sigterm", &s);
+}
+
+/// Start `forge-sidecar serve --forge memory ARGS` on `queue`, time exec →
+/// socket accepting and → first `scope` answered, then stop it (SIGTERM).
+fn timed_start(
+    rt: &Runtime,
+    bins: &Bins,
+    dir: &Path,
+    queue: &Path,
+    args: &[&str],
+) -> (Duration, Duration) {
+    let socket = dir.join("run").join("forge.sock");
+    let log = dir.join("sidecar.log");
+    let t0 = Instant::now();
+    let child = Command::new(&bins.sidecar)
+        .args(["serve", "--forge", "memory"])
+        .args(args)
+        .env_clear()
+        .env("FORGE_SOCKET", &socket)
+        .env("FORGE_QUEUE_DIR", queue)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn forge-sidecar");
+    let mut guard = ChildGuard::new(child, "forge-sidecar");
+    let deadline = t0 + WAIT;
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(s) => break s,
+            Err(_) => {
+                if let Some(status) = guard.exited() {
+                    panic!(
+                        "forge-sidecar exited at start ({status}):\n{}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                assert!(Instant::now() < deadline, "forge-sidecar did not start");
+                std::thread::yield_now();
+            }
+        }
+    };
+    let connect = t0.elapsed();
+    rt.block_on(async {
+        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+        let mut c = Http1::over(stream).await?;
+        c.checked(&Req::rpc("scope", None)).await.map(drop)
+    })
+    .expect("first call");
+    let answer = t0.elapsed();
+    let status = guard.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "forge-sidecar stopped badly: {status:?}\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    (connect, answer)
+}
+
+/// 10. Start-up with 100,000 events of the same run in the queue (tmpfs):
+///     the first start of the run on it (no tally: every event read), then
+///     starts from the run's tally.
+fn history_start(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
+    const EVENTS: u64 = 100_000;
+    section("start-up with 100,000 events of the run in the queue (memory forge, tmpfs queue)");
+    let dir = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
+    let queue = dir.path().join("queue");
+    let written = forge_e2e::history::write_run(&queue, "bench-run", 3, EVENTS - 8);
+    assert_eq!(written, EVENTS);
+    let args = ["--run-id", "bench-run"];
+    let tally = forge_queue::tally::path(&queue, Some("bench-run"));
+    let (mut scan_connect, mut scan_answer) = (Samples::default(), Samples::default());
+    for _ in 0..3 {
+        // No tally: the start reads every event (as the first start of a
+        // sidecar with tallies on a queue written before them).
+        let _ = fs::remove_file(&tally);
+        let (c, a) = timed_start(rt, bins, dir.path(), &queue, &args);
+        scan_connect.push(c);
+        scan_answer.push(a);
+    }
+    let (mut connect, mut answer) = (Samples::default(), Samples::default());
+    for _ in 0..opts.starts {
+        let (c, a) = timed_start(rt, bins, dir.path(), &queue, &args);
+        connect.push(c);
+        answer.push(a);
+    }
+    let (sc, sa, c, a) = (
+        scan_connect.stats(),
+        scan_answer.stats(),
+        connect.stats(),
+        answer.stats(),
+    );
+    report.row(
+        "10 history",
+        "start with 100,000 events of the run: exec → socket accepting (run tally)",
+        c.show(),
+        "",
+        None,
+        "≤ 20 ms",
+        Some(c.p50 <= 20_000.0),
+    );
+    report.row(
+        "10 history",
+        "start with 100,000 events of the run: exec → first scope answered (run tally)",
+        a.show(),
+        "",
+        None,
+        "≤ 20 ms",
+        Some(a.p50 <= 20_000.0),
+    );
+    report.row(
+        "10 history",
+        "start with 100,000 events, no tally yet (every event read): exec → first scope answered",
+        sa.show(),
+        format!("socket accepting {}", us(sc.p50)),
+        None,
+        "report",
+        None,
+    );
+    report.stats("history_start_connect", &c);
+    report.stats("history_start_first_answer", &a);
+    report.stats("history_scan_start_connect", &sc);
+    report.stats("history_scan_start_first_answer", &sa);
 }
 
 /// 5. `signal_done` → event in `new/` on return → line printed by watch.

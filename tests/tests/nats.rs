@@ -568,3 +568,563 @@ fn a_stale_sidecar_is_published_and_settles_its_session() {
         stdout(&audit)
     );
 }
+
+/// A runtime for the tests that talk to the stream directly.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Messages the stream `FORGE` holds.
+fn stream_messages(server: &NatsServer) -> u64 {
+    block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("FORGE").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    })
+}
+
+#[test]
+fn a_pipelined_ship_stores_each_event_once_in_order_through_a_restart() {
+    let mut server = NatsServer::start();
+    let (a, b) = (queue_dir(), queue_dir());
+    // Two sessions one after the other in one directory, a third in another.
+    let sessions = vec![
+        (backlog(a.path(), 3_000), 3_000),
+        (backlog(a.path(), 4_000), 4_000),
+        (backlog(b.path(), 5_000), 5_000),
+    ];
+    let total: u64 = sessions.iter().map(|(_, n)| n).sum();
+    let log = a.path().join("ship.log");
+    let mut ship = spawn_ship(
+        &server,
+        &[a.path(), b.path()],
+        &log,
+        &[
+            "--once",
+            "--max-in-flight",
+            "512",
+            "--ack-timeout-secs",
+            "2",
+        ],
+    );
+    wait_for("a first part shipped", || {
+        running(&mut ship, &log);
+        files(a.path(), "cur").len() + files(b.path(), "cur").len() >= 2_000
+    });
+    // Whatever is in flight now is cut off mid-way.
+    server.stop();
+    assert!(
+        ship.try_wait().unwrap().is_none(),
+        "the shipper waits, not exits"
+    );
+    let stranded = files(a.path(), "new").len() + files(b.path(), "new").len();
+    assert!(stranded > 0, "events wait in new/ while the server is down");
+    server.restart();
+    let status = wait_exit(&mut ship, TIMEOUT).expect("ship finishes after the restart");
+    let shipped = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{shipped}");
+    assert!(files(a.path(), "new").is_empty() && files(b.path(), "new").is_empty());
+    assert_eq!(
+        files(a.path(), "cur").len() + files(b.path(), "cur").len(),
+        total as usize
+    );
+    // Exactly once in the stream itself: no event stored twice.
+    assert_eq!(stream_messages(&server), total, "{shipped}");
+    // In order per session, read back in stream order.
+    let out = consume(&server, "after-restart", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once_in_order(&event_keys(&stdout(&out)), &sessions);
+    let verify = run(forge_queue().args(["verify", "--nats", &server.url()]));
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+}
+
+#[test]
+fn watch_nats_waits_for_a_stream_that_does_not_exist_yet() {
+    let server = NatsServer::start();
+    let q = queue_dir();
+    let log = q.path().join("watch.log");
+    let mut watch = forge_queue()
+        .args(["watch", "--json", "--until-done", "--nats", &server.url()])
+        .args(["--durable", "early"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the watcher to say it waits for the stream", || {
+        running(&mut watch, &log);
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("stream FORGE does not exist yet; waiting for it")
+    });
+    let session = backlog(q.path(), 5);
+    ship_once(&server, &[q.path()]);
+    let status = wait_exit(&mut watch, TIMEOUT).expect("watch ends once the session is done");
+    let mut lines = String::new();
+    std::io::Read::read_to_string(&mut watch.stdout.take().unwrap(), &mut lines).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    assert_each_once_in_order(&event_keys(&lines), &[(session, 5)]);
+}
+
+mod signed {
+    //! The stream carries the signed checkpoints: `verify --nats --key`
+    //! and `watch --nats --key` give the directory's verdicts.
+
+    use super::*;
+    use forge_protocol::event::Event;
+    use forge_queue::checkpoint::CheckpointSigner;
+    use forge_queue::note::SigningKey;
+
+    fn start(heartbeat_secs: u64) -> EventBody {
+        EventBody::SessionStart(SessionStart {
+            version: "test".into(),
+            forge: "memory".into(),
+            api_base: None,
+            owner: "acme".into(),
+            repo: "widgets".into(),
+            issue: 17,
+            writable: vec![17],
+            limits: Limits {
+                max_request_bytes: 1 << 20,
+                max_body_bytes: 1 << 16,
+                max_writes: 100,
+                http_timeout_secs: 5,
+                heartbeat_secs,
+            },
+            pid: 1,
+            run: Some("run-1".into()),
+            text: Default::default(),
+        })
+    }
+
+    fn intent(i: u64) -> EventBody {
+        EventBody::Intent(Intent {
+            op_id: i,
+            op: "post_comment".into(),
+            target: Some(17),
+            write: None,
+        })
+    }
+
+    fn done(status: DoneStatus) -> EventBody {
+        EventBody::Done(Done {
+            status,
+            summary: "finished".into(),
+            warnings: vec![],
+        })
+    }
+
+    fn end(done: bool) -> EventBody {
+        EventBody::SessionEnd(SessionEnd {
+            reason: "SIGTERM".into(),
+            counts: OutcomeCounts::default(),
+            done,
+        })
+    }
+
+    /// A writer that signs checkpoints with `key`, as the sidecar does.
+    fn writer(dir: &Path, key: &SigningKey) -> QueueWriter {
+        QueueWriter::open(dir)
+            .unwrap()
+            .with_checkpoints(CheckpointSigner {
+                key: key.clone(),
+                repository: "acme/widgets".into(),
+                issue: 17,
+                run: Some("run-1".into()),
+            })
+    }
+
+    fn key() -> (SigningKey, String) {
+        let key = SigningKey::generate("forge-sidecar.test").unwrap();
+        let verifier = key.verifier().to_string();
+        (key, verifier)
+    }
+
+    fn verify_nats(server: &NatsServer, extra: &[&str]) -> Output {
+        run(forge_queue()
+            .args(["verify", "--nats", &server.url()])
+            .args(extra))
+    }
+
+    /// Publish `body` as the next event of `session` (shipped from `dir`)
+    /// after `last` (the bytes of its current last event), chained and
+    /// labelled like the shipper's: what someone who may publish to the
+    /// stream, but has not the key, can do.
+    fn forge_next(
+        server: &NatsServer,
+        dir: &Path,
+        session: &str,
+        seq: u64,
+        last: &[u8],
+        body: EventBody,
+    ) {
+        let event = Event {
+            v: 1,
+            session: session.into(),
+            seq,
+            ts: "2026-11-25T12:00:00.000Z".into(),
+            prev: Some(forge_queue::sha256_hex(last)),
+            body,
+        };
+        let bytes = serde_json::to_vec(&event).unwrap();
+        let kind = event.body.kind();
+        block_on(async {
+            let client = async_nats::connect(server.url()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{session}-{seq}").as_str());
+            headers.insert(subject::SESSION, session);
+            headers.insert(subject::DIR, dir.to_string_lossy().as_ref());
+            headers.insert(subject::SEQ, seq.to_string().as_str());
+            headers.insert(subject::KIND, kind);
+            let scope = subject::Scope {
+                owner: "acme".into(),
+                repo: "widgets".into(),
+                issue: Some(17),
+            };
+            let subject = subject::subject("forge", Some(&scope), Some(session), kind);
+            js.publish_with_headers(subject, headers, bytes.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+    }
+
+    fn event_file(dir: &Path, session: &str, seq: u64) -> Vec<u8> {
+        let name = format!("{session}-{seq:08}.json");
+        fs::read(dir.join("cur").join(&name))
+            .or_else(|_| fs::read(dir.join("new").join(&name)))
+            .unwrap()
+    }
+
+    #[test]
+    fn verify_nats_with_the_key_catches_a_cut_tail() {
+        let server = NatsServer::start();
+        let q = queue_dir();
+        let (key, vkey) = key();
+        let w = writer(q.path(), &key);
+        for body in [start(5), intent(1), intent(2), done(DoneStatus::Success)] {
+            w.append(body).unwrap();
+        }
+        w.append(end(true)).unwrap();
+        w.publish_checkpoint().unwrap();
+        let session = w.session().to_string();
+        // The directory's verdict before shipping.
+        let dir = run(forge_queue().args(["verify", "--key", &vkey]).arg(q.path()));
+        assert_eq!(dir.status.code(), Some(0), "{}", stdout(&dir));
+        assert!(stdout(&dir).contains("5 events signed"), "{}", stdout(&dir));
+
+        let shipped = ship_once(&server, &[q.path()]);
+        assert!(
+            stderr(&shipped).contains("shipped 5 events (0 already in the stream), 1 checkpoints"),
+            "{}",
+            stderr(&shipped)
+        );
+        let whole = verify_nats(&server, &["--key", &vkey, "--run", "run-1"]);
+        assert_eq!(whole.status.code(), Some(0), "{}", stdout(&whole));
+        assert!(
+            stdout(&whole).contains(&format!("session {session}: 5 events signed")),
+            "{}",
+            stdout(&whole)
+        );
+
+        // Someone with the stream's admin rights removes done and
+        // session_end: the chain alone still looks whole.
+        block_on(async {
+            let client = async_nats::connect(server.url()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let stream = js.get_stream("FORGE").await.unwrap();
+            for kind in ["done", "session_end"] {
+                let scope = subject::Scope {
+                    owner: "acme".into(),
+                    repo: "widgets".into(),
+                    issue: Some(17),
+                };
+                let subject = subject::subject("forge", Some(&scope), Some(&session), kind);
+                let m = stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                    .unwrap();
+                assert!(stream.delete_message(m.sequence).await.unwrap());
+            }
+        });
+        let unsigned = verify_nats(&server, &[]);
+        assert_eq!(unsigned.status.code(), Some(0), "{}", stdout(&unsigned));
+        let cut = verify_nats(&server, &["--key", &vkey]);
+        assert_eq!(cut.status.code(), Some(1), "{}", stdout(&cut));
+        assert!(
+            stdout(&cut).contains(&format!(
+                "checkpoint {session}: a signed checkpoint counts 5 events but seq 3..=4 are missing: the tail was cut after signing"
+            )),
+            "{}",
+            stdout(&cut)
+        );
+        // A key that did not sign them vouches for nothing.
+        let (_, other) = super::signed::key();
+        let foreign = verify_nats(&server, &["--key", &other]);
+        assert_eq!(foreign.status.code(), Some(1), "{}", stdout(&foreign));
+        assert!(
+            stdout(&foreign).contains("checkpoint refused"),
+            "{}",
+            stdout(&foreign)
+        );
+    }
+
+    #[test]
+    fn verify_nats_with_the_key_catches_a_done_forged_after_the_end() {
+        let server = NatsServer::start();
+        let q = queue_dir();
+        let (key, vkey) = key();
+        let w = writer(q.path(), &key);
+        for body in [start(5), intent(1), end(false)] {
+            w.append(body).unwrap();
+        }
+        w.publish_checkpoint().unwrap();
+        let session = w.session().to_string();
+        ship_once(&server, &[q.path()]);
+        let last = event_file(q.path(), &session, 2);
+        forge_next(
+            &server,
+            q.path(),
+            &session,
+            3,
+            &last,
+            done(DoneStatus::Success),
+        );
+
+        // The chain is intact: only the key tells.
+        let unsigned = verify_nats(&server, &[]);
+        assert_eq!(unsigned.status.code(), Some(0), "{}", stdout(&unsigned));
+        let signed = verify_nats(&server, &["--key", &vkey]);
+        assert_eq!(signed.status.code(), Some(1), "{}", stdout(&signed));
+        assert!(
+            stdout(&signed).contains(&format!(
+                "{session}-00000003.json: follows session_end (seq 2)"
+            )),
+            "{}",
+            stdout(&signed)
+        );
+        // And watch --nats --key does not act on it, as on a directory.
+        let out = consume(&server, "trusting", &["--json", "--key", &vkey]);
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        let unverified: Vec<Value> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["kind"] == "unverified_done")
+            .collect();
+        assert_eq!(unverified.len(), 1, "{}", stdout(&out));
+        assert_eq!(unverified[0]["seq"], 3);
+    }
+
+    #[test]
+    fn watch_nats_with_the_key_acts_only_on_a_signed_done() {
+        let server = NatsServer::start();
+        let (key, vkey) = key();
+
+        // An honest session: its done is covered by the checkpoint after it.
+        let honest = queue_dir();
+        let w = writer(honest.path(), &key);
+        for body in [start(5), intent(1), done(DoneStatus::Success)] {
+            w.append(body).unwrap();
+        }
+        w.publish_checkpoint().unwrap();
+        w.append(end(true)).unwrap();
+        w.publish_checkpoint().unwrap();
+        let dir = run(forge_queue()
+            .args([
+                "watch",
+                "--no-ack",
+                "--until-done",
+                "--json",
+                "--key",
+                &vkey,
+            ])
+            .arg(honest.path()));
+        assert_eq!(dir.status.code(), Some(0), "{}", stderr(&dir));
+        ship_once(&server, &[honest.path()]);
+        let out = consume(&server, "honest", &["--json", "--key", &vkey]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let kinds = |o: &Output| -> Vec<String> {
+            stdout(o)
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].to_string())
+                .collect()
+        };
+        assert!(
+            kinds(&out).contains(&"\"checkpoint\"".to_string()),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(kinds(&out)[..3], kinds(&dir)[..3]);
+
+        // A live session, and a done published by someone without the key,
+        // chained to its last event.
+        let q = queue_dir();
+        let w = writer(q.path(), &key);
+        for body in [start(3600), intent(1)] {
+            w.append(body).unwrap();
+        }
+        w.publish_checkpoint().unwrap();
+        let session = w.session().to_string();
+        ship_once(&server, &[q.path()]);
+        let last = event_file(q.path(), &session, 1);
+        forge_next(
+            &server,
+            q.path(),
+            &session,
+            2,
+            &last,
+            done(DoneStatus::Success),
+        );
+        // The sidecar goes on: its seq 2 is dropped as a duplicate id, and
+        // its next checkpoint signs its own seq 2.
+        w.append(intent(2)).unwrap();
+        w.publish_checkpoint().unwrap();
+        let again = ship_once(&server, &[q.path()]);
+        assert!(
+            stderr(&again).contains("(1 already in the stream)"),
+            "{}",
+            stderr(&again)
+        );
+
+        // Without the key the forged done settles the session as a success.
+        let filter = subject::session_filter("forge", &session);
+        let blind = consume(&server, "blind", &["--json", "--filter", &filter]);
+        assert_eq!(blind.status.code(), Some(0), "{}", stderr(&blind));
+        // With it, the done is reported and not acted on.
+        let mut watch = forge_queue()
+            .args(["watch", "--json", "--nats", &server.url(), "--until-done"])
+            .args(["--durable", "keyed", "--filter", &filter, "--key", &vkey])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let verdict = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("an unverified_done line from watch --nats --key");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["kind"] == "unverified_done" {
+                break v;
+            }
+        };
+        assert_eq!(verdict["seq"], 2);
+        assert!(
+            verdict["reason"].as_str().unwrap().contains("signed"),
+            "{verdict}"
+        );
+        assert!(
+            watch.try_wait().unwrap().is_none(),
+            "not settled by the forged done"
+        );
+        watch.kill().unwrap();
+        watch.wait().unwrap();
+    }
+}
+
+/// A TCP relay to the server whose connections can be cut at once, bytes
+/// in transit dropped, while the server stays up: a network break, as a
+/// client sees it.
+struct CutRelay {
+    port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CutRelay {
+    fn start(upstream: String) -> CutRelay {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let upstream = upstream.trim_start_matches("nats://").to_string();
+        let conns = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                {
+                    let mut l = conns.lock().unwrap();
+                    l.push(client.try_clone().unwrap());
+                    l.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutRelay { port, live }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Break every connection now; new ones are relayed again.
+    fn cut(&self) {
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_pipelined_ship_keeps_order_through_a_broken_connection() {
+    let server = NatsServer::start();
+    let relay = CutRelay::start(server.url());
+    let q = queue_dir();
+    let session = backlog(q.path(), 20_000);
+    let log = q.path().join("ship.log");
+    let mut ship = forge_queue()
+        .args(["ship", "--once", "--nats", &relay.url()])
+        .args(["--max-in-flight", "1024", "--ack-timeout-secs", "2"])
+        .arg(q.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    for at in [2_000, 6_000, 10_000, 14_000] {
+        wait_for("part shipped", || {
+            running(&mut ship, &log);
+            files(q.path(), "cur").len() >= at
+        });
+        relay.cut();
+    }
+    let status = wait_exit(&mut ship, TIMEOUT).expect("ship finishes");
+    let shipped = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{shipped}");
+    assert_eq!(stream_messages(&server), 20_000, "{shipped}");
+    let out = consume(&server, "after-cuts", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once_in_order(&event_keys(&stdout(&out)), &[(session, 20_000)]);
+}

@@ -30,6 +30,15 @@ pub enum QueueError {
         #[source]
         source: serde_json::Error,
     },
+    /// The run's tally (`<queue>/run/<key>.json`) does not agree with the
+    /// queue, or cannot be read: the sidecar does not start from it.
+    #[error("run tally {path}: {problem}")]
+    Tally {
+        /// The tally file.
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        problem: String,
+    },
 }
 
 impl QueueError {

@@ -6,6 +6,7 @@
 //! <queue>/cur/        events the host has consumed (moved here = ack)
 //! <queue>/heartbeat   {"pid", "session", "ts"}, replaced every interval
 //! <queue>/checkpoint/<session>   the session's signed checkpoint
+//! <queue>/run/<key>.json         a run's tally: its budget and done state
 //! ```
 //!
 //! The writer half ([`QueueWriter`]) is what the sidecar uses: every event is
@@ -21,7 +22,9 @@
 //! - [`verify::verify_dir`] checks every session's hash chain;
 //!   [`verify::verify_dir_signed`] its signed checkpoints too.
 //! - [`state::HostState`] is what the host keeps of what it saw.
-//! - [`run::scan`] finds what the earlier sessions of a run spent (writes, done).
+//! - [`run::scan`] finds what the earlier sessions of a run spent (writes,
+//!   done) by reading every event; [`tally::open`] opens the writer of a new
+//!   session of a run from the run's tally instead, and keeps the tally.
 //! - [`reader`] lists and parses queue files, for anything else.
 
 pub mod checkpoint;
@@ -32,6 +35,7 @@ pub mod note;
 pub mod reader;
 pub mod run;
 pub mod state;
+pub mod tally;
 pub mod verify;
 pub mod writer;
 

@@ -6,17 +6,22 @@
 //! absent counts as the same) belongs to the same run, and the run, not the
 //! session, owns the write budget and the done signal: a sidecar restarted
 //! within a run continues from what its earlier sessions spent.
-//! [`scan`] derives that from the queue's own events: each `intent` is one
+//! [`RunFold`] derives that from the queue's own events: each `intent` is one
 //! write spent (it is written only once a write is authorized, before it is
 //! sent) unless its `op` found it not applied, and the first `done` is the
 //! run's done signal. It also lists the run's writes with what is known of
 //! each, and the writes whose `intent` has no `op` (the sidecar stopped
-//! mid-write), which the next session resolves before serving.
+//! mid-write), which the next session resolves before serving. [`scan`]
+//! folds every event of the queue; a sidecar keeps the fold in the run's
+//! tally ([`crate::tally`]) and starts from there.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use forge_protocol::event::{CallRef, EventBody, Intent, Resolution, ScopeGrown, WriteStatus};
+use forge_protocol::event::{
+    CallRef, Event, EventBody, Intent, Outcome, Resolution, ScopeGrown, WriteStatus,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
 use crate::reader::{QueueDir, for_each_file};
@@ -41,7 +46,7 @@ pub struct RunState {
 }
 
 /// A forge write of the run: its `intent` and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunWrite {
     /// Where its `intent` is.
     pub at: CallRef,
@@ -51,45 +56,79 @@ pub struct RunWrite {
     pub status: WriteStatus,
 }
 
-/// Scan `dir` (`new/` and `cur/`) for the sessions of `run`.
-///
-/// A session whose `session_start` is missing or unreadable is not counted:
-/// the sidecar writes it first, so only a damaged queue lacks one (and
-/// `forge-queue verify` reports that).
-pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
-    let mut state = RunState::default();
-    let mut members: BTreeSet<String> = BTreeSet::new();
-    // Every intent of the run, with whether an op has answered it and
-    // whether that op resolved it by reading back.
-    let mut intents: Vec<(RunWrite, bool, bool)> = Vec::new();
-    for_each_file(&QueueDir::new(dir), |file| {
-        let Ok(event) = &file.event else { return };
-        if let EventBody::SessionStart(start) = &event.body {
-            if event.seq == 0 && start.run.as_deref() == run {
-                members.insert(event.session.clone());
-                state.sessions += 1;
-            }
-            return;
+/// The run's state as a fold over its events in event order: what [`scan`]
+/// computes from the whole queue, and what the run's tally
+/// ([`crate::tally`]) keeps, so that a start continues from it instead of
+/// reading the run's history again. Its size grows with the run's writes
+/// and sessions, never with its other events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFold {
+    /// The run (`FORGE_RUN_ID`), absent when none was given.
+    run: Option<String>,
+    /// The sessions of the run, by id.
+    members: BTreeSet<String>,
+    writes: u32,
+    prs_opened: u32,
+    done: Option<String>,
+    /// Every intent of the run, with whether an op has answered it and
+    /// whether that op resolved it by reading back.
+    intents: Vec<FoldedIntent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FoldedIntent {
+    write: RunWrite,
+    answered: bool,
+    resolved: bool,
+}
+
+impl RunFold {
+    /// Nothing of `run` seen yet.
+    pub fn new(run: Option<&str>) -> RunFold {
+        RunFold {
+            run: run.map(str::to_string),
+            ..RunFold::default()
         }
-        if !members.contains(&event.session) {
-            return;
+    }
+
+    /// The run folded.
+    pub fn run(&self) -> Option<&str> {
+        self.run.as_deref()
+    }
+
+    /// Whether `session` is a session of the run (its `session_start` was folded).
+    pub fn has_session(&self, session: &str) -> bool {
+        self.members.contains(session)
+    }
+
+    /// Fold the next event of the queue (`file_name` is its file's name);
+    /// events of other runs are ignored. True when the run's state changed.
+    pub fn apply(&mut self, file_name: &str, event: &Event) -> bool {
+        if let EventBody::SessionStart(start) = &event.body {
+            if event.seq == 0 && start.run == self.run {
+                return self.members.insert(event.session.clone());
+            }
+            return false;
+        }
+        if !self.members.contains(&event.session) {
+            return false;
         }
         match &event.body {
             EventBody::Intent(intent) => {
-                state.writes = state.writes.saturating_add(1);
-                let at = CallRef {
-                    session: event.session.clone(),
-                    op_id: intent.op_id,
-                };
-                intents.push((
-                    RunWrite {
-                        at,
+                self.writes = self.writes.saturating_add(1);
+                self.intents.push(FoldedIntent {
+                    write: RunWrite {
+                        at: CallRef {
+                            session: event.session.clone(),
+                            op_id: intent.op_id,
+                        },
                         intent: intent.clone(),
                         status: WriteStatus::Unknown,
                     },
-                    false,
-                    false,
-                ));
+                    answered: false,
+                    resolved: false,
+                });
+                true
             }
             EventBody::Op(op) => {
                 let resolution = op.resolution.as_ref();
@@ -104,54 +143,84 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
                 let status = match resolution {
                     Some(r) if r.status == WriteStatus::Repeated => WriteStatus::Applied,
                     Some(r) => r.status,
-                    None if op.outcome == forge_protocol::event::Outcome::Ok => {
-                        WriteStatus::Applied
-                    }
+                    None if op.outcome == Outcome::Ok => WriteStatus::Applied,
                     None => WriteStatus::NotApplied,
                 };
                 let found_later = resolution.is_some_and(|r| r.how == Resolution::FOUND_LATER);
-                if let Some((w, answered, resolved)) =
-                    intents.iter_mut().rev().find(|(w, _, _)| w.at == at)
-                {
-                    let was = w.status;
-                    *answered = true;
-                    *resolved = resolution.is_some();
-                    w.status = status;
-                    if status == WriteStatus::NotApplied && resolution.is_some() {
-                        // Read back and not found: the unit was given back.
-                        state.writes = state.writes.saturating_sub(1);
-                    }
-                    if found_later && was == WriteStatus::NotApplied {
-                        state.writes = state.writes.saturating_add(1);
-                    }
+                let Some(folded) = self.intents.iter_mut().rev().find(|f| f.write.at == at) else {
+                    return false;
+                };
+                let was = folded.write.status;
+                folded.answered = true;
+                folded.resolved = resolution.is_some();
+                folded.write.status = status;
+                if status == WriteStatus::NotApplied && resolution.is_some() {
+                    // Read back and not found: the unit was given back.
+                    self.writes = self.writes.saturating_sub(1);
                 }
+                if found_later && was == WriteStatus::NotApplied {
+                    self.writes = self.writes.saturating_add(1);
+                }
+                true
             }
             EventBody::ScopeGrown(g) if g.reason == ScopeGrown::OPENED => {
-                state.prs_opened = state.prs_opened.saturating_add(1);
+                self.prs_opened = self.prs_opened.saturating_add(1);
+                true
             }
-            EventBody::Done(_) if state.done.is_none() => {
-                state.done = Some(file.file_name.clone());
+            EventBody::Done(_) if self.done.is_none() => {
+                self.done = Some(file_name.to_string());
+                true
             }
-            _ => {}
-        }
-    })?;
-    for (w, answered, resolved) in intents {
-        let open_pr = w.intent.op == "open_pr";
-        // A pull request whose outcome is unknown stays counted (fail closed).
-        if open_pr && (!answered || w.status == WriteStatus::Unknown) {
-            state.prs_opened = state.prs_opened.saturating_add(1);
-        }
-        if !answered {
-            state.pending.push(w.clone());
-        }
-        // A write the forge refused (an error op without a resolution) is
-        // not looked for again.
-        let refused = answered && w.status == WriteStatus::NotApplied && !resolved;
-        if w.intent.write.is_some() && !refused {
-            state.forge_writes.push(w);
+            _ => false,
         }
     }
-    Ok(state)
+
+    /// The run's state after the events folded so far.
+    pub fn state(&self) -> RunState {
+        let mut state = RunState {
+            sessions: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+            writes: self.writes,
+            prs_opened: self.prs_opened,
+            done: self.done.clone(),
+            forge_writes: Vec::new(),
+            pending: Vec::new(),
+        };
+        for f in &self.intents {
+            let (w, answered, resolved) = (&f.write, f.answered, f.resolved);
+            let open_pr = w.intent.op == "open_pr";
+            // A pull request whose outcome is unknown stays counted (fail closed).
+            if open_pr && (!answered || w.status == WriteStatus::Unknown) {
+                state.prs_opened = state.prs_opened.saturating_add(1);
+            }
+            if !answered {
+                state.pending.push(w.clone());
+            }
+            // A write the forge refused (an error op without a resolution) is
+            // not looked for again.
+            let refused = answered && w.status == WriteStatus::NotApplied && !resolved;
+            if w.intent.write.is_some() && !refused {
+                state.forge_writes.push(w.clone());
+            }
+        }
+        state
+    }
+}
+
+/// Scan `dir` (`new/` and `cur/`) for the sessions of `run`: every event
+/// of the queue is read. (A sidecar reads the run's tally instead, see
+/// [`crate::tally`]; this is what the tally must always agree with.)
+///
+/// A session whose `session_start` is missing or unreadable is not counted:
+/// the sidecar writes it first, so only a damaged queue lacks one (and
+/// `forge-queue verify` reports that).
+pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
+    let mut fold = RunFold::new(run);
+    for_each_file(&QueueDir::new(dir), |file| {
+        if let Ok(event) = &file.event {
+            fold.apply(&file.file_name, event);
+        }
+    })?;
+    Ok(fold.state())
 }
 
 #[cfg(test)]

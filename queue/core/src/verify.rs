@@ -443,72 +443,269 @@ pub fn verify_dir_signed_for_run(
     run: Option<&str>,
 ) -> Result<DirVerification, QueueError> {
     let queue = QueueDir::new(dir);
-    let mut dir_problems = Vec::new();
-    let newest = newest_checkpoints(&queue, key, state, &mut dir_problems)?;
-    let mut verifier = Verifier {
-        signed_seq: newest
-            .iter()
-            .map(|(s, n)| (s.clone(), n.checkpoint.last_seq()))
-            .collect(),
-        ..Verifier::default()
-    };
+    let mut found = Checkpoints::default();
+    for (name, bytes) in checkpoint_files(&queue)? {
+        found.offer(
+            &format!("{}/{name}", checkpoint::DIR),
+            Some(&name),
+            &bytes,
+            key,
+        );
+    }
+    if let Some(state) = state {
+        found.apply_state(state, key)?;
+    }
+    let mut verifier = found.verifier();
     let strays = reader::for_each_file(&queue, |file| verifier.feed(file))?;
-    let mut signed = std::mem::take(&mut verifier.signed);
-    let mut v = verifier.finish(dir, &strays);
-    v.key = Some(key.label());
-    let mut newest = newest;
-    for chain in &mut v.sessions {
-        let found = signed.remove(&chain.session).unwrap_or_default();
-        let label = format!("{}/{}", checkpoint::DIR, chain.session);
-        let refused = dir_problems.iter().any(|p| p.file == label);
-        let newest = newest.remove(&chain.session);
-        let mut problem = |file: String, kind| chain.problems.push(Problem { file, kind });
-        if let Some(n) = &newest {
-            problem_for_tail(n, &found, &label, &mut problem);
-        } else if chain.events > 0 && !refused {
-            // A refused checkpoint file is reported as such already.
-            problem(label.clone(), ProblemKind::Unsigned);
-        }
-        let covered = newest.as_ref().map_or(0, |n| n.checkpoint.events);
-        if let Some((end_seq, end_label)) = &found.end
-            && covered <= *end_seq
-            && newest.is_some()
+    let session_label = |session: &str| format!("{}/{session}", checkpoint::DIR);
+    Ok(found.judge(verifier, key, run, session_label, |v| {
+        v.finish(dir, &strays)
+    }))
+}
+
+/// A signed checkpoint note held in memory rather than in a queue's
+/// `checkpoint/` (read back from a stream, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedCheckpoint {
+    /// How reports refer to it.
+    pub label: String,
+    /// The session it was published for, if known (in a directory: its
+    /// file name); it must be the session the note names.
+    pub session: Option<String>,
+    /// The note's exact bytes.
+    pub note: Vec<u8>,
+}
+
+/// [`verify_dir_signed_for_run`] for events and checkpoints held in memory
+/// (a stream's messages): the same verdicts on the signed tail, `done`
+/// after `session_end` and the run, without the host's state (a stream
+/// keeps every checkpoint ever published: the one covering most events of
+/// each session counts). `label` stands for the directory in the report.
+pub fn verify_events_signed(
+    label: &str,
+    events: Vec<NamedEvent>,
+    checkpoints: Vec<NamedCheckpoint>,
+    key: &VerifierKey,
+    run: Option<&str>,
+) -> DirVerification {
+    let mut found = Checkpoints::default();
+    for c in &checkpoints {
+        found.offer(&c.label, c.session.as_deref(), &c.note, key);
+    }
+    let mut verifier = found.verifier();
+    for (e, parsed) in NamedEvent::in_order(events) {
+        verifier.feed_named(e.label, &e.name, &e.bytes, &parsed);
+    }
+    let session_label = |session: &str| format!("checkpoint {session}");
+    found.judge(verifier, key, run, session_label, |v| {
+        v.finish(Path::new(label), &[])
+    })
+}
+
+/// The newest valid checkpoint of each session, and the refusals met on
+/// the way.
+#[derive(Default)]
+struct Checkpoints {
+    newest: BTreeMap<String, Newest>,
+    /// Sessions with a refused checkpoint (no `Unsigned` for them: the
+    /// refusal says more).
+    refused: std::collections::BTreeSet<String>,
+    problems: Vec<Problem>,
+}
+
+impl Checkpoints {
+    /// Consider one checkpoint note, published for `session` if known.
+    fn offer(&mut self, label: &str, session: Option<&str>, bytes: &[u8], key: &VerifierKey) {
+        let mut refuse = |reason: String, session: Option<&str>| {
+            if let Some(s) = session {
+                self.refused.insert(s.to_string());
+            }
+            self.problems.push(Problem {
+                file: label.to_string(),
+                kind: ProblemKind::BadCheckpoint { reason },
+            })
+        };
+        if let Some(name) = session
+            && !is_session_id(name)
         {
-            problem(end_label.clone(), ProblemKind::EndUnsigned);
+            return refuse("not named after a session".into(), None);
         }
-        if let (Some((end, _)), Some((_, after))) = (&found.end, &found.after_end) {
-            problem(after.clone(), ProblemKind::AfterEnd { end: *end });
-        }
-        if let Some(expected) = run {
-            let found_run = found.start.as_ref().and_then(|(_, _, r)| r.clone());
-            if found_run.as_deref() != Some(expected) {
-                problem(
-                    label.clone(),
-                    ProblemKind::ForeignRun {
-                        expected: expected.to_string(),
-                        found: found_run,
-                    },
-                );
+        match Checkpoint::open(bytes, key) {
+            Err(e) => refuse(e.to_string(), session),
+            Ok(c) if session.is_some_and(|s| s != c.session) => refuse(
+                format!("it is the checkpoint of session {}", c.session),
+                session,
+            ),
+            Ok(c) => {
+                let newer = self
+                    .newest
+                    .get(&c.session)
+                    .is_none_or(|n| c.events >= n.checkpoint.events);
+                if newer {
+                    self.newest.insert(
+                        c.session.clone(),
+                        Newest {
+                            queue_events: Some(c.events),
+                            checkpoint: c,
+                            from_state: false,
+                            rolled_back_from: None,
+                        },
+                    );
+                }
             }
         }
-        chain.signature = Some(Coverage {
-            uncovered: chain.events.saturating_sub(covered),
-            covered,
-            from_state: newest.as_ref().is_some_and(|n| n.from_state),
-            checkpoint: newest.map(|n| n.checkpoint),
-        });
     }
-    v.problems.append(&mut dir_problems);
-    // Checkpoints of sessions that have no events left.
-    for (session, n) in newest {
-        v.problems.push(Problem {
-            file: format!("{}/{session}", checkpoint::DIR),
-            kind: ProblemKind::SessionMissing {
-                events: n.checkpoint.events,
-            },
-        });
+
+    /// Weigh the host's kept checkpoints against what was found.
+    fn apply_state(&mut self, state: &HostState, key: &VerifierKey) -> Result<(), QueueError> {
+        for (session, bytes) in state.checkpoints()? {
+            let label = format!("state {}/{session}", state.dir().display());
+            let kept = match Checkpoint::open(&bytes, key) {
+                Ok(c) if c.session == session => c,
+                Ok(_) | Err(_) => {
+                    self.problems.push(Problem {
+                        file: label,
+                        kind: ProblemKind::BadCheckpoint {
+                            reason: "the host's kept checkpoint does not verify with this key"
+                                .into(),
+                        },
+                    });
+                    continue;
+                }
+            };
+            match self.newest.get_mut(&session) {
+                Some(n) if n.checkpoint.events >= kept.events => {}
+                Some(n) => {
+                    n.rolled_back_from = Some(kept.events);
+                    n.checkpoint = kept;
+                    n.from_state = true;
+                }
+                None => {
+                    self.newest.insert(
+                        session,
+                        Newest {
+                            rolled_back_from: Some(kept.events),
+                            checkpoint: kept,
+                            from_state: true,
+                            queue_events: None,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(v)
+
+    /// A verifier that records what the signature check needs.
+    fn verifier(&self) -> Verifier {
+        Verifier {
+            signed_seq: self
+                .newest
+                .iter()
+                .map(|(s, n)| (s.clone(), n.checkpoint.last_seq()))
+                .collect(),
+            ..Verifier::default()
+        }
+    }
+
+    /// The verdict: the chains `finish` makes of what was fed, then the
+    /// signature checks; `session_label` names a session's checkpoint in
+    /// problems.
+    fn judge(
+        self,
+        mut verifier: Verifier,
+        key: &VerifierKey,
+        run: Option<&str>,
+        session_label: impl Fn(&str) -> String,
+        finish: impl FnOnce(Verifier) -> DirVerification,
+    ) -> DirVerification {
+        let Checkpoints {
+            mut newest,
+            refused,
+            problems: mut dir_problems,
+        } = self;
+        let mut signed = std::mem::take(&mut verifier.signed);
+        let mut v = finish(verifier);
+        v.key = Some(key.label());
+        for chain in &mut v.sessions {
+            let found = signed.remove(&chain.session).unwrap_or_default();
+            let label = session_label(&chain.session);
+            let refused = refused.contains(&chain.session);
+            let newest = newest.remove(&chain.session);
+            let mut problem = |file: String, kind| chain.problems.push(Problem { file, kind });
+            if let Some(n) = &newest {
+                problem_for_tail(n, &found, &label, &mut problem);
+            } else if chain.events > 0 && !refused {
+                // A refused checkpoint is reported as such already.
+                problem(label.clone(), ProblemKind::Unsigned);
+            }
+            let covered = newest.as_ref().map_or(0, |n| n.checkpoint.events);
+            if let Some((end_seq, end_label)) = &found.end
+                && covered <= *end_seq
+                && newest.is_some()
+            {
+                problem(end_label.clone(), ProblemKind::EndUnsigned);
+            }
+            if let (Some((end, _)), Some((_, after))) = (&found.end, &found.after_end) {
+                problem(after.clone(), ProblemKind::AfterEnd { end: *end });
+            }
+            if let Some(expected) = run {
+                let found_run = found.start.as_ref().and_then(|(_, _, r)| r.clone());
+                if found_run.as_deref() != Some(expected) {
+                    problem(
+                        label.clone(),
+                        ProblemKind::ForeignRun {
+                            expected: expected.to_string(),
+                            found: found_run,
+                        },
+                    );
+                }
+            }
+            chain.signature = Some(Coverage {
+                uncovered: chain.events.saturating_sub(covered),
+                covered,
+                from_state: newest.as_ref().is_some_and(|n| n.from_state),
+                checkpoint: newest.map(|n| n.checkpoint),
+            });
+        }
+        v.problems.append(&mut dir_problems);
+        // Checkpoints of sessions that have no events left.
+        for (session, n) in newest {
+            v.problems.push(Problem {
+                file: session_label(&session),
+                kind: ProblemKind::SessionMissing {
+                    events: n.checkpoint.events,
+                },
+            });
+        }
+        v
+    }
+}
+
+/// The files of a queue's `checkpoint/`: (name, bytes); none if it is
+/// missing.
+fn checkpoint_files(queue: &QueueDir) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+    let dir = queue.root().join(checkpoint::DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(QueueError::io("list", &dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(QueueError::io("list", &dir)(e)),
+    };
+    let mut files = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_session_id(&name) {
+            // Refused by its name alone.
+            files.push((name, Vec::new()));
+            continue;
+        }
+        let path = entry.path();
+        let bytes = std::fs::read(&path).map_err(QueueError::io("read", &path))?;
+        files.push((name, bytes));
+    }
+    Ok(files)
 }
 
 /// Check what a session's newest checkpoint says against the files found.
@@ -567,96 +764,6 @@ struct Newest {
     rolled_back_from: Option<u64>,
     /// Events of the queue's own checkpoint, if it has a valid one.
     queue_events: Option<u64>,
-}
-
-/// Read and verify the queue's checkpoint files and the host's kept ones;
-/// the newest valid one per session.
-fn newest_checkpoints(
-    queue: &QueueDir,
-    key: &VerifierKey,
-    state: Option<&HostState>,
-    problems: &mut Vec<Problem>,
-) -> Result<BTreeMap<String, Newest>, QueueError> {
-    let mut newest: BTreeMap<String, Newest> = BTreeMap::new();
-    let dir = queue.root().join(checkpoint::DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(QueueError::io("list", &dir))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(QueueError::io("list", &dir)(e)),
-    };
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let label = format!("{}/{name}", checkpoint::DIR);
-        let mut refuse = |reason: String| {
-            problems.push(Problem {
-                file: label.clone(),
-                kind: ProblemKind::BadCheckpoint { reason },
-            })
-        };
-        if !is_session_id(&name) {
-            refuse("not named after a session".into());
-            continue;
-        }
-        let path = entry.path();
-        let bytes = std::fs::read(&path).map_err(QueueError::io("read", &path))?;
-        match Checkpoint::open(&bytes, key) {
-            Err(e) => refuse(e.to_string()),
-            Ok(c) if c.session != name => {
-                refuse(format!("it is the checkpoint of session {}", c.session))
-            }
-            Ok(c) => {
-                newest.insert(
-                    name,
-                    Newest {
-                        queue_events: Some(c.events),
-                        checkpoint: c,
-                        from_state: false,
-                        rolled_back_from: None,
-                    },
-                );
-            }
-        }
-    }
-    let Some(state) = state else {
-        return Ok(newest);
-    };
-    for (session, bytes) in state.checkpoints()? {
-        let label = format!("state {}/{session}", state.dir().display());
-        let kept = match Checkpoint::open(&bytes, key) {
-            Ok(c) if c.session == session => c,
-            Ok(_) | Err(_) => {
-                problems.push(Problem {
-                    file: label,
-                    kind: ProblemKind::BadCheckpoint {
-                        reason: "the host's kept checkpoint does not verify with this key".into(),
-                    },
-                });
-                continue;
-            }
-        };
-        match newest.get_mut(&session) {
-            Some(n) if n.checkpoint.events >= kept.events => {}
-            Some(n) => {
-                n.rolled_back_from = Some(kept.events);
-                n.checkpoint = kept;
-                n.from_state = true;
-            }
-            None => {
-                newest.insert(
-                    session,
-                    Newest {
-                        rolled_back_from: Some(kept.events),
-                        checkpoint: kept,
-                        from_state: true,
-                        queue_events: None,
-                    },
-                );
-            }
-        }
-    }
-    Ok(newest)
 }
 
 /// What the verifier remembers of the last file of a session.
@@ -1165,6 +1272,59 @@ mod tests {
                     events: 4
                 },
                 "{v}"
+            );
+        }
+
+        #[test]
+        fn held_in_memory_the_newest_of_several_checkpoints_counts() {
+            let (root, session, key) = finished();
+            let cp_path = root.path().join(checkpoint::DIR).join(&session);
+            let newest = fs::read(&cp_path).unwrap();
+            let older = Checkpoint {
+                events: 2,
+                last: crate::sha256_hex(&fs::read(path(root.path(), &session, 1)).unwrap()),
+                ..Checkpoint::open(&newest, &key.verifier()).unwrap()
+            }
+            .sign(&key)
+            .unwrap();
+            let event = |seq: u64| NamedEvent {
+                label: format!("#{seq}"),
+                name: EventName {
+                    session: session.clone(),
+                    seq,
+                },
+                bytes: fs::read(path(root.path(), &session, seq)).unwrap(),
+            };
+            let cp = |label: &str, note: Vec<u8>| NamedCheckpoint {
+                label: label.into(),
+                session: Some(session.clone()),
+                note,
+            };
+            let checkpoints = vec![cp("new", newest.clone()), cp("old", older.into_bytes())];
+            let all = verify_events_signed(
+                "s",
+                (0..4).map(event).collect(),
+                checkpoints.clone(),
+                &key.verifier(),
+                None,
+            );
+            assert!(all.is_intact(), "{all}");
+            assert_eq!(all.sessions[0].signature.as_ref().unwrap().covered, 4);
+            // The tail cut: the older checkpoint does not excuse it.
+            let cut = verify_events_signed(
+                "s",
+                (0..2).map(event).collect(),
+                checkpoints,
+                &key.verifier(),
+                None,
+            );
+            assert_eq!(
+                cut.sessions[0].problems[0].kind,
+                ProblemKind::SignedMissing {
+                    first: 2,
+                    events: 4
+                },
+                "{cut}"
             );
         }
 

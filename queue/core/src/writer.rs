@@ -12,6 +12,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointSigner};
 use crate::durable;
 use crate::error::QueueError;
 use crate::names::{EventName, sha256_hex};
+use crate::tally::Tally;
 
 const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
@@ -63,6 +64,11 @@ pub struct QueueWriter {
     signer: Option<Mutex<CheckpointSigner>>,
     /// See [`QueueWriter::take_checkpoint_failure`].
     checkpoint_failure: Mutex<Option<QueueError>>,
+    /// The run's tally, kept up to date with every event appended (see
+    /// [`crate::tally`]); none for a writer opened without one.
+    tally: Option<Mutex<Tally>>,
+    /// See [`QueueWriter::take_tally_failure`].
+    tally_failure: Mutex<Option<QueueError>>,
 }
 
 impl QueueWriter {
@@ -72,21 +78,23 @@ impl QueueWriter {
     /// session id sorts after every session already in `new/` or `cur/`, even
     /// if the clock went backwards.
     pub fn open(root: &Path) -> Result<QueueWriter, QueueError> {
-        let (tmp, new, cur) = (root.join("tmp"), root.join("new"), root.join("cur"));
-        for dir in [root, &tmp, &new, &cur] {
-            fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
-        }
-        for entry in fs::read_dir(&tmp).map_err(QueueError::io("list", &tmp))? {
-            let path = entry.map_err(QueueError::io("list", &tmp))?.path();
-            fs::remove_file(&path).map_err(QueueError::io("remove stale staging file", &path))?;
-        }
-        let latest = latest_stamp(&[&new, &cur])?;
-        let session = new_session_id(Utc::now(), latest.as_deref());
+        prepare(root)?;
+        let latest = latest_stamp(&[&root.join("new"), &root.join("cur")])?;
+        QueueWriter::start_session(root, latest.as_deref())
+    }
+
+    /// A new session in the queue at `root` (already [`prepare`]d) whose id
+    /// sorts after `latest` (the newest session stamp known in the queue).
+    pub(crate) fn start_session(
+        root: &Path,
+        latest: Option<&str>,
+    ) -> Result<QueueWriter, QueueError> {
+        let session = new_session_id(Utc::now(), latest);
         let identity = identity(root)?;
         Ok(QueueWriter {
             root: root.to_path_buf(),
-            tmp,
-            new,
+            tmp: root.join("tmp"),
+            new: root.join("new"),
             session,
             identity,
             chain: Mutex::new(Chain {
@@ -95,7 +103,15 @@ impl QueueWriter {
             }),
             signer: None,
             checkpoint_failure: Mutex::new(None),
+            tally: None,
+            tally_failure: Mutex::new(None),
         })
+    }
+
+    /// Keep `tally` up to date with every event this writer appends.
+    pub(crate) fn with_tally(mut self, tally: Tally) -> QueueWriter {
+        self.tally = Some(Mutex::new(tally));
+        self
     }
 
     /// Sign checkpoints with `signer`: at every [`QueueWriter::heartbeat`],
@@ -158,6 +174,8 @@ impl QueueWriter {
         let milestone = bodies
             .iter()
             .any(|b| matches!(b, EventBody::Done(_) | EventBody::SessionEnd(_)));
+        // The events that stand in new/, for the run's tally.
+        let mut standing = Vec::new();
         for body in bodies {
             let seq = chain.next_seq;
             let event = Event {
@@ -177,14 +195,20 @@ impl QueueWriter {
                     Ok((name, bytes))
                 });
             results.push(staged.map(|(name, bytes)| {
+                let hash = sha256_hex(&bytes);
+                if self.tally.is_some() {
+                    standing.push((name.clone(), hash.clone(), event));
+                }
                 chain.next_seq = seq + 1;
-                chain.prev = Some(sha256_hex(&bytes));
+                chain.prev = Some(hash);
                 Written { name, seq }
             }));
         }
+        let mut synced = true;
         if results.iter().any(Result::is_ok)
             && let Err(e) = durable::sync_dir(&self.new)
         {
+            synced = false;
             let message = e.to_string();
             for result in results.iter_mut().filter(|r| r.is_ok()) {
                 *result = Err(QueueError::io("fsync", &self.new)(std::io::Error::other(
@@ -192,7 +216,33 @@ impl QueueWriter {
                 )));
             }
         }
+        // Folded in chain order (the chain lock is still held), once new/
+        // was synced: so the tally never names an event that a crash could
+        // take back. Events whose sync failed stand too (the chain goes on
+        // after them), so they are folded, and saved with the next batch.
+        let tally = self.tally.as_ref().map(|t| {
+            let mut tally = lock(t);
+            for (name, hash, event) in &standing {
+                tally.fold(name, hash, event);
+            }
+            tally
+        });
         drop(chain);
+        // The tally is saved only once the events it names are durable, and
+        // before any caller is answered. A tally left behind (a crash now, a
+        // failed save) is caught up at the next start from the events after
+        // its tail, so a failure here is kept for the caller to log and
+        // costs nothing but a longer start.
+        if let Some(mut tally) = tally
+            && synced
+            && tally.due(milestone)
+        {
+            let outcome = tally.save().err();
+            drop(tally);
+            if outcome.is_some() {
+                *lock(&self.tally_failure) = outcome;
+            }
+        }
         if milestone && self.signer.is_some() {
             // The done (or end) stands whether or not this works: failing it
             // would invite a second one. The host acts on it once a
@@ -205,6 +255,13 @@ impl QueueWriter {
                 .unwrap_or_else(|p| p.into_inner()) = outcome;
         }
         results
+    }
+
+    /// Why the run's tally could not be saved after the last batch that
+    /// was due to save it, if it could not (taken: said once). The events
+    /// stand; the next start reads the events after the tally's tail.
+    pub fn take_tally_failure(&self) -> Option<QueueError> {
+        lock(&self.tally_failure).take()
     }
 
     /// Why the checkpoint after the last batch holding a `done` or
@@ -258,6 +315,19 @@ impl QueueWriter {
     /// most one heartbeat old.
     pub fn heartbeat(&self) -> Result<(), QueueError> {
         self.publish_checkpoint()?;
+        // Events since the tally's last save (reads, mostly) move its tail,
+        // so a start reads at most one interval's worth after it.
+        if let Some(tally) = &self.tally {
+            let mut tally = lock(tally);
+            if tally.due(true)
+                && let Err(e) = tally.save()
+            {
+                // Not the heartbeat's failure: the events stand, and the
+                // next start reads those after the tally's tail.
+                drop(tally);
+                *lock(&self.tally_failure) = Some(e);
+            }
+        }
         let beat = Heartbeat {
             pid: std::process::id(),
             session: self.session.clone(),
@@ -273,6 +343,24 @@ impl QueueWriter {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Create the queue's directories at `root` if needed and remove leftover
+/// files in `tmp/` (incomplete by definition).
+pub(crate) fn prepare(root: &Path) -> Result<(), QueueError> {
+    let (tmp, new, cur) = (root.join("tmp"), root.join("new"), root.join("cur"));
+    for dir in [root, &tmp, &new, &cur] {
+        fs::create_dir_all(dir).map_err(QueueError::io("create directory", dir))?;
+    }
+    for entry in fs::read_dir(&tmp).map_err(QueueError::io("list", &tmp))? {
+        let path = entry.map_err(QueueError::io("list", &tmp))?.path();
+        fs::remove_file(&path).map_err(QueueError::io("remove stale staging file", &path))?;
+    }
+    Ok(())
+}
+
 /// The (device, inode) of `dir`.
 fn identity(dir: &Path) -> Result<(u64, u64), QueueError> {
     use std::os::unix::fs::MetadataExt;
@@ -281,7 +369,7 @@ fn identity(dir: &Path) -> Result<(u64, u64), QueueError> {
 }
 
 /// The largest session timestamp among the event files in `dirs`.
-fn latest_stamp(dirs: &[&Path]) -> Result<Option<String>, QueueError> {
+pub(crate) fn latest_stamp(dirs: &[&Path]) -> Result<Option<String>, QueueError> {
     let mut latest: Option<String> = None;
     for dir in dirs {
         for entry in fs::read_dir(dir).map_err(QueueError::io("list", *dir))? {

@@ -439,17 +439,21 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     if args.nats.nats.url.is_some() {
-        let dir_only = args.no_ack
-            || args.poll_only
-            || args.key.is_some()
-            || args.state.is_some()
-            || args.watchdog.is_some();
+        let dir_only =
+            args.no_ack || args.poll_only || args.state.is_some() || args.watchdog.is_some();
         if !args.dirs.is_empty() || dir_only {
             anyhow::bail!(
-                "with --nats, give no directories, --no-ack, --poll-only, --key, --state or --watchdog"
+                "with --nats, give no directories, --no-ack, --poll-only, --state or --watchdog"
             );
         }
-        return fleet::watch(&args.nats, args.until_done, args.json);
+        let key = args.key.as_deref().map(load_verifier).transpose()?;
+        return fleet::watch(
+            &args.nats,
+            args.until_done,
+            args.json,
+            key,
+            args.run.clone(),
+        );
     }
     let key = args.key.as_deref().map(load_verifier).transpose()?;
     let options = WatchOptions {
@@ -519,30 +523,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         }
         if let Some(until) = &mut until {
             for verdict in until.observe(d) {
-                if let Verdict::Unverified {
-                    dir,
-                    session,
-                    seq,
-                    reason,
-                } = &verdict
-                {
-                    let line = if args.json {
-                        serde_json::json!({
-                            "kind": "unverified_done",
-                            "dir": dir.to_string_lossy(),
-                            "session": session,
-                            "seq": seq,
-                            "reason": reason,
-                        })
-                        .to_string()
-                    } else {
-                        format!(
-                            "{}  {}  {:<13}  done at seq {seq} of session {session} not acted on: {reason}",
-                            forge_queue::writer::rfc3339_ms(chrono::Utc::now()),
-                            render::escape(&dir.to_string_lossy()),
-                            "unverified_done"
-                        )
-                    };
+                if let Some(line) = render::verdict_line(&verdict, args.json) {
                     writeln!(stdout, "{line}")?;
                     stdout.flush()?;
                 }
@@ -796,12 +777,13 @@ fn audit_cmd(args: AuditArgs) -> anyhow::Result<u8> {
 
 fn verify_cmd(args: VerifyArgs) -> anyhow::Result<u8> {
     if args.nats.nats.url.is_some() {
-        if !args.dirs.is_empty() || args.key.is_some() {
+        if !args.dirs.is_empty() || args.state.is_some() {
             anyhow::bail!(
-                "with --nats, give no directories or --key (checkpoints are not shipped)"
+                "with --nats, give no directories or --state (the stream keeps every checkpoint shipped)"
             );
         }
-        return fleet::verify(&args.nats, args.json);
+        let key = args.key.as_deref().map(load_verifier).transpose()?;
+        return fleet::verify(&args.nats, args.json, key.as_ref(), args.run.as_deref());
     }
     let key = args.key.as_deref().map(load_verifier).transpose()?;
     let reports = args

@@ -67,6 +67,14 @@ pub fn human_line(d: &Delivery) -> String {
             format!("{}: {}", i.file_name, i.reason),
         ),
         Delivery::Watchdog(w) => (rfc3339_ms(w.at), watchdog_summary(w)),
+        Delivery::CheckpointFile(c) => (
+            rfc3339_ms(chrono::Utc::now()),
+            format!(
+                "checkpoint/{}: {} bytes, not verified (no key)",
+                c.session,
+                c.note.len()
+            ),
+        ),
     };
     format!(
         "{}  {}  {:<13}  {}",
@@ -210,6 +218,12 @@ pub fn json_line(d: &Delivery) -> String {
             age_ms: n.age.as_millis() as u64,
             threshold_ms: n.threshold.as_millis() as u64,
         }),
+        Delivery::CheckpointFile(c) => serde_json::to_string(&serde_json::json!({
+            "kind": "checkpoint_file",
+            "dir": &dir,
+            "session": &c.session,
+            "bytes": c.note.len(),
+        })),
         Delivery::Invalid(i) | Delivery::BadCheckpoint(i) => serde_json::to_string(&InvalidLine {
             kind: d.kind(),
             dir: &dir,
@@ -290,6 +304,40 @@ struct InvalidLine<'a> {
     dir: &'a str,
     file: &'a str,
     reason: &'a str,
+}
+
+/// The line for a `done` that is not to be acted on (none for a trusted
+/// one): `{"kind":"unverified_done","dir","session","seq","reason"}` with
+/// `json`, else `time  dir  unverified_done  ...`.
+pub fn verdict_line(v: &crate::trust::Verdict, json: bool) -> Option<String> {
+    let crate::trust::Verdict::Unverified {
+        dir,
+        session,
+        seq,
+        reason,
+    } = v
+    else {
+        return None;
+    };
+    Some(if json {
+        serde_json::json!({
+            "kind": "unverified_done",
+            "dir": dir.to_string_lossy(),
+            "session": session,
+            "seq": seq,
+            "reason": reason,
+        })
+        .to_string()
+    } else {
+        format!(
+            "{}  {}  {:<13}  done at seq {seq} of session {} not acted on: {}",
+            rfc3339_ms(chrono::Utc::now()),
+            escape(&dir.to_string_lossy()),
+            "unverified_done",
+            escape(session),
+            escape(reason)
+        )
+    })
 }
 
 #[cfg(test)]

@@ -181,6 +181,18 @@ impl DoneTrust {
             .unwrap_or_default()
     }
 
+    /// The `done` events of every directory still waiting: (session, seq).
+    pub fn pending_everywhere(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .pending
+            .values()
+            .flatten()
+            .map(|p| (p.session.clone(), p.seq))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Verified checkpoints delivered for `dir` so far.
     pub fn checkpoints_seen(&self, dir: &std::path::Path) -> u64 {
         self.checkpoints.get(dir).copied().unwrap_or(0)

@@ -2,16 +2,19 @@
 //! `ship`, and `watch` / `audit` / `verify` with `--nats`. Flags and output
 //! only; the work is in [`forge_queue_host::nats`].
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use forge_queue::note::VerifierKey;
 use forge_queue_host::nats::consume::{ConsumeOptions, SessionsSettled, StreamWatcher};
 use forge_queue_host::nats::ship::{ShipOptions, Shipper};
 use forge_queue_host::nats::{Connection, StreamSpec, read, subject};
 use forge_queue_host::render;
+use forge_queue_host::trust::Verdict;
 use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 
 /// Where the stream is: shared by every subcommand that talks to NATS.
@@ -117,6 +120,10 @@ pub struct ShipArgs {
     /// Seconds to wait for the server's ack before publishing again.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub ack_timeout_secs: u64,
+    /// Messages published and not yet acked by the server, at most: acks
+    /// are taken in order, and a file moves to cur/ after its own.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_in_flight: u32,
     /// Ship what the directories hold now, then exit.
     #[arg(long)]
     pub once: bool,
@@ -147,14 +154,15 @@ pub fn ship(args: ShipArgs) -> anyhow::Result<u8> {
         },
         host,
         ack_timeout: Duration::from_secs(args.ack_timeout_secs),
+        max_in_flight: args.max_in_flight as usize,
     };
     let mut shipper = Shipper::connect(options, |warning| eprintln!("forge-queue: {warning}"))
         .with_context(|| format!("ship to {url}"))?;
-    let watch = WatchOptions {
+    let watch = Shipper::watch_options(WatchOptions {
         rescan_interval: Duration::from_millis(args.rescan_ms),
         notify: !args.once,
         ..WatchOptions::default()
-    };
+    });
     let mut watcher = Watcher::new(&args.dirs, watch)?;
     let handler = |d: &Delivery| {
         if let Delivery::Invalid(_) = d {
@@ -164,10 +172,11 @@ pub fn ship(args: ShipArgs) -> anyhow::Result<u8> {
     };
     if args.once {
         watcher.poll(handler).context("ship")?;
-        let s = shipper.shipped();
+        drop(watcher);
+        let s = shipper.finish().context("ship")?;
         eprintln!(
-            "forge-queue: shipped {} events ({} already in the stream) and {} liveness notices",
-            s.events, s.duplicates, s.notices
+            "forge-queue: shipped {} events ({} already in the stream), {} checkpoints and {} liveness notices",
+            s.events, s.duplicates, s.checkpoints, s.notices
         );
     } else {
         watcher.run(handler).context("ship")?;
@@ -177,7 +186,13 @@ pub fn ship(args: ShipArgs) -> anyhow::Result<u8> {
 
 /// `forge-queue watch --nats`: the directory watcher's lines (an invalid
 /// message is a warning on stderr), each flushed before its ack.
-pub fn watch(args: &WatchNatsArgs, until_done: bool, json: bool) -> anyhow::Result<u8> {
+pub fn watch(
+    args: &WatchNatsArgs,
+    until_done: bool,
+    json: bool,
+    key: Option<VerifierKey>,
+    run: Option<String>,
+) -> anyhow::Result<u8> {
     let url = args.nats.require_url("watch")?;
     let Some(durable) = &args.durable else {
         bail!("watch --nats needs --durable NAME: the consumer that remembers what was acked");
@@ -191,15 +206,38 @@ pub fn watch(args: &WatchNatsArgs, until_done: bool, json: bool) -> anyhow::Resu
         filter: args.filter.clone(),
         batch: args.batch as usize,
         ack_wait: Duration::from_secs(args.ack_wait_secs),
+        checkpoint_key: key.clone(),
     };
     let mut watcher =
         StreamWatcher::connect(&options, |warning| eprintln!("forge-queue: {warning}"))
             .with_context(|| format!("watch {url}"))?;
-    let mut until = until_done.then(SessionsSettled::default);
+    let mut until = until_done.then(|| match &key {
+        Some(_) => SessionsSettled::trusting(run.clone()),
+        None => SessionsSettled::default(),
+    });
     let mut stdout = io::stdout().lock();
+    // A checkpoint is re-signed every heartbeat: print the ones that cover
+    // more, as for a directory.
+    let mut newest_printed: HashMap<(PathBuf, String), u64> = HashMap::new();
     let print = |d: &Delivery| -> io::Result<()> {
-        if let Delivery::Invalid(_) = d {
-            eprintln!("forge-queue: {}", render::human_line(d));
+        let print = match d {
+            Delivery::Invalid(_) => {
+                eprintln!("forge-queue: {}", render::human_line(d));
+                false
+            }
+            Delivery::Checkpoint(c) => {
+                let key = (c.dir.clone(), c.checkpoint.session.clone());
+                let newer = newest_printed
+                    .get(&key)
+                    .is_none_or(|n| c.checkpoint.events > *n);
+                if newer {
+                    newest_printed.insert(key, c.checkpoint.events);
+                }
+                newer
+            }
+            _ => true,
+        };
+        if !print {
             return Ok(());
         }
         let line = if json {
@@ -211,10 +249,27 @@ pub fn watch(args: &WatchNatsArgs, until_done: bool, json: bool) -> anyhow::Resu
         // Flushed before the ack: printed, then acked.
         stdout.flush()
     };
+    let mut print = print;
+    let handler = |d: &Delivery, verdicts: &[Verdict]| -> io::Result<()> {
+        print(d)?;
+        let mut out = io::stdout().lock();
+        for v in verdicts {
+            if let Some(line) = render::verdict_line(v, json) {
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    };
     watcher
-        .run(until.as_mut(), print)
+        .run(until.as_mut(), handler)
         .with_context(|| format!("watch {url}"))?;
     Ok(until.map_or(0, |u| {
+        for (session, seq) in u.pending() {
+            eprintln!(
+                "forge-queue: done at seq {seq} of session {session} not acted on: no checkpoint signed by the key covered it"
+            );
+        }
         for (session, why) in u.report() {
             eprintln!("forge-queue: session {session}: {why}");
         }
@@ -253,10 +308,19 @@ pub fn audit(args: &ReadNatsArgs, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `forge-queue verify --nats`: 0 intact, 1 broken, 2 error.
-pub fn verify(args: &ReadNatsArgs, json: bool) -> anyhow::Result<u8> {
+/// `forge-queue verify --nats [--key K [--run R]]`: 0 intact, 1 broken,
+/// 2 error.
+pub fn verify(
+    args: &ReadNatsArgs,
+    json: bool,
+    key: Option<&VerifierKey>,
+    run: Option<&str>,
+) -> anyhow::Result<u8> {
     let records = read_records(args, "verify")?;
-    let v = read::verify_records(&stream_label(args), records);
+    let v = match key {
+        Some(key) => read::verify_records_signed(&stream_label(args), records, key, run),
+        None => read::verify_records(&stream_label(args), records),
+    };
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &[&v])?;

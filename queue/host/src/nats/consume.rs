@@ -35,8 +35,11 @@ use futures_util::StreamExt;
 
 use super::ship::NoticeBody;
 use super::{Connection, NatsError, subject};
+use crate::checkpoint::Checkpoint;
 use crate::names::{EventName, sha256_hex};
-use crate::watch::{Delivery, EventDelivery, InvalidFile};
+use crate::note::VerifierKey;
+use crate::trust::{DoneTrust, Verdict};
+use crate::watch::{CheckpointNotice, Delivery, EventDelivery, InvalidFile};
 
 #[cfg(doc)]
 use crate::watch::Watcher;
@@ -56,6 +59,11 @@ pub struct ConsumeOptions {
     pub batch: usize,
     /// Unacked messages are redelivered after this.
     pub ack_wait: Duration,
+    /// Verify shipped checkpoints with this key and deliver them
+    /// ([`Delivery::Checkpoint`], [`Delivery::BadCheckpoint`]); without
+    /// it they are acked unseen, as a directory watcher without a key does
+    /// not read them.
+    pub checkpoint_key: Option<VerifierKey>,
 }
 
 /// Why [`StreamWatcher::run`] stopped with an error.
@@ -97,9 +105,25 @@ impl StreamWatcher {
                 what: "start the async runtime".into(),
                 source: Box::new(e),
             })?;
+        let mut warn: Box<dyn FnMut(String) + Send> = Box::new(warn);
         let (client, js, consumer) = rt.block_on(async {
             let client = super::connect(&options.conn, false).await?;
             let js = jetstream::new(client.clone());
+            // A consumer may start before the first shipper: wait for the
+            // stream rather than fail.
+            let mut delay = Duration::from_millis(100);
+            let mut told = false;
+            while super::find_stream(&js, &options.stream).await?.is_none() {
+                if !told {
+                    warn(format!(
+                        "stream {} does not exist yet; waiting for it (`forge-queue ship` creates it with the first event)",
+                        options.stream
+                    ));
+                    told = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
             let consumer = durable_consumer(&js, options).await?;
             Ok::<_, NatsError>((client, js, consumer))
         })?;
@@ -110,17 +134,19 @@ impl StreamWatcher {
             consumer,
             options: options.clone(),
             batch: options.batch.max(1),
-            warn: Box::new(warn),
+            warn,
             printed: HashMap::new(),
         })
     }
 
     /// Deliver messages to `handler` until it fails or, with `until_done`,
     /// every session seen is settled and the stream has no more for us.
+    /// The handler also gets the verdicts on `done` events the delivery
+    /// settled (with a trusting `until_done`).
     pub fn run<E>(
         &mut self,
         mut until_done: Option<&mut SessionsSettled>,
-        mut handler: impl FnMut(&Delivery) -> Result<(), E>,
+        mut handler: impl FnMut(&Delivery, &[Verdict]) -> Result<(), E>,
     ) -> Result<(), ConsumeError<E>> {
         let batch = self.batch;
         let (consumer, client, js, options, warn, printed) = (
@@ -134,12 +160,20 @@ impl StreamWatcher {
         self.rt.block_on(async {
             let mut delay = Duration::from_millis(100);
             let result = loop {
-                let failure =
-                    match pass(consumer, batch, printed, &mut until_done, &mut handler).await {
-                        Ok(()) => break Ok(()),
-                        Err(ConsumeError::Handler(e)) => break Err(ConsumeError::Handler(e)),
-                        Err(ConsumeError::Nats(e)) => e,
-                    };
+                let failure = match pass(
+                    consumer,
+                    batch,
+                    options.checkpoint_key.as_ref(),
+                    printed,
+                    &mut until_done,
+                    &mut handler,
+                )
+                .await
+                {
+                    Ok(()) => break Ok(()),
+                    Err(ConsumeError::Handler(e)) => break Err(ConsumeError::Handler(e)),
+                    Err(ConsumeError::Nats(e)) => e,
+                };
                 // The server went away or the fetch failed: once it answers
                 // again, resume right after the last ack (messages in
                 // flight would otherwise come back only after the ack wait,
@@ -176,9 +210,10 @@ impl StreamWatcher {
 async fn pass<E>(
     consumer: &PullConsumer,
     batch: usize,
+    key: Option<&VerifierKey>,
     printed: &mut HashMap<String, Option<u64>>,
     until_done: &mut Option<&mut SessionsSettled>,
-    handler: &mut impl FnMut(&Delivery) -> Result<(), E>,
+    handler: &mut impl FnMut(&Delivery, &[Verdict]) -> Result<(), E>,
 ) -> Result<(), ConsumeError<E>> {
     loop {
         let mut messages = consumer
@@ -190,9 +225,11 @@ async fn pass<E>(
             .map_err(|e| NatsError::js("fetch")(Box::new(e)))?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(NatsError::js("fetch"))?;
-            let (delivery, pending) = to_delivery(&message);
+            let (delivery, pending) = to_delivery(&message, key);
             let seen = match &delivery {
-                Delivery::Event(e) => {
+                // A checkpoint without a key to check it: not shown.
+                None => true,
+                Some(Delivery::Event(e)) => {
                     let last = printed.entry(e.event.session.clone()).or_default();
                     let seen = last.is_some_and(|l| e.event.seq <= l);
                     *last = Some(e.event.seq.max(last.unwrap_or(0)));
@@ -200,21 +237,28 @@ async fn pass<E>(
                 }
                 _ => false,
             };
-            if !seen {
-                handler(&delivery).map_err(ConsumeError::Handler)?;
+            if !seen && let Some(delivery) = &delivery {
+                let verdicts = match until_done.as_deref_mut() {
+                    Some(until) => {
+                        until.observe(delivery);
+                        until.take_verdicts()
+                    }
+                    None => Vec::new(),
+                };
+                handler(delivery, &verdicts).map_err(ConsumeError::Handler)?;
             }
             let kind = match delivery {
                 // In the stream for audit and verify to report; redelivering
                 // it would change nothing.
-                Delivery::Invalid(_) => AckKind::Term,
+                Some(Delivery::Invalid(_)) => AckKind::Term,
                 _ => AckKind::Ack,
             };
             message.ack_with(kind).await.map_err(NatsError::js("ack"))?;
-            if let Some(until) = until_done.as_deref_mut() {
-                until.observe(&delivery);
-                if pending == 0 && until.all_settled() {
-                    return Ok(());
-                }
+            if let Some(until) = until_done.as_deref()
+                && pending == 0
+                && until.all_settled()
+            {
+                return Ok(());
             }
         }
     }
@@ -280,9 +324,10 @@ async fn durable_consumer(
         .map_err(|e| NatsError::js(format!("create {what}"))(Box::new(e)))
 }
 
-/// The delivery a message stands for, and how many messages the consumer
-/// has yet to deliver after it.
-fn to_delivery(message: &jetstream::Message) -> (Delivery, u64) {
+/// The delivery a message stands for (none: a checkpoint, and no key to
+/// check it), and how many messages the consumer has yet to deliver after
+/// it.
+fn to_delivery(message: &jetstream::Message, key: Option<&VerifierKey>) -> (Option<Delivery>, u64) {
     let (seq, pending) = message
         .info()
         .map_or((0, 0), |i| (i.stream_sequence, i.pending));
@@ -302,6 +347,30 @@ fn to_delivery(message: &jetstream::Message) -> (Delivery, u64) {
         })
     };
     let kind = header(subject::KIND).unwrap_or_default();
+    if kind == "checkpoint" {
+        let Some(key) = key else {
+            return (None, pending);
+        };
+        let session = header(subject::SESSION).unwrap_or_default();
+        let bad = |reason: String| {
+            Delivery::BadCheckpoint(InvalidFile {
+                dir: dir.clone(),
+                file_name: format!("stream message {seq} (checkpoint of {session})"),
+                reason,
+            })
+        };
+        let delivery = match Checkpoint::open(&message.payload, key) {
+            Ok(c) if c.session == session => Delivery::Checkpoint(CheckpointNotice {
+                dir: dir.clone(),
+                checkpoint: c,
+                note: message.payload.to_vec(),
+                key: key.label(),
+            }),
+            Ok(c) => bad(format!("it is the checkpoint of session {}", c.session)),
+            Err(e) => bad(e.to_string()),
+        };
+        return (Some(delivery), pending);
+    }
     let delivery = if kind == "stale" || kind == "recovered" {
         let notice = serde_json::from_slice::<NoticeBody>(&message.payload)
             .ok()
@@ -323,7 +392,7 @@ fn to_delivery(message: &jetstream::Message) -> (Delivery, u64) {
             Err(e) => invalid(dir, format!("not an event: {e}")),
         }
     };
-    (delivery, pending)
+    (Some(delivery), pending)
 }
 
 /// How a session finished, for `--until-done`.
@@ -353,12 +422,56 @@ impl Settled {
 #[derive(Debug, Default)]
 pub struct SessionsSettled {
     sessions: BTreeMap<String, Option<Settled>>,
+    /// With a key: a `done` settles its session only once a signed
+    /// checkpoint covers it.
+    trust: Option<DoneTrust>,
+    /// Verdicts on `done` events not yet taken by [`Self::take_verdicts`].
+    verdicts: Vec<Verdict>,
 }
 
 impl SessionsSettled {
+    /// Bookkeeping that acts on a `done` only once a checkpoint verified
+    /// with the consumer's key (and signed for `run`, if given) covers it,
+    /// as `watch --key` does on a directory.
+    pub fn trusting(run: Option<String>) -> SessionsSettled {
+        SessionsSettled {
+            trust: Some(DoneTrust::for_run(run)),
+            ..SessionsSettled::default()
+        }
+    }
+
+    /// The verdicts on `done` events reached since the last call.
+    pub fn take_verdicts(&mut self) -> Vec<Verdict> {
+        std::mem::take(&mut self.verdicts)
+    }
+
+    /// The `done` events still waiting for a checkpoint: (session, seq).
+    pub fn pending(&self) -> Vec<(String, u64)> {
+        self.trust
+            .as_ref()
+            .map(DoneTrust::pending_everywhere)
+            .unwrap_or_default()
+    }
+
     /// Learn from a delivery. A liveness notice without a session is
     /// tracked under its directory.
     pub fn observe(&mut self, d: &Delivery) {
+        if let Some(trust) = &mut self.trust {
+            let verdicts = trust.observe(d);
+            for v in &verdicts {
+                if let Verdict::Trusted {
+                    session, status, ..
+                } = v
+                {
+                    let slot = self.sessions.entry(session.clone()).or_default();
+                    if matches!(slot, None | Some(Settled::Stale)) {
+                        *slot = Some(Settled::Done(*status));
+                    }
+                }
+            }
+            self.verdicts.extend(verdicts);
+        }
+        let trusting = self.trust.is_some();
         let key = match d {
             Delivery::Event(e) => e.event.session.clone(),
             Delivery::Stale(n) | Delivery::Recovered(n) => n
@@ -371,7 +484,9 @@ impl SessionsSettled {
         let open = matches!(slot, None | Some(Settled::Stale));
         match d {
             Delivery::Event(e) => match &e.event.body {
-                EventBody::Done(done) if open => *slot = Some(Settled::Done(done.status)),
+                EventBody::Done(done) if open && !trusting => {
+                    *slot = Some(Settled::Done(done.status))
+                }
                 EventBody::SessionEnd(end) if open && !end.done => *slot = Some(Settled::Abandoned),
                 _ => {}
             },

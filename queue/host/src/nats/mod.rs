@@ -20,6 +20,8 @@ pub mod ship;
 pub mod subject;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -132,11 +134,8 @@ impl NatsError {
     }
 }
 
-/// Connect to `conn.url`. The client reconnects on its own, backing off
-/// (up to 4 s between attempts) for as long as the process runs; with
-/// `retry` the first connection is retried the same way instead of
-/// failing, so a shipper can start before its server.
-pub async fn connect(conn: &Connection, retry: bool) -> Result<async_nats::Client, NatsError> {
+/// The client options for `conn` (reads the credentials file).
+async fn connect_options(conn: &Connection) -> Result<async_nats::ConnectOptions, NatsError> {
     let setup = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| NatsError::Setup {
@@ -144,10 +143,7 @@ pub async fn connect(conn: &Connection, retry: bool) -> Result<async_nats::Clien
             source: Box::new(e),
         }
     };
-    let mut options = async_nats::ConnectOptions::new()
-        .name(&conn.name)
-        .max_reconnects(None)
-        .reconnect_delay_callback(reconnect_delay);
+    let mut options = async_nats::ConnectOptions::new().name(&conn.name);
     if let Some(creds) = &conn.creds {
         options = options
             .credentials_file(creds)
@@ -160,20 +156,98 @@ pub async fn connect(conn: &Connection, retry: bool) -> Result<async_nats::Clien
         }
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
+    Ok(options)
+}
+
+fn connect_failed(conn: &Connection) -> impl FnOnce(async_nats::ConnectError) -> NatsError + '_ {
+    move |e| NatsError::Setup {
+        what: format!(
+            "connect to {} (is the server running and reachable?)",
+            conn.url
+        ),
+        source: Box::new(e),
+    }
+}
+
+/// Connect to `conn.url`. The client reconnects on its own, backing off
+/// (up to 4 s between attempts) for as long as the process runs; with
+/// `retry` the first connection is retried the same way instead of
+/// failing.
+pub async fn connect(conn: &Connection, retry: bool) -> Result<async_nats::Client, NatsError> {
+    let mut options = connect_options(conn)
+        .await?
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay);
     if retry {
         options = options.retry_on_initial_connect();
     }
     options
         .connect(conn.url.as_str())
         .await
-        .map_err(|e| NatsError::Setup {
-            what: format!(
-                "connect to {} (is the server running and reachable?)",
-                conn.url
-            ),
-            source: Box::new(e),
-        })
+        .map_err(connect_failed(conn))
 }
+
+/// A connection that is never re-established: once lost, the client stays
+/// disconnected, so nothing it still held unsent (publishes queued behind
+/// one the broken connection swallowed) reaches the server later, behind
+/// that one's retry. The shipper opens a new one instead.
+pub struct Fenced {
+    /// The client, for this one connection.
+    pub client: async_nats::Client,
+    lost: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Fenced {
+    /// Connect once (no retry: the caller backs off and calls again).
+    pub async fn connect(conn: &Connection) -> Result<Fenced, NatsError> {
+        let connected = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (c, l, w) = (connected.clone(), lost.clone(), wake.clone());
+        let client = connect_options(conn)
+            .await?
+            .max_reconnects(None)
+            // Once connected, a reconnection attempt waits for ever: this
+            // client is done, and its task sleeps until the process ends.
+            .reconnect_delay_callback(move |_| {
+                if c.load(Ordering::SeqCst) {
+                    FENCED
+                } else {
+                    Duration::ZERO
+                }
+            })
+            .event_callback(move |event| {
+                let (l, w) = (l.clone(), w.clone());
+                async move {
+                    if matches!(event, async_nats::Event::Disconnected) {
+                        l.store(true, Ordering::SeqCst);
+                        w.notify_one();
+                    }
+                }
+            })
+            .connect(conn.url.as_str())
+            .await
+            .map_err(connect_failed(conn))?;
+        connected.store(true, Ordering::SeqCst);
+        Ok(Fenced { client, lost, wake })
+    }
+
+    /// Whether the connection was lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the connection is lost.
+    pub async fn lost(&self) {
+        while !self.is_lost() {
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// How long a fenced client waits before reconnecting: longer than any run.
+const FENCED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Backoff between reconnection attempts: 50 ms doubling to 4 s.
 pub fn reconnect_delay(attempts: usize) -> Duration {
@@ -197,11 +271,31 @@ pub async fn get_stream(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<jetstream::stream::Stream, NatsError> {
-    js.get_stream(name).await.map_err(|e| {
-        NatsError::js(format!(
-            "stream {name} (does it exist? `forge-queue ship` creates it)"
-        ))(Box::new(e))
-    })
+    find_stream(js, name)
+        .await?
+        .ok_or_else(|| NatsError::JetStream {
+            what: format!("stream {name}"),
+            source: "it does not exist: `forge-queue ship` creates it with the first event".into(),
+        })
+}
+
+/// The stream `name`, or `None` if the server says there is none.
+pub async fn find_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<jetstream::stream::Stream>, NatsError> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(NatsError::js(format!("stream {name}"))(Box::new(e))),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use super::ship::NoticeBody;
 use super::{Connection, NatsError, subject};
 use crate::audit::{self, DirAudit};
 use crate::names::EventName;
-use crate::verify::{self, DirVerification, NamedEvent, Problem, ProblemKind};
+use crate::note::VerifierKey;
+use crate::verify::{self, DirVerification, NamedCheckpoint, NamedEvent, Problem, ProblemKind};
 
 /// How long reading may go without a message before giving up.
 const STALL: Duration = Duration::from_secs(30);
@@ -39,6 +40,10 @@ pub struct Record {
 impl Record {
     fn is_notice(&self) -> bool {
         matches!(self.kind.as_deref(), Some("stale" | "recovered"))
+    }
+
+    fn is_checkpoint(&self) -> bool {
+        self.kind.as_deref() == Some("checkpoint")
     }
 
     /// The event this message claims to be: session and seq from its
@@ -148,7 +153,10 @@ fn record(m: &jetstream::Message) -> Record {
 fn events(records: Vec<Record>) -> (Vec<NamedEvent>, Vec<Problem>) {
     let mut events = Vec::new();
     let mut problems = Vec::new();
-    for r in records.into_iter().filter(|r| !r.is_notice()) {
+    for r in records
+        .into_iter()
+        .filter(|r| !r.is_notice() && !r.is_checkpoint())
+    {
         let name = r.name();
         let label = r.label(name.as_ref());
         match name {
@@ -171,6 +179,38 @@ fn events(records: Vec<Record>) -> (Vec<NamedEvent>, Vec<Problem>) {
 pub fn verify_records(label: &str, records: Vec<Record>) -> DirVerification {
     let (events, problems) = events(records);
     let mut v = verify::verify_events(label, events);
+    v.problems.extend(problems);
+    v
+}
+
+/// [`verify_records`] with the shipped checkpoints checked against `key`
+/// (and every session bound to `run`, if given): the verdicts
+/// `verify --key` gives for a directory, on the signed tail, a `done`
+/// after `session_end` and the run.
+pub fn verify_records_signed(
+    label: &str,
+    records: Vec<Record>,
+    key: &VerifierKey,
+    run: Option<&str>,
+) -> DirVerification {
+    let (checkpoints, records): (Vec<Record>, Vec<Record>) =
+        records.into_iter().partition(Record::is_checkpoint);
+    let checkpoints = checkpoints
+        .into_iter()
+        .map(|r| NamedCheckpoint {
+            label: format!(
+                "#{} checkpoint {}",
+                r.seq,
+                r.session.as_deref().unwrap_or("(no session)")
+            ),
+            // A checkpoint shipped without a session names none; the
+            // note still says whose it is.
+            session: r.session,
+            note: r.payload,
+        })
+        .collect();
+    let (events, problems) = events(records);
+    let mut v = verify::verify_events_signed(label, events, checkpoints, key, run);
     v.problems.extend(problems);
     v
 }

@@ -32,6 +32,10 @@ pub enum Delivery {
     /// A checkpoint file that does not verify with the key; reported once
     /// per content.
     BadCheckpoint(InvalidFile),
+    /// A session's checkpoint file changed, read without a key
+    /// ([`super::WatchOptions::checkpoint_files`]): unverified, to be
+    /// forwarded to whoever holds the key.
+    CheckpointFile(CheckpointFile),
     /// The directory's latest session is alive but has written no event
     /// for [`super::WatchOptions::watchdog`]: the agent stopped without
     /// reporting done. Reported once per silence.
@@ -46,6 +50,7 @@ impl Delivery {
             Delivery::Stale(n) | Delivery::Recovered(n) => &n.dir,
             Delivery::Invalid(i) | Delivery::BadCheckpoint(i) => &i.dir,
             Delivery::Checkpoint(c) => &c.dir,
+            Delivery::CheckpointFile(c) => &c.dir,
             Delivery::Watchdog(w) => &w.dir,
         }
     }
@@ -58,7 +63,7 @@ impl Delivery {
             Delivery::Stale(_) => "stale",
             Delivery::Recovered(_) => "recovered",
             Delivery::Invalid(_) => "invalid",
-            Delivery::Checkpoint(_) => "checkpoint",
+            Delivery::Checkpoint(_) | Delivery::CheckpointFile(_) => "checkpoint",
             Delivery::BadCheckpoint(_) => "bad_checkpoint",
             Delivery::Watchdog(_) => "watchdog",
         }
@@ -132,6 +137,17 @@ pub struct CheckpointNotice {
     pub note: Vec<u8>,
     /// The key that verified it, `name+hash`.
     pub key: String,
+}
+
+/// A checkpoint file as read, not verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFile {
+    /// The queue directory, as given to the watcher.
+    pub dir: PathBuf,
+    /// The session it is named after.
+    pub session: String,
+    /// The file's bytes (a signed note, if it is what it claims).
+    pub note: Vec<u8>,
 }
 
 /// The watchdog fired.

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::ack_sync::AckSyncer;
 use super::delivery::{
-    CheckpointNotice, Delivery, EventDelivery, InvalidFile, LivenessNotice, WatchdogNotice,
+    CheckpointFile, CheckpointNotice, Delivery, EventDelivery, InvalidFile, LivenessNotice,
+    WatchdogNotice,
 };
 use super::liveness::{Change, Liveness};
 use super::{WatchError, WatchOptions};
@@ -61,7 +62,8 @@ pub(crate) struct DirWatch {
 
 /// What the watcher knows of a directory's `checkpoint/`.
 struct CheckpointWatch {
-    key: VerifierKey,
+    /// None: files are delivered unverified.
+    key: Option<VerifierKey>,
     /// Per file: the identity of the version last examined (inode, mtime,
     /// length): a replaced file is a new inode.
     examined: HashMap<String, (u64, SystemTime, u64)>,
@@ -95,11 +97,13 @@ impl DirWatch {
             listed_mtime: None,
             liveness,
             liveness_due: Some(Instant::now()),
-            checkpoints: options.checkpoint_key.clone().map(|key| CheckpointWatch {
-                key,
-                examined: HashMap::new(),
-                listed_mtime: None,
-            }),
+            checkpoints: (options.checkpoint_key.is_some() || options.checkpoint_files).then(
+                || CheckpointWatch {
+                    key: options.checkpoint_key.clone(),
+                    examined: HashMap::new(),
+                    listed_mtime: None,
+                },
+            ),
         })
     }
 
@@ -209,15 +213,22 @@ impl DirWatch {
                         continue;
                     }
                 };
-                match Checkpoint::open(&note, &cw.key) {
-                    Ok(c) if c.session == name => Delivery::Checkpoint(CheckpointNotice {
+                match &cw.key {
+                    None => Delivery::CheckpointFile(CheckpointFile {
                         dir: display.clone(),
-                        checkpoint: c,
+                        session: name.clone(),
                         note,
-                        key: cw.key.label(),
                     }),
-                    Ok(c) => bad(format!("it is the checkpoint of session {}", c.session)),
-                    Err(e) => bad(e.to_string()),
+                    Some(key) => match Checkpoint::open(&note, key) {
+                        Ok(c) if c.session == name => Delivery::Checkpoint(CheckpointNotice {
+                            dir: display.clone(),
+                            checkpoint: c,
+                            note,
+                            key: key.label(),
+                        }),
+                        Ok(c) => bad(format!("it is the checkpoint of session {}", c.session)),
+                        Err(e) => bad(e.to_string()),
+                    },
                 }
             };
             handler(&delivery).map_err(WatchError::Handler)?;
@@ -239,12 +250,15 @@ impl DirWatch {
                 .is_ok_and(|age| age >= MTIME_MARGIN)
         });
         let listing = reader::list_place(&self.queue, Place::New)?;
-        if !self.reported.is_empty() {
-            // Forget reported files that are gone, so the set stays small.
+        if !self.reported.is_empty() || !self.delivered.is_empty() {
+            // Forget reported and delivered files that are gone (a host
+            // that acks them itself moved them), so the sets stay small.
             let present: HashSet<&str> = (listing.events.iter().map(|e| e.file_name.as_str()))
                 .chain(listing.strays.iter().map(|s| s.file_name.as_str()))
                 .collect();
             self.reported.retain(|name| present.contains(name.as_str()));
+            self.delivered
+                .retain(|name| present.contains(name.as_str()));
         }
         for stray in &listing.strays {
             if self.reported.insert(stray.file_name.clone()) {
@@ -538,6 +552,42 @@ mod tests {
             file_name: one,
         });
         assert_eq!(drain_all(&mut d), [0, 1]);
+    }
+
+    #[test]
+    fn without_acking_a_file_moved_away_by_its_host_is_forgotten() {
+        let (root, _w, mut d) = dir_with(3);
+        let options = WatchOptions {
+            ack: false,
+            ..WatchOptions::default()
+        };
+        let (stop, syncer) = (AtomicBool::new(false), AckSyncer::start());
+        let mut seen = Vec::new();
+        let mut handler = |del: &Delivery| -> Result<(), ()> {
+            if let Delivery::Event(e) = del {
+                seen.push(e.event.seq);
+            }
+            Ok(())
+        };
+        while d.drain(&options, &stop, &syncer, &mut handler).unwrap() == Drained::More {}
+        assert_eq!(d.delivered.len(), 3);
+        // The host (a shipper) moves two of them itself.
+        let new = root.path().join("new");
+        let mut names: Vec<_> = fs::read_dir(&new)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in &names[..2] {
+            fs::rename(new.join(name), root.path().join("cur").join(name)).unwrap();
+        }
+        while d.drain(&options, &stop, &syncer, &mut handler).unwrap() == Drained::More {}
+        assert_eq!(seen, [0, 1, 2], "nothing delivered twice");
+        assert_eq!(
+            d.delivered.len(),
+            1,
+            "only the one still in new/ is remembered"
+        );
     }
 
     #[test]

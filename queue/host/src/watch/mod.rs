@@ -73,7 +73,8 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 pub use delivery::{
-    CheckpointNotice, Delivery, EventDelivery, InvalidFile, LivenessNotice, WatchdogNotice,
+    CheckpointFile, CheckpointNotice, Delivery, EventDelivery, InvalidFile, LivenessNotice,
+    WatchdogNotice,
 };
 
 use crate::checkpoint;
@@ -124,6 +125,11 @@ pub struct WatchOptions {
     /// key signed ([`Delivery::Checkpoint`]) and the ones it did not
     /// ([`Delivery::BadCheckpoint`]); default none (not read).
     pub checkpoint_key: Option<VerifierKey>,
+    /// Without a key: read each directory's `checkpoint/` all the same and
+    /// deliver every changed file as read, unverified
+    /// ([`Delivery::CheckpointFile`]), for a host that forwards them to
+    /// where they are verified (the shipper); default false.
+    pub checkpoint_files: bool,
     /// Deliver [`Delivery::Watchdog`] when a directory's latest session is
     /// alive but has written no event for this long; default none.
     pub watchdog: Option<Duration>,
@@ -140,8 +146,16 @@ impl Default for WatchOptions {
             batch: 1024,
             clock: Arc::new(Utc::now),
             checkpoint_key: None,
+            checkpoint_files: false,
             watchdog: None,
         }
+    }
+}
+
+impl WatchOptions {
+    /// Whether `checkpoint/` is read.
+    fn reads_checkpoints(&self) -> bool {
+        self.checkpoint_key.is_some() || self.checkpoint_files
     }
 }
 
@@ -155,6 +169,7 @@ impl std::fmt::Debug for WatchOptions {
             .field("stale_intervals", &self.stale_intervals)
             .field("batch", &self.batch)
             .field("checkpoint_key", &self.checkpoint_key)
+            .field("checkpoint_files", &self.checkpoint_files)
             .field("watchdog", &self.watchdog)
             .finish_non_exhaustive()
     }
@@ -247,7 +262,7 @@ impl Watcher {
                     _ => {}
                 }
             }
-            if options.checkpoint_key.is_some() {
+            if options.reads_checkpoints() {
                 // Created so it can be watched before the sidecar's first
                 // checkpoint; without it, the rescan still finds them.
                 let _ = fs::create_dir_all(queue.root().join(checkpoint::DIR));
@@ -309,7 +324,7 @@ impl Watcher {
             {
                 self.unwatched.push(d.display.clone());
             }
-            if self.options.checkpoint_key.is_some() {
+            if self.options.reads_checkpoints() {
                 // A missing or unwatchable checkpoint/ is still rescanned.
                 let _ = fs_watcher.watch(
                     &d.queue.root().join(checkpoint::DIR),
