@@ -9,7 +9,8 @@
 //! threads; glibc's allocator would keep each freed one in a per-thread
 //! arena (and raise its mmap threshold to their size), so memory would grow
 //! with the number of threads that ever read a large answer
-//! ([`bound_heap`]).
+//! ([`bound_heap`]); what is freed is given back between bursts of calls
+//! ([`trim_heap`]).
 
 /// Raise the soft descriptor limit to the hard limit; returns the soft
 /// limit now in force (the old one if raising failed).
@@ -54,6 +55,23 @@ pub fn bound_heap() {
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
             libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
+    }
+}
+
+/// Give the heap's free pages back to the system (glibc's `malloc_trim`):
+/// without it, what calls freed stays resident in the arenas until it is
+/// reused. The heartbeat thread calls it after each beat, so a sidecar
+/// between bursts of calls holds what it uses, not its high-water mark.
+/// No-op where the C library is not glibc.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of the allocator's
+        // own arenas; no pointer is passed.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }

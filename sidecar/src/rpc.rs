@@ -99,7 +99,11 @@ impl ForgeApiServer for RpcHandler {
             cursor,
             order,
         };
-        Ok(self.sidecar.read_reviews(params, peer(ext)).await?)
+        self.call(
+            ext,
+            move |s, p| async move { s.read_reviews(params, p).await },
+        )
+        .await
     }
 
     async fn open_pr(
@@ -109,7 +113,10 @@ impl ForgeApiServer for RpcHandler {
         body: Text,
         base: Option<BranchName>,
     ) -> RpcResult<PullRequest> {
-        Ok(self.sidecar.open_pr(title, body, base, peer(ext)).await?)
+        self.call(ext, move |s, p| async move {
+            s.open_pr(title, body, base, p).await
+        })
+        .await
     }
 
     async fn post_comment(

@@ -392,6 +392,7 @@ impl Heartbeat {
                             health.note_write(Err(e.to_string()));
                         }
                     }
+                    fds::trim_heap();
                     let wait = every.saturating_sub(started.elapsed());
                     match stopped.recv_timeout(wait) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -1394,8 +1394,11 @@ impl Sidecar {
             .add(outcome);
     }
 
+    /// Append `body` to the queue; durable when this returns Ok. A call
+    /// running alone may append in place ([`AuditWriter::append`]).
     async fn emit(&self, body: EventBody) -> Result<Written, QueueError> {
-        self.audit.append(body).await
+        let alone = self.in_flight.count.load(Ordering::SeqCst) <= 1;
+        self.audit.append(body, alone).await
     }
 }
 

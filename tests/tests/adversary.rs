@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use forge_e2e::fake_gitea::{FakeGitea, Fault, FaultFilter};
+use forge_e2e::fake_gitea::{ASSIGNED_PR, FakeGitea, Fault, FaultFilter};
 use forge_e2e::sidecar::{SidecarProcess, queue_events, workspace_bin};
 use forge_protocol::event::MAX_OP_EVENT_BYTES;
 use forge_sidecar::client::SocketClient;
@@ -89,9 +89,10 @@ fn hang_ups_at_every_stage_leave_one_op_per_forge_request() {
     let before = gitea.requests().len();
     let slow: Vec<_> = (0..10)
         .map(|_| send(&s.socket, "read_comments", &json!({"number": 17})))
+        .chain((0..10).map(|_| send(&s.socket, "read_reviews", &json!({"number": ASSIGNED_PR}))))
         .collect();
     wait_for("the slow reads to reach the forge", || {
-        gitea.requests().len() >= before + 10
+        gitea.requests().len() >= before + 20
     });
     drop(slow);
     // During a slow write: the comment is posted after the caller left.
@@ -132,12 +133,23 @@ fn hang_ups_at_every_stage_leave_one_op_per_forge_request() {
     };
     assert_eq!(
         forge_ops("read_comments"),
-        gets("/comments"),
+        gets("/issues/17/comments"),
+        "every read that reached the forge has its op"
+    );
+    // read_reviews asks for the list, then each review's inline comments.
+    let of_reviews = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/reviews"))
+        .count();
+    // All 10 reached the forge (the wait above) before their callers left.
+    assert_eq!(
+        forge_ops("read_reviews"),
+        10,
         "every read that reached the forge has its op"
     );
     assert_eq!(
         forge_ops("read_issue"),
-        requests.len() - gets("/comments") - gitea.writes().len(),
+        requests.len() - gets("/issues/17/comments") - of_reviews - gitea.writes().len(),
         "every read that reached the forge has its op"
     );
     assert_eq!(forge_ops("post_comment"), 3, "{}", s.log());

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use ureq::Agent;
 use ureq::http::Response;
+use ureq::unversioned::transport::DefaultConnector;
 
+use super::resolver::ForgeResolver;
 use super::{CommitInfo, Forge, ForgeError};
 use crate::budget::{CHARGE_STEP, Charged};
 use crate::config::Secret;
@@ -57,13 +59,14 @@ impl GiteaForge {
         token: &Secret,
         timeout: Duration,
     ) -> GiteaForge {
-        let agent: Agent = Agent::config_builder()
+        let config = Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("forge-sidecar/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        // No thread per request to resolve the forge's host (see the resolver).
+        let agent = Agent::with_parts(config, DefaultConnector::new(), ForgeResolver::default());
         let api_base = api_base.trim_end_matches('/').to_string();
         GiteaForge {
             agent,

@@ -6,6 +6,7 @@
 
 pub mod gitea;
 pub mod memory;
+pub mod resolver;
 
 use forge_protocol::{
     Comment, ErrorCode, Issue, IssueNumber, PullRequest, Review, RpcError, Text, Updated,
