@@ -373,4 +373,18 @@ async fn the_audit_names_the_reason_and_every_reference_form() {
         assert!(refs.contains(&json!(r)), "{r} in {op}");
     }
     s.stop();
+    // The host's audit shows the reader the same reason the agent got.
+    let audit = std::process::Command::new(forge_e2e::sidecar::workspace_bin("forge-queue"))
+        .arg("audit")
+        .arg(&s.queue)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        table.contains("denied write: post_comment #17")
+            && table.contains("'Fixes #000500' is a close reference to #500")
+            && table.contains("the forge would close #500"),
+        "{table}\n{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
 }
