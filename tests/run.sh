@@ -9,6 +9,10 @@
 # long it usually takes on two cores) and how long it took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A whole run is not an edit-and-rebuild loop: without incremental caches
+# the workspace's own crates take 1.4 GB less of target/ (set
+# CARGO_INCREMENTAL=1 to keep them).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 started=$SECONDS
 stage_name=
