@@ -1,5 +1,5 @@
 //! Benchmark of the fleet side (not a test; run it with
-//! `cargo build --release -p forge-sidecar && cargo bench -p forge-queue-host
+//! `tests/build-shipped.sh --release && cargo bench -p forge-queue-host
 //! --bench fleet`). It starts its own `nats-server -js` (install it with
 //! `tests/nats/install.sh`) on a free port, its store on the disk.
 //!
@@ -10,7 +10,7 @@
 //!    30,000 and started again; then a durable `watch --nats --json
 //!    --until-done` reads the stream: events lost, duplicated, out of order.
 //! 3. Latency: a `read_issue` call to a real `forge-sidecar` (memory forge,
-//!    queue on tmpfs; `target/release/forge-sidecar`) returning → its `op`
+//!    queue on tmpfs; the shipped `target/shipped/release/forge-sidecar`) returning → its `op`
 //!    line printed by `forge-queue watch --nats --json`, through a running
 //!    `forge-queue ship` (p50/p99/max).
 //! 4. Idle: one `forge-queue ship` over 1,000 directories whose sidecars
@@ -338,9 +338,16 @@ fn rpc(stream: &mut BufReader<UnixStream>, id: u64, method: &str, params: &str) 
 }
 
 fn latency(samples: u64) {
-    let sidecar_bin = Path::new(env!("CARGO_BIN_EXE_forge-queue")).with_file_name("forge-sidecar");
+    // The sidecar as the image has it (built on its own by
+    // tests/build-shipped.sh), not a variant another build left in target/.
+    // target/release/forge-queue -> target/shipped/release/forge-sidecar
+    let target = Path::new(env!("CARGO_BIN_EXE_forge-queue"))
+        .ancestors()
+        .nth(2)
+        .expect("the bench's binary is in target/<profile>/");
+    let sidecar_bin = target.join("shipped/release/forge-sidecar");
     if !sidecar_bin.exists() {
-        println!("latency: skipped, build target/release/forge-sidecar first");
+        println!("latency: skipped, run tests/build-shipped.sh --release first");
         return;
     }
     let server = Server::start();
