@@ -36,6 +36,8 @@ pub mod reader;
 pub mod run;
 pub mod state;
 pub mod tally;
+#[cfg(test)]
+mod test_events;
 pub mod verify;
 pub mod writer;
 

@@ -226,40 +226,10 @@ pub fn scan(dir: &Path, run: Option<&str>) -> Result<RunState, QueueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_events::{intent, start};
     use crate::writer::QueueWriter;
     use forge_protocol::DoneStatus;
-    use forge_protocol::event::{Done, Intent, Limits, SessionStart};
-
-    fn start(run: Option<&str>) -> EventBody {
-        EventBody::SessionStart(SessionStart {
-            version: "0".into(),
-            forge: "memory".into(),
-            api_base: None,
-            owner: "acme".into(),
-            repo: "widgets".into(),
-            issue: 17,
-            writable: vec![17],
-            limits: Limits {
-                max_request_bytes: 1,
-                max_body_bytes: 1,
-                max_writes: 1,
-                http_timeout_secs: 1,
-                heartbeat_secs: 1,
-            },
-            text: Default::default(),
-            pid: 1,
-            run: run.map(str::to_string),
-        })
-    }
-
-    fn intent() -> EventBody {
-        EventBody::Intent(Intent {
-            op_id: 1,
-            op: "post_comment".into(),
-            target: Some(17),
-            write: None,
-        })
-    }
+    use forge_protocol::event::Done;
 
     fn done() -> EventBody {
         EventBody::Done(Done {
@@ -274,15 +244,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let a = QueueWriter::open(root.path()).unwrap();
         a.append(start(Some("r1"))).unwrap();
-        a.append(intent()).unwrap();
-        a.append(intent()).unwrap();
+        a.append(intent(1)).unwrap();
+        a.append(intent(1)).unwrap();
         let other = QueueWriter::open(root.path()).unwrap();
         other.append(start(Some("r2"))).unwrap();
-        other.append(intent()).unwrap();
+        other.append(intent(1)).unwrap();
         other.append(done()).unwrap();
         let b = QueueWriter::open(root.path()).unwrap();
         b.append(start(Some("r1"))).unwrap();
-        b.append(intent()).unwrap();
+        b.append(intent(1)).unwrap();
         for reason in [ScopeGrown::OPENED, ScopeGrown::AT_START] {
             b.append(EventBody::ScopeGrown(ScopeGrown {
                 number: 21,
@@ -315,7 +285,7 @@ mod tests {
     fn acknowledged_events_count_too() {
         let root = tempfile::tempdir().unwrap();
         let a = QueueWriter::open(root.path()).unwrap();
-        for body in [start(None), intent()] {
+        for body in [start(None), intent(1)] {
             let w = a.append(body).unwrap();
             std::fs::rename(
                 root.path().join("new").join(&w.name),

@@ -461,44 +461,13 @@ fn untrusted(path: &Path, what: String) -> QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forge_protocol::event::{Intent, Limits, SessionStart};
-
-    fn start(run: &str) -> EventBody {
-        EventBody::SessionStart(SessionStart {
-            version: "0".into(),
-            forge: "memory".into(),
-            api_base: None,
-            owner: "acme".into(),
-            repo: "widgets".into(),
-            issue: 17,
-            writable: vec![17],
-            limits: Limits {
-                max_request_bytes: 1,
-                max_body_bytes: 1,
-                max_writes: 1,
-                http_timeout_secs: 1,
-                heartbeat_secs: 1,
-            },
-            text: Default::default(),
-            pid: 1,
-            run: Some(run.into()),
-        })
-    }
-
-    fn intent(op_id: u64) -> EventBody {
-        EventBody::Intent(Intent {
-            op_id,
-            op: "post_comment".into(),
-            target: Some(17),
-            write: None,
-        })
-    }
+    use crate::test_events::{intent, start};
 
     /// A session of run `r1` with `writes` intents; the writer and its names.
     fn session(root: &Path, writes: u64) -> (QueueWriter, Vec<String>) {
         let opened = open(root, Some("r1")).unwrap();
         let w = opened.writer;
-        let mut names = vec![w.append(start("r1")).unwrap().name];
+        let mut names = vec![w.append(start(Some("r1"))).unwrap().name];
         for i in 1..=writes {
             names.push(w.append(intent(i)).unwrap().name);
         }
@@ -528,7 +497,7 @@ mod tests {
             }
         );
         // A later session sorts after the earlier one, with no listing.
-        let s = again.writer.append(start("r1")).unwrap();
+        let s = again.writer.append(start(Some("r1"))).unwrap();
         assert!(
             &s.name > names.last().unwrap(),
             "{} after {names:?}",
@@ -638,7 +607,7 @@ mod tests {
     fn without_a_tally_every_event_is_read_once() {
         let root = tempfile::tempdir().unwrap();
         let w = QueueWriter::open(root.path()).unwrap();
-        w.append(start("r1")).unwrap();
+        w.append(start(Some("r1"))).unwrap();
         w.append(intent(1)).unwrap();
         drop(w);
         let first = open(root.path(), Some("r1")).unwrap();
