@@ -34,6 +34,9 @@ use forge_protocol::event::{
 };
 use forge_queue::QueueWriter;
 
+mod common;
+use common::{clock_ticks_per_sec, cpu_ticks, rss_kib};
+
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() {
@@ -478,28 +481,11 @@ fn idle(dirs: usize, window: Duration) {
     beat.join().unwrap();
     let _ = ship.kill();
     let _ = ship.wait();
-    let cpu = (c1 - c0) as f64 / 100.0;
+    let cpu = (c1 - c0) as f64 / clock_ticks_per_sec();
     println!(
         "idle ship over {dirs} dirs (heartbeats every 5 s): start-up (ship every session_start) {:.2} s; over {:.0} s CPU {:.3}% of one core ({cpu:.2} s), RSS {rss} KiB",
         startup.as_secs_f64(),
         elapsed.as_secs_f64(),
         100.0 * cpu / elapsed.as_secs_f64()
     );
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }

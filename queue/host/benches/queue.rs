@@ -31,6 +31,9 @@ use forge_queue::writer::rfc3339_ms;
 use forge_queue::{EventName, Heartbeat, sha256_hex};
 use forge_queue_host::watch::{Delivery, WatchOptions, Watcher};
 
+mod common;
+use common::{clock_ticks_per_sec, cpu_ticks, rss_kib};
+
 fn main() {
     let fast = std::env::var_os("QUEUE_BENCH_FAST").is_some();
     machine();
@@ -428,31 +431,4 @@ fn breadth(root: &Path, dirs: usize, window: Duration) {
         rss,
         extra_lines
     );
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the ")" of the command name; utime and stime are 14, 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
