@@ -733,6 +733,22 @@ mod signed {
     }
 
     /// A writer that signs checkpoints with `key`, as the sidecar does.
+    /// A session of `bodies` written to `dir` and signed with `key`; its
+    /// writer and its id.
+    fn signed_session<const N: usize>(
+        dir: &Path,
+        key: &SigningKey,
+        bodies: [EventBody; N],
+    ) -> (QueueWriter, String) {
+        let w = writer(dir, key);
+        for body in bodies {
+            w.append(body).unwrap();
+        }
+        w.publish_checkpoint().unwrap();
+        let session = w.session().to_string();
+        (w, session)
+    }
+
     fn writer(dir: &Path, key: &SigningKey) -> QueueWriter {
         QueueWriter::open(dir)
             .unwrap()
@@ -760,20 +776,14 @@ mod signed {
     /// after `last` (the bytes of its current last event), chained and
     /// labelled like the shipper's: what someone who may publish to the
     /// stream, but has not the key, can do.
-    fn forge_next(
-        server: &NatsServer,
-        dir: &Path,
-        session: &str,
-        seq: u64,
-        last: &[u8],
-        body: EventBody,
-    ) {
+    fn forge_next(server: &NatsServer, dir: &Path, session: &str, seq: u64, body: EventBody) {
+        let last = event_file(dir, session, seq - 1);
         let event = Event {
             v: 1,
             session: session.into(),
             seq,
             ts: "2026-11-25T12:00:00.000Z".into(),
-            prev: Some(forge_queue::sha256_hex(last)),
+            prev: Some(forge_queue::sha256_hex(&last)),
             body,
         };
         let bytes = serde_json::to_vec(&event).unwrap();
@@ -813,13 +823,17 @@ mod signed {
         let server = NatsServer::start();
         let q = queue_dir();
         let (key, vkey) = key();
-        let w = writer(q.path(), &key);
-        for body in [start(5), intent(1), intent(2), done(DoneStatus::Success)] {
-            w.append(body).unwrap();
-        }
-        w.append(end(true)).unwrap();
-        w.publish_checkpoint().unwrap();
-        let session = w.session().to_string();
+        let (_w, session) = signed_session(
+            q.path(),
+            &key,
+            [
+                start(5),
+                intent(1),
+                intent(2),
+                done(DoneStatus::Success),
+                end(true),
+            ],
+        );
         // The directory's verdict before shipping.
         let dir = run(forge_queue().args(["verify", "--key", &vkey]).arg(q.path()));
         assert_eq!(dir.status.code(), Some(0), "{}", stdout(&dir));
@@ -886,22 +900,9 @@ mod signed {
         let server = NatsServer::start();
         let q = queue_dir();
         let (key, vkey) = key();
-        let w = writer(q.path(), &key);
-        for body in [start(5), intent(1), end(false)] {
-            w.append(body).unwrap();
-        }
-        w.publish_checkpoint().unwrap();
-        let session = w.session().to_string();
+        let (_w, session) = signed_session(q.path(), &key, [start(5), intent(1), end(false)]);
         ship_once(&server, &[q.path()]);
-        let last = event_file(q.path(), &session, 2);
-        forge_next(
-            &server,
-            q.path(),
-            &session,
-            3,
-            &last,
-            done(DoneStatus::Success),
-        );
+        forge_next(&server, q.path(), &session, 3, done(DoneStatus::Success));
 
         // The chain is intact: only the key tells.
         let unsigned = verify_nats(&server, &[]);
@@ -971,22 +972,9 @@ mod signed {
         // A live session, and a done published by someone without the key,
         // chained to its last event.
         let q = queue_dir();
-        let w = writer(q.path(), &key);
-        for body in [start(3600), intent(1)] {
-            w.append(body).unwrap();
-        }
-        w.publish_checkpoint().unwrap();
-        let session = w.session().to_string();
+        let (w, session) = signed_session(q.path(), &key, [start(3600), intent(1)]);
         ship_once(&server, &[q.path()]);
-        let last = event_file(q.path(), &session, 1);
-        forge_next(
-            &server,
-            q.path(),
-            &session,
-            2,
-            &last,
-            done(DoneStatus::Success),
-        );
+        forge_next(&server, q.path(), &session, 2, done(DoneStatus::Success));
         // The sidecar goes on: its seq 2 is dropped as a duplicate id, and
         // its next checkpoint signs its own seq 2.
         w.append(intent(2)).unwrap();
