@@ -2102,7 +2102,6 @@ fn pinned_floor(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
 /// 4. Cold start: exec → socket accepting, → first `scope` answered.
 fn cold_start(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
     section("cold start: exec → connect OK → first answer (memory forge, tmpfs queue)");
-    let scope = Req::rpc("scope", None);
     let (mut connect, mut answer, mut stop) =
         (Samples::default(), Samples::default(), Samples::default());
     // The baseline, started as often, each start just before the sidecar's.
@@ -2114,52 +2113,10 @@ fn cold_start(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
             m.proc.kill();
         }
         let dir = tempfile::tempdir_in(&opts.tmpfs).expect("tempdir");
-        let socket = dir.path().join("run").join("forge.sock");
-        let log = dir.path().join("sidecar.log");
-        let t0 = Instant::now();
-        let child = Command::new(&bins.sidecar)
-            .args(["serve", "--forge", "memory"])
-            .env_clear()
-            .env("FORGE_SOCKET", &socket)
-            .env("FORGE_QUEUE_DIR", dir.path().join("queue"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn forge-sidecar");
-        let mut guard = ChildGuard::new(child, "forge-sidecar");
-        let deadline = t0 + WAIT;
-        let stream = loop {
-            match std::os::unix::net::UnixStream::connect(&socket) {
-                Ok(s) => break s,
-                Err(_) => {
-                    if let Some(status) = guard.exited() {
-                        panic!(
-                            "forge-sidecar exited at start ({status}):\n{}",
-                            fs::read_to_string(&log).unwrap_or_default()
-                        );
-                    }
-                    assert!(Instant::now() < deadline, "forge-sidecar did not start");
-                    std::thread::yield_now();
-                }
-            }
-        };
-        connect.push(t0.elapsed());
-        rt.block_on(async {
-            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-            let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
-            let mut c = Http1::over(stream).await?;
-            c.checked(&scope).await.map(drop)
-        })
-        .expect("first call");
-        answer.push(t0.elapsed());
-        let t = Instant::now();
-        let status = guard.terminate();
-        stop.push(t.elapsed());
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "forge-sidecar stopped badly: {status:?}"
-        );
+        let (c, a, s) = timed_start(rt, bins, dir.path(), &dir.path().join("queue"), &[]);
+        connect.push(c);
+        answer.push(a);
+        stop.push(s);
     }
     let (c, a, s) = (connect.stats(), answer.stats(), stop.stats());
     let m = (minimal.len() > 0).then(|| minimal.stats());
@@ -2201,14 +2158,15 @@ fn cold_start(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
 }
 
 /// Start `forge-sidecar serve --forge memory ARGS` on `queue`, time exec →
-/// socket accepting and → first `scope` answered, then stop it (SIGTERM).
+/// socket accepting and → first `scope` answered, then stop it (SIGTERM)
+/// and time the stop.
 fn timed_start(
     rt: &Runtime,
     bins: &Bins,
     dir: &Path,
     queue: &Path,
     args: &[&str],
-) -> (Duration, Duration) {
+) -> (Duration, Duration, Duration) {
     let socket = dir.join("run").join("forge.sock");
     let log = dir.join("sidecar.log");
     let t0 = Instant::now();
@@ -2249,13 +2207,15 @@ fn timed_start(
     })
     .expect("first call");
     let answer = t0.elapsed();
+    let t = Instant::now();
     let status = guard.terminate();
+    let stop = t.elapsed();
     assert!(
         status.is_some_and(|s| s.success()),
         "forge-sidecar stopped badly: {status:?}\n{}",
         fs::read_to_string(&log).unwrap_or_default()
     );
-    (connect, answer)
+    (connect, answer, stop)
 }
 
 /// 10. Start-up with 100,000 events of the same run in the queue (tmpfs):
@@ -2275,13 +2235,13 @@ fn history_start(rt: &Runtime, opts: &Opts, bins: &Bins, report: &mut Report) {
         // No tally: the start reads every event (as the first start of a
         // sidecar with tallies on a queue written before them).
         let _ = fs::remove_file(&tally);
-        let (c, a) = timed_start(rt, bins, dir.path(), &queue, &args);
+        let (c, a, _) = timed_start(rt, bins, dir.path(), &queue, &args);
         scan_connect.push(c);
         scan_answer.push(a);
     }
     let (mut connect, mut answer) = (Samples::default(), Samples::default());
     for _ in 0..opts.starts {
-        let (c, a) = timed_start(rt, bins, dir.path(), &queue, &args);
+        let (c, a, _) = timed_start(rt, bins, dir.path(), &queue, &args);
         connect.push(c);
         answer.push(a);
     }
