@@ -127,8 +127,30 @@ pub fn strip(source: &str) -> Stripped {
     // Gitea does not read code blocks (nor code spans) for references.
     let mut in_code_block = false;
     let mut tail = Tail::default();
+    // The heading being read has an attribute block (`## t {#id}`).
+    let mut heading_attrs = false;
     for (event, range) in Parser::new_ext(source, options).into_offset_iter() {
         match event {
+            Event::Start(Tag::Heading {
+                ref id,
+                ref classes,
+                ref attrs,
+                ..
+            }) => {
+                heading_attrs = id.is_some() || !classes.is_empty() || !attrs.is_empty();
+                joined = false;
+                tail.continues = false;
+            }
+            // The forge keeps the spaces before a heading's attribute block
+            // in its text, where this parser trims them: the run may end in
+            // a space.
+            Event::End(TagEnd::Heading(_)) if std::mem::take(&mut heading_attrs) => {
+                if tail.continues {
+                    tail.write(" ");
+                }
+                joined = false;
+                tail.continues = false;
+            }
             Event::Start(Tag::CodeBlock(_)) => {
                 in_code_block = true;
                 joined = false;
@@ -365,6 +387,11 @@ mod tests {
         }
         assert_eq!(
             joins(&format!("fixes `x`<{url}>")),
+            [format!("fixes {url}")]
+        );
+        // A heading's attribute block leaves the spaces before it.
+        assert_eq!(
+            joins(&format!("## fixes  {{#id}}\n{url}")),
             [format!("fixes {url}")]
         );
         // Text written between, a line end after text, or no space: no meeting.
